@@ -1,0 +1,1 @@
+"""Datasets: manifests, public dataset layouts, splits, the torch Dataset and synthetic phantoms."""
