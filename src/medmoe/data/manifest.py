@@ -8,7 +8,10 @@ other provenance (source layout, seed, unresolved entries). Readers that ignore 
 - ``label``: 0 normal, 1 abnormal.
 - ``split``: ``train``, ``val`` or ``test`` (train and val hold normal images only).
 - ``subclass``: the dataset's own class (``glioma``, ``benign`` …).
-- ``mask``: a pixel mask of the abnormality, or empty.
+- ``mask``: where the abnormality is, or empty. One of: a mask image path; several mask image paths
+  joined by ``|`` (one lesion per file, as BUSI ships them; the dataset layer ORs them); or bounding
+  boxes ``box:x,y,w,h;x,y,w,h`` in the image's own pixel coordinates (RSNA), rasterised by the dataset
+  layer. Non-zero mask pixels are abnormal.
 - ``flags``: ``;``-separated data-quality flags (see :data:`KNOWN_FLAGS`).
 """
 
