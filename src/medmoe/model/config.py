@@ -1,0 +1,77 @@
+"""The model's hyper-parameters."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from medmoe.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of :class:`~medmoe.model.moe.PromptMoE` (defaults: the paper, §4.3).
+
+    Attributes:
+        architecture: registered model name (see :func:`medmoe.model.registry.create_model`):
+            ``moe`` (the paper's model) or a baseline.
+        resolution: input side length R (a multiple of 16); the FC sizes follow from it.
+        in_channels: image channels C (1: grayscale, as in the paper).
+        encoder_channels: output channels of the four stride-2 convolutions.
+        fc_width: width of the hidden fully connected layer in encoder and decoders.
+        latent_dim: size of the image feature ``v``.
+        num_experts: N, the number of decoder experts (≥ number of tasks).
+        top_k: K, how many experts each image uses (1 ≤ K ≤ N).
+        text_dim: size of the frozen text embedding (384 for all-MiniLM-L6-v2, 512 for CLIP ViT-B).
+        prompt_dim: size of ``tau``, the output of the trainable prompt FC.
+        hallucination: experts predict a hallucination map ``sigma`` (False: the paper's ablation,
+            plain MSE and a squared-error anomaly map).
+        prompt: the router sees the prompt (False: the paper's ablation, router sees ``v`` only).
+    """
+
+    architecture: str = "moe"
+    resolution: int = 64
+    in_channels: int = 1
+    encoder_channels: tuple[int, int, int, int] = (16, 32, 64, 64)
+    fc_width: int = 2048
+    latent_dim: int = 16
+    num_experts: int = 5
+    top_k: int = 5
+    text_dim: int = 384
+    prompt_dim: int = 16
+    hallucination: bool = True
+    prompt: bool = True
+
+    def __post_init__(self) -> None:
+        if self.resolution < 16 or self.resolution % 16:
+            raise ConfigError(f"resolution must be a multiple of 16 (≥16), not {self.resolution}")
+        if len(self.encoder_channels) != 4:
+            raise ConfigError(f"encoder_channels needs 4 entries, got {self.encoder_channels}")
+        if not 1 <= self.top_k <= self.num_experts:
+            raise ConfigError(f"top_k must be in 1..num_experts={self.num_experts}, not {self.top_k}")
+        for name in ("in_channels", "fc_width", "latent_dim", "num_experts", "text_dim", "prompt_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
+
+    @property
+    def bottleneck(self) -> int:
+        """Side length of the smallest feature map, R / 16."""
+        return self.resolution // 16
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (stored in checkpoints)."""
+        data = asdict(self)
+        data["encoder_channels"] = list(self.encoder_channels)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown model setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        values = dict(data)
+        if "encoder_channels" in values:
+            values["encoder_channels"] = tuple(values["encoder_channels"])
+        return cls(**values)

@@ -1,0 +1,90 @@
+"""The full model: vision encoder, prompt encoder, router and expert bank (paper Fig. 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from medmoe.model.config import ModelConfig
+from medmoe.model.experts import ExpertBank
+from medmoe.model.prompt import PromptEncoder
+from medmoe.model.reference import LoopedExperts
+from medmoe.model.router import Router
+from medmoe.model.scoring import anomaly_map, image_score
+from medmoe.model.vision import VisionEncoder
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """Named outputs of :class:`PromptMoE` and of every baseline (B images, C channels, R×R pixels, N experts).
+
+    Attributes:
+        x_hat: reconstruction ``Σ s_k mu_k``, ``(B, C, R, R)``.
+        u: hallucination map ``Σ s_k sigma_k``, ``(B, C, R, R)``; ``None`` without the
+            hallucination head.
+        anomaly_map: ``(x − x_hat)² · exp(−u²)`` averaged over channels, ``(B, 1, R, R)``.
+        score: image anomaly score, the mean of the map, ``(B,)``.
+        router_weights: top-K renormalised expert weights ``s``, ``(B, N)``; ``None`` for
+            models without a router (baselines).
+        router_logits: the router's pre-softmax logits, ``(B, N)``; ``None`` without a router.
+        features: the image feature ``v``, ``(B, latent_dim)``.
+    """
+
+    x_hat: torch.Tensor
+    u: torch.Tensor | None
+    anomaly_map: torch.Tensor
+    score: torch.Tensor
+    router_weights: torch.Tensor | None
+    router_logits: torch.Tensor | None
+    features: torch.Tensor
+
+
+MoEOutput = ModelOutput  # the paper's name for it
+
+
+class PromptMoE(nn.Module):
+    """Prompt-driven mixture of hallucination-aware experts.
+
+    Args:
+        config: architecture.
+        experts: ``"bank"`` (grouped, fast; default) or ``"loop"`` (the plain per-expert reference,
+            for benchmarks and tests).
+    """
+
+    def __init__(self, config: ModelConfig, experts: str = "bank") -> None:
+        super().__init__()
+        if experts not in ("bank", "loop"):
+            raise ValueError(f"experts must be 'bank' or 'loop', not {experts!r}")
+        self.config = config
+        self.encoder = VisionEncoder(config)
+        self.prompt_encoder = PromptEncoder(config) if config.prompt else None
+        router_in = config.latent_dim + (config.prompt_dim if config.prompt else 0)
+        self.router = Router(router_in, config.num_experts, config.top_k)
+        self.experts = ExpertBank(config) if experts == "bank" else LoopedExperts(config)
+
+    def forward(self, x: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
+        """Reconstruct ``x`` and score it.
+
+        Args:
+            x: images ``(B, C, R, R)`` in [0, 1].
+            text_embedding: frozen prompt embeddings ``(B, text_dim)``; required when the
+                model uses prompts, ignored otherwise.
+        """
+        v = self.encoder(x)
+        if self.prompt_encoder is not None:
+            if text_embedding is None:
+                raise ValueError("this model routes on prompts: pass text_embedding (B, text_dim)")
+            route_in = torch.cat([v, self.prompt_encoder(text_embedding)], dim=1)
+        else:
+            route_in = v
+        logits, weights = self.router(route_in)
+        decoded = self.experts(v)  # (B, N, C or 2C, R, R)
+        mixed = torch.einsum("bn,bnchw->bchw", weights, decoded)
+        c = self.config.in_channels
+        x_hat = mixed[:, :c]
+        u = mixed[:, c:] if self.config.hallucination else None
+        amap = anomaly_map(x, x_hat, u)
+        return ModelOutput(x_hat=x_hat, u=u, anomaly_map=amap, score=image_score(amap),
+                         router_weights=weights, router_logits=logits, features=v)

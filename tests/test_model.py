@@ -1,0 +1,176 @@
+"""The model against the paper's formulas (§3) and the plain per-expert reference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from medmoe.errors import ConfigError
+from medmoe.model import ModelConfig, PromptMoE
+from medmoe.model.experts import ExpertBank
+from medmoe.model.losses import hallucination_loss, routing_loss, total_loss
+from medmoe.model.reference import LoopedExperts, load_bank_from_decoders
+from medmoe.model.router import top_k_renormalise
+from medmoe.model.scoring import anomaly_map, image_score
+
+SMALL = dict(resolution=32, fc_width=64, text_dim=12, num_experts=4, top_k=4)
+
+
+def small_config(**overrides) -> ModelConfig:
+    return ModelConfig(**{**SMALL, **overrides})
+
+
+@pytest.mark.parametrize("resolution", [16, 32, 64])
+def test_output_shapes(resolution: int) -> None:
+    config = small_config(resolution=resolution)
+    model = PromptMoE(config)
+    out = model(torch.rand(3, 1, resolution, resolution), torch.randn(3, 12))
+    assert out.x_hat.shape == out.u.shape == (3, 1, resolution, resolution)
+    assert out.anomaly_map.shape == (3, 1, resolution, resolution)
+    assert out.score.shape == (3,)
+    assert out.router_weights.shape == out.router_logits.shape == (3, 4)
+    assert out.features.shape == (3, config.latent_dim)
+
+
+@pytest.mark.parametrize("hallucination", [True, False])
+@pytest.mark.parametrize("train", [True, False])
+def test_expert_bank_equals_looped_decoders(hallucination: bool, train: bool) -> None:
+    torch.manual_seed(0)
+    config = small_config(hallucination=hallucination, in_channels=2)
+    looped, bank = LoopedExperts(config), ExpertBank(config)
+    for module in looped.modules():  # non-trivial batch-norm statistics and affine parameters
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    load_bank_from_decoders(bank, looped)
+    looped.train(train)
+    bank.train(train)
+    v = torch.randn(5, config.latent_dim)
+    expected, got = looped(v), bank(v)
+    assert got.shape == (5, 4, 4 if hallucination else 2, 32, 32)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    if train:  # running statistics updated identically
+        for name in ("running_mean", "running_var"):
+            torch.testing.assert_close(getattr(bank.deconv[1], name),
+                                       torch.cat([getattr(d.deconv[1], name) for d in looped.decoders]))
+
+
+def test_every_parameter_gets_a_gradient() -> None:
+    model = PromptMoE(small_config())
+    out = model(torch.rand(4, 1, 32, 32), torch.randn(4, 12))
+    loss = total_loss(torch.rand(4, 1, 32, 32), out.x_hat, out.u, out.router_logits,
+                      torch.tensor([0, 1, 2, 3]), alpha=1.0, beta=1.0).total
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_hallucination_loss_matches_eq5() -> None:
+    g = torch.Generator().manual_seed(1)
+    x, x_hat, u = (torch.randn(2, 1, 3, 4, generator=g) for _ in range(3))
+    total = 0.0
+    for i in range(2):
+        for j in range(12):
+            xi, xh, ui = x[i].flatten()[j].item(), x_hat[i].flatten()[j].item(), u[i].flatten()[j].item()
+            total += (xi - xh) ** 2 * math.exp(-ui**2) + ui**2
+    assert hallucination_loss(x, x_hat, u).item() == pytest.approx(total / (2 * 12), rel=1e-6)
+
+
+def test_routing_loss_is_cross_entropy_of_softmax() -> None:
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 0.0, 3.0]])
+    tasks = torch.tensor([0, 1])
+    p = torch.softmax(logits, dim=1)
+    expected = -(math.log(p[0, 0]) + math.log(p[1, 1])) / 2
+    assert routing_loss(logits, tasks).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_total_loss_weights_its_parts() -> None:
+    x, x_hat, u = torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4)
+    logits, tasks = torch.randn(2, 3), torch.tensor([2, 0])
+    parts = total_loss(x, x_hat, u, logits, tasks, alpha=0.3, beta=2.0)
+    expected = 0.3 * routing_loss(logits, tasks) + 2.0 * hallucination_loss(x, x_hat, u)
+    assert parts.total.item() == pytest.approx(expected.item(), rel=1e-6)
+    mse = total_loss(x, x_hat, None, None, tasks, alpha=0.3, beta=2.0)
+    assert mse.total.item() == pytest.approx(2.0 * ((x - x_hat) ** 2).mean().item(), rel=1e-6)
+
+
+def test_anomaly_map_and_score_match_section_3_5() -> None:
+    x, x_hat, u = np.random.default_rng(0).normal(size=(3, 2, 1, 5, 5)).astype(np.float32)
+    amap = anomaly_map(torch.from_numpy(x), torch.from_numpy(x_hat), torch.from_numpy(u))
+    expected = (x - x_hat) ** 2 * np.exp(-(u**2))
+    np.testing.assert_allclose(amap.numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(image_score(amap).numpy(), expected.reshape(2, -1).mean(1), rtol=1e-5)
+    plain = anomaly_map(torch.from_numpy(x), torch.from_numpy(x_hat))
+    np.testing.assert_allclose(plain.numpy(), (x - x_hat) ** 2, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_top_k_keeps_k_weights_renormalised(k: int) -> None:
+    probs = torch.softmax(torch.randn(6, 4), dim=1)
+    s = top_k_renormalise(probs, k)
+    assert ((s > 0).sum(dim=1) == k).all()
+    torch.testing.assert_close(s.sum(dim=1), torch.ones(6))
+    kept = probs.topk(k, dim=1).indices
+    torch.testing.assert_close(s.gather(1, kept), probs.gather(1, kept) / probs.gather(1, kept).sum(1, keepdim=True))
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_model_uses_k_experts(k: int) -> None:
+    out = PromptMoE(small_config(top_k=k))(torch.rand(5, 1, 32, 32), torch.randn(5, 12))
+    assert ((out.router_weights > 0).sum(dim=1) == k).all()
+    torch.testing.assert_close(out.router_weights.sum(dim=1), torch.ones(5))
+
+
+def test_k1_output_is_the_chosen_experts_reconstruction() -> None:
+    model = PromptMoE(small_config(top_k=1)).eval()
+    x, e = torch.rand(3, 1, 32, 32), torch.randn(3, 12)
+    out = model(x, e)
+    decoded = model.experts(model.encoder(x))
+    chosen = out.router_weights.argmax(dim=1)
+    torch.testing.assert_close(out.x_hat, decoded[torch.arange(3), chosen, :1])
+    torch.testing.assert_close(out.u, decoded[torch.arange(3), chosen, 1:])
+
+
+def test_no_hallucination_ablation_maps_squared_error() -> None:
+    model = PromptMoE(small_config(hallucination=False)).eval()
+    x = torch.rand(2, 1, 32, 32)
+    out = model(x, torch.randn(2, 12))
+    assert out.u is None
+    assert model.experts(torch.randn(2, 16)).shape[2] == 1  # no sigma channel at all
+    torch.testing.assert_close(out.anomaly_map, (x - out.x_hat) ** 2)
+
+
+def test_no_prompt_ablation_ignores_text() -> None:
+    model = PromptMoE(small_config(prompt=False)).eval()
+    assert model.prompt_encoder is None
+    x = torch.rand(2, 1, 32, 32)
+    a, b = model(x), model(x, torch.randn(2, 12))
+    torch.testing.assert_close(a.score, b.score)
+    assert model.router.fc.in_features == model.config.latent_dim
+
+
+def test_prompt_changes_routing() -> None:
+    model = PromptMoE(small_config()).eval()
+    x = torch.rand(1, 1, 32, 32).expand(2, -1, -1, -1)
+    out = model(x, torch.randn(2, 12) * 5)
+    assert not torch.allclose(out.router_weights[0], out.router_weights[1])
+    with pytest.raises(ValueError, match="text_embedding"):
+        model(x)
+
+
+@pytest.mark.parametrize("bad", [dict(resolution=40), dict(top_k=0), dict(top_k=5, num_experts=4)])
+def test_invalid_config_is_rejected(bad: dict) -> None:
+    with pytest.raises(ConfigError):
+        small_config(**bad)
+
+
+def test_config_round_trips() -> None:
+    config = small_config(hallucination=False, top_k=2)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="unknown"):
+        ModelConfig.from_dict({**config.to_dict(), "bogus": 1})
