@@ -1,0 +1,84 @@
+"""PNG, JPEG, TIFF and BMP files, read with Pillow.
+
+Conventions (see :func:`read_raster`):
+
+- 8-bit values are divided by 255 and 16-bit values (Pillow modes ``I;16*``) by 65535, so the
+  full range of the file's bit depth maps to ``[0, 1]`` (no stretching, no clipping).
+- 32-bit integer (``I``) and float (``F``) images have no fixed range and are min–max scaled.
+- Alpha is *ignored* (dropped, as ``Image.convert("RGB")`` does): transparent pixels keep
+  their stored colour. Palette images are expanded to RGB, 1-bit images to 0/1.
+- The EXIF orientation tag is applied, so the array is upright as a photo viewer shows it.
+- The whole file is decoded before returning, so a truncated or corrupt file fails here.
+  ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` is left at Pillow's default (False).
+- Multi-page TIFFs need ``frame=`` (0-based page index).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from medmoe.errors import ImageReadError
+from medmoe.io.intensity import scale_min_max
+
+_GRAY_MODES = frozenset({"1", "L", "LA", "La"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_UNBOUNDED_MODES = frozenset({"I", "F"})
+
+
+def read_raster(path: str | Path, *, frame: int | None = None) -> np.ndarray:
+    """Read a PNG/JPEG/TIFF/BMP file.
+
+    Args:
+        path: the image file.
+        frame: page of a multi-page TIFF (0-based); required for those, optional otherwise.
+
+    Returns:
+        ``float32`` in ``[0, 1]``: ``(H, W)`` for grayscale, ``(H, W, 3)`` for colour.
+
+    Raises:
+        ImageReadError: not an image Pillow recognises, truncated or corrupt, or a bad ``frame``.
+    """
+    try:
+        with Image.open(path) as image:
+            _seek_frame(image, path, frame)
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            return _to_array(upright)
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(path, f"{exc}; raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageReadError(
+            path,
+            f"the file is truncated, corrupt or not a PNG/JPEG/TIFF/BMP image ({exc}); "
+            "re-export or copy the file again",
+        ) from exc
+
+
+def _seek_frame(image: Image.Image, path: str | Path, frame: int | None) -> None:
+    """Move a multi-page image to ``frame``; a multi-page image without ``frame`` fails."""
+    n_frames = getattr(image, "n_frames", 1)
+    if frame is None:
+        if n_frames > 1:
+            raise ImageReadError(
+                path, f"it has {n_frames} pages; pass frame=0..{n_frames - 1} to choose one"
+            )
+        return
+    if not 0 <= frame < n_frames:
+        raise ImageReadError(path, f"frame={frame} is out of range: it has {n_frames} page(s), 0..{n_frames - 1}")
+    image.seek(frame)
+
+
+def _to_array(image: Image.Image) -> np.ndarray:
+    """Pillow image → ``float32`` ``(H, W)`` or ``(H, W, 3)`` in ``[0, 1]`` (see module docstring)."""
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        return (np.asarray(image, dtype=np.float32) / 65535.0).astype(np.float32)
+    if mode in _UNBOUNDED_MODES:
+        return scale_min_max(np.asarray(image))
+    target = "L" if mode in _GRAY_MODES else "RGB"
+    return np.asarray(image.convert(target), dtype=np.float32) / 255.0

@@ -1,0 +1,109 @@
+"""``read_image``: one image file of any supported format → a ``float32`` array in ``[0, 1]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medmoe.errors import ImageReadError
+from medmoe.io.dicom import read_dicom
+from medmoe.io.formats import SUPPORTED_SUFFIXES, ImageFormat, file_suffix, image_format
+from medmoe.io.intensity import collapse_gray, resolve_window
+from medmoe.io.nifti import read_nifti
+from medmoe.io.raster import read_raster
+
+# Which keyword arguments each format accepts.
+_FRAME_FORMATS: frozenset[ImageFormat] = frozenset({"dicom", "raster"})
+_SLICE_FORMATS: frozenset[ImageFormat] = frozenset({"nifti"})
+_WINDOW_FORMATS: frozenset[ImageFormat] = frozenset({"dicom", "nifti"})
+
+
+def read_image(
+    path: str | Path,
+    *,
+    frame: int | None = None,
+    slice_index: int | None = None,
+    window: tuple[float, float] | str | None = None,
+) -> np.ndarray:
+    """Read one 2-D image from a PNG/JPEG/TIFF/BMP, DICOM or NIfTI file.
+
+    The format comes from the suffix (:data:`medmoe.io.SUPPORTED_SUFFIXES`); a file without a
+    known suffix is read as DICOM if it has the ``DICM`` preamble. Format-specific conventions
+    (bit depth, alpha, EXIF, Modality/VOI LUT, MONOCHROME1, orientation) are documented in
+    :mod:`medmoe.io.raster`, :mod:`medmoe.io.dicom` and :mod:`medmoe.io.nifti`; NaN/inf handling
+    in :mod:`medmoe.io.intensity`.
+
+    A colour image whose three channels are identical (a grayscale picture saved as RGB) is
+    returned as ``(H, W)``: the shape says what the pixels are, not how the file stored them.
+
+    Args:
+        path: the image file.
+        frame: frame of a multi-frame DICOM or page of a multi-page TIFF (0-based); required for
+            those files.
+        slice_index: axial slice of a 3-D NIfTI volume (0-based, from inferior); required for
+            volumes with more than one slice.
+        window: DICOM and NIfTI only: ``(center, width)`` in the file's units (HU for CT) or a
+            preset name from :data:`medmoe.io.WINDOW_PRESETS` (``"brain"`` = ``(40, 80)``);
+            ``center - width/2`` maps to 0 and ``center + width/2`` to 1. Default: the DICOM
+            file's own window (VOI), else min–max scaling.
+
+    Returns:
+        ``float32``, C-contiguous, values in ``[0, 1]``: ``(H, W)`` grayscale or ``(H, W, 3)`` RGB.
+
+    Raises:
+        ImageReadError: for every failure, naming the file, the cause and what to do.
+    """
+    fmt = _check_file(path)
+    resolved = _check_arguments(path, fmt, frame=frame, slice_index=slice_index, window=window)
+    if fmt == "dicom":
+        image = read_dicom(path, frame=frame, window=resolved)
+    elif fmt == "nifti":
+        image = read_nifti(path, slice_index=slice_index, window=resolved)
+    else:
+        image = read_raster(path, frame=frame)
+    return np.ascontiguousarray(collapse_gray(image), dtype=np.float32)
+
+
+def _check_file(path: str | Path) -> ImageFormat:
+    """The format of an existing, non-empty regular file, or an :class:`ImageReadError`."""
+    file = Path(path)
+    if not file.exists():
+        raise ImageReadError(path, f"no such file (looked for {file.absolute()}); check the path")
+    if file.is_dir():
+        raise ImageReadError(path, "it is a folder, not an image file; pass one of the image files inside it")
+    if file.stat().st_size == 0:
+        raise ImageReadError(path, "the file is empty (0 bytes), probably an interrupted copy; copy it again")
+    fmt = image_format(file)
+    if fmt is None:
+        raise ImageReadError(
+            path,
+            f"unknown image format {file_suffix(file) or '(no suffix)'!r}; medmoe reads "
+            f"{' '.join(SUPPORTED_SUFFIXES)} and DICOM files with the 'DICM' preamble",
+        )
+    return fmt
+
+
+def _check_arguments(
+    path: str | Path,
+    fmt: ImageFormat,
+    *,
+    frame: int | None,
+    slice_index: int | None,
+    window: tuple[float, float] | str | None,
+) -> tuple[float, float] | None:
+    """Reject keyword arguments that do not apply to ``fmt``; return the resolved window."""
+    if frame is not None and fmt not in _FRAME_FORMATS:
+        raise ImageReadError(path, "frame= applies to multi-frame DICOM and multi-page TIFF; for NIfTI use slice_index=")
+    if slice_index is not None and fmt not in _SLICE_FORMATS:
+        raise ImageReadError(path, "slice_index= applies to NIfTI volumes; for multi-frame DICOM use frame=")
+    if window is None:
+        return None
+    if fmt not in _WINDOW_FORMATS:
+        raise ImageReadError(
+            path, "window= applies to DICOM and NIfTI values (e.g. HU); PNG/JPEG/TIFF/BMP pixels are display values"
+        )
+    try:
+        return resolve_window(window)
+    except ValueError as exc:
+        raise ImageReadError(path, str(exc)) from exc
