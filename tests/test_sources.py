@@ -521,6 +521,12 @@ def test_cli_prepare_summary_and_sources(tmp_path: Path) -> None:
     assert "dup_of_train" in result.output and "label_conflict" in result.output
     assert "breast_us: train incl. val 6, test normal 2, test abnormal 5" in result.output
 
+    eye = tmp_path / "eye.csv"
+    assert runner.invoke(app, ["prepare", "eye_diseases", "--root", str(make_eye(tmp_path / "e")),
+                               "--out", str(eye)]).exit_code == 0
+    result = runner.invoke(app, ["data", "summary", str(eye)])
+    assert "test normal 25, test abnormal 4 (2 without other_source)" in result.output
+
     result = runner.invoke(app, ["data", "sources"])
     assert result.exit_code == 0
     for name in SOURCES:

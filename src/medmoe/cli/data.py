@@ -42,9 +42,12 @@ def print_summary(console: Console, manifest: Manifest, title: str) -> None:
                               *(str(flag_counts[task, split, f]) for f in flags))
     console.print(table)
     for task in manifest.tasks:
+        other = sum(s.task == task and s.split == "test" and s.label == 1 and "other_source" in s.flags
+                    for s in manifest.samples)
+        same_source = f" ({counts[task, 'test', 1] - other} without other_source)" if other else ""
         console.print(f"{task}: train incl. val {counts[task, 'train', 0] + counts[task, 'val', 0]}, "
-                      f"test normal {counts[task, 'test', 0]}, test abnormal {counts[task, 'test', 1]}",
-                      highlight=False)
+                      f"test normal {counts[task, 'test', 0]}, test abnormal {counts[task, 'test', 1]}"
+                      f"{same_source}", highlight=False, soft_wrap=True)
     console.print(f"root: {manifest.root}", highlight=False)
     for key, value in manifest.meta.items():
         style = "bold yellow" if key in _PROBLEM_KEYS and value != "0" else None
