@@ -72,7 +72,8 @@ def test_16bit_gray_is_scaled_by_65535_not_clipped(tmp_path: Path, suffix: str) 
     pixels = np.array([[0, 1000], [32768, 65535]], dtype=np.uint16)
     path = tmp_path / f"g16{suffix}"
     Image.fromarray(pixels).save(path)
-    assert Image.open(path).mode.startswith("I;16")
+    with Image.open(path) as stored:
+        assert stored.mode.startswith("I;16")
     image = read_image(path)
     np.testing.assert_allclose(image, pixels / 65535.0, rtol=1e-6)
     assert 0.015 < image[0, 1] < 0.016  # 1000/65535, not clipped to 1
@@ -138,7 +139,7 @@ def test_colour_jpeg_and_bmp(tmp_path: Path) -> None:
         Image.fromarray(rgb).save(path)
         image = read_image(path)
         assert image.shape == (16, 16, 3) and image.dtype == np.float32
-        assert 0.0 <= image.min() and image.max() <= 1.0
+        assert image.min() >= 0.0 and image.max() <= 1.0
         assert image[..., 0].mean() > 0.8  # red stays in channel 0 (no BGR mix-up)
     np.testing.assert_allclose(read_image(tmp_path / "c.bmp"), rgb / 255.0, atol=1e-7)
 

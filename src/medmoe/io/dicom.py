@@ -11,7 +11,7 @@ Grayscale pipeline (see :func:`read_dicom`), with pydicom's own functions at eac
      (:func:`medmoe.io.intensity.apply_window`);
    - else the file's VOI LUT Sequence or Window Center/Width, first of several
      (``apply_voi_lut``), its output range mapped to ``[0, 1]``;
-   - else min–max scaling;
+   - else min-max scaling;
 
 4. ``MONOCHROME1`` (bright = low values, e.g. many CR radiographs) is inverted, so bone is
    always bright.
@@ -93,6 +93,8 @@ def read_dicom(
     """
     dataset = _read_dataset(path, stop_before_pixels=False)
     if not any(keyword in dataset for keyword in _PIXEL_DATA_KEYWORDS):
+        if getattr(dataset, "preamble", None) is None:
+            raise ImageReadError(path, "it has neither the DICOM 'DICM' preamble nor pixel data: not a DICOM image")
         raise ImageReadError(
             path,
             "the DICOM file has no pixel data (a structured report, presentation state or "
@@ -204,7 +206,7 @@ def _grayscale_to_unit(
     *,
     invert: bool,
 ) -> np.ndarray:
-    """Modality LUT, then a window (given, else the file's VOI, else min–max), then MONOCHROME1."""
+    """Modality LUT, then a window (given, else the file's VOI, else min-max), then MONOCHROME1."""
     try:
         values = apply_modality_lut(stored, dataset)
         if window is not None:
@@ -251,7 +253,7 @@ def _voi_output_range(dataset: Dataset) -> tuple[float, float]:
 
 
 def _scale_colour(stored: np.ndarray, dataset: Dataset, *, palette: bool) -> np.ndarray:
-    """RGB values → ``[0, 1]`` by their bit depth (palette: the LUT's); float data is min–max scaled."""
+    """RGB values → ``[0, 1]`` by their bit depth (palette: the LUT's); float data is min-max scaled."""
     if not np.issubdtype(stored.dtype, np.integer):
         return scale_min_max(stored)
     bits = stored.dtype.itemsize * 8 if palette else int(dataset.get("BitsStored", stored.dtype.itemsize * 8))

@@ -1,10 +1,10 @@
-"""Pixel-value helpers shared by every reader: windowing, min–max scaling, non-finite values, colour.
+"""Pixel-value helpers shared by every reader: windowing, min-max scaling, non-finite values, colour.
 
 All functions take and return NumPy arrays and know nothing about files. Output images are
 ``float32`` in ``[0, 1]``.
 
 Non-finite values (NaN, ±inf — e.g. the NaN background of a registered MRI) never raise: NaN is
-treated as the lowest finite value of the image (background), +inf as the highest and −inf as the
+treated as the lowest finite value of the image (background), +inf as the highest and -inf as the
 lowest. An image with no finite value at all carries no information and maps to zeros, like a
 constant image.
 """
@@ -45,23 +45,20 @@ def resolve_window(window: tuple[float, float] | str) -> tuple[float, float]:
         key = window.strip().lower()
         if key not in WINDOW_PRESETS:
             raise ValueError(
-                f"unknown window preset {window!r}; use one of {sorted(WINDOW_PRESETS)} "
-                "or window=(center, width)"
+                f"unknown window preset {window!r}; use one of {sorted(WINDOW_PRESETS)} or window=(center, width)"
             )
         return WINDOW_PRESETS[key]
     try:
         center, width = (float(v) for v in window)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"window must be a preset name or a (center, width) pair of numbers, not {window!r}"
-        ) from None
+        raise ValueError(f"window must be a preset name or a (center, width) pair of numbers, not {window!r}") from None
     if not (np.isfinite(center) and np.isfinite(width)) or width <= 0:
         raise ValueError(f"window (center={center}, width={width}) needs finite values and width > 0")
     return center, width
 
 
 def fill_non_finite(values: np.ndarray) -> np.ndarray:
-    """Replace NaN by the lowest finite value, +inf by the highest and −inf by the lowest.
+    """Replace NaN by the lowest finite value, +inf by the highest and -inf by the lowest.
 
     Args:
         values: any-shape real array.
@@ -134,9 +131,9 @@ def collapse_gray(image: np.ndarray) -> np.ndarray:
 
     Any other array is returned unchanged.
     """
-    if image.ndim == 3 and image.shape[2] == 3:
-        if np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]):
-            return image[..., 0]
+    is_rgb = image.ndim == 3 and image.shape[2] == 3
+    if is_rgb and np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]):
+        return image[..., 0]
     return image
 
 

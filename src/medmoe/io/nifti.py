@@ -9,7 +9,7 @@ column 0 is the patient's right (radiological convention). No resampling: anisot
 as stored.
 
 Intensity: ``scl_slope``/``scl_inter`` are applied (nibabel); then ``window=(center, width)`` if
-given (e.g. HU of a CT), else min–max scaling of the slice.
+given (e.g. HU of a CT), else min-max scaling of the slice.
 
 Trailing singleton dimensions are dropped; a real 4-D image (time series, several channels) fails
 clearly, as does a 3-D volume without ``slice_index`` (unless it has one slice).
@@ -44,7 +44,7 @@ def read_nifti(
         path: the ``.nii`` or ``.nii.gz`` file.
         slice_index: axial slice of a 3-D volume, 0-based from inferior (see module docstring);
             required when the volume has more than one slice.
-        window: ``(center, width)`` in the file's units; default: min–max scaling of the slice.
+        window: ``(center, width)`` in the file's units; default: min-max scaling of the slice.
 
     Returns:
         ``float32`` ``(H, W)`` in ``[0, 1]``.

@@ -4,7 +4,7 @@ Conventions (see :func:`read_raster`):
 
 - 8-bit values are divided by 255 and 16-bit values (Pillow modes ``I;16*``) by 65535, so the
   full range of the file's bit depth maps to ``[0, 1]`` (no stretching, no clipping).
-- 32-bit integer (``I``) and float (``F``) images have no fixed range and are min–max scaled.
+- 32-bit integer (``I``) and float (``F``) images have no fixed range and are min-max scaled.
 - Alpha is *ignored* (dropped, as ``Image.convert("RGB")`` does): transparent pixels keep
   their stored colour. Palette images are expanded to RGB, 1-bit images to 0/1.
 - The EXIF orientation tag is applied, so the array is upright as a photo viewer shows it.
@@ -64,9 +64,7 @@ def _seek_frame(image: Image.Image, path: str | Path, frame: int | None) -> None
     n_frames = getattr(image, "n_frames", 1)
     if frame is None:
         if n_frames > 1:
-            raise ImageReadError(
-                path, f"it has {n_frames} pages; pass frame=0..{n_frames - 1} to choose one"
-            )
+            raise ImageReadError(path, f"it has {n_frames} pages; pass frame=0..{n_frames - 1} to choose one")
         return
     if not 0 <= frame < n_frames:
         raise ImageReadError(path, f"frame={frame} is out of range: it has {n_frames} page(s), 0..{n_frames - 1}")

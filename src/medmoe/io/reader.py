@@ -46,7 +46,7 @@ def read_image(
         window: DICOM and NIfTI only: ``(center, width)`` in the file's units (HU for CT) or a
             preset name from :data:`medmoe.io.WINDOW_PRESETS` (``"brain"`` = ``(40, 80)``);
             ``center - width/2`` maps to 0 and ``center + width/2`` to 1. Default: the DICOM
-            file's own window (VOI), else min–max scaling.
+            file's own window (VOI), else min-max scaling.
 
     Returns:
         ``float32``, C-contiguous, values in ``[0, 1]``: ``(H, W)`` grayscale or ``(H, W, 3)`` RGB.
@@ -94,7 +94,9 @@ def _check_arguments(
 ) -> tuple[float, float] | None:
     """Reject keyword arguments that do not apply to ``fmt``; return the resolved window."""
     if frame is not None and fmt not in _FRAME_FORMATS:
-        raise ImageReadError(path, "frame= applies to multi-frame DICOM and multi-page TIFF; for NIfTI use slice_index=")
+        raise ImageReadError(
+            path, "frame= applies to multi-frame DICOM and multi-page TIFF; for NIfTI use slice_index="
+        )
     if slice_index is not None and fmt not in _SLICE_FORMATS:
         raise ImageReadError(path, "slice_index= applies to NIfTI volumes; for multi-frame DICOM use frame=")
     if window is None:
