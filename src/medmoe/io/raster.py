@@ -75,7 +75,7 @@ def _to_array(image: Image.Image) -> np.ndarray:
     """Pillow image → ``float32`` ``(H, W)`` or ``(H, W, 3)`` in ``[0, 1]`` (see module docstring)."""
     mode = image.mode
     if mode in _SIXTEEN_BIT_MODES:
-        return (np.asarray(image, dtype=np.float32) / 65535.0).astype(np.float32)
+        return np.asarray(image, dtype=np.float32) / np.float32(65535)
     if mode in _UNBOUNDED_MODES:
         return scale_min_max(np.asarray(image))
     target = "L" if mode in _GRAY_MODES else "RGB"
