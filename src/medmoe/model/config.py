@@ -74,4 +74,7 @@ class ModelConfig:
         values = dict(data)
         if "encoder_channels" in values:
             values["encoder_channels"] = tuple(values["encoder_channels"])
-        return cls(**values)
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(f"invalid model settings: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Training, evaluation and inference over manifests; self-describing checkpoints."""

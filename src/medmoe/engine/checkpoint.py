@@ -1,0 +1,157 @@
+"""Self-describing checkpoints: ``model.safetensors`` (weights) + ``model.json`` (everything else).
+
+The JSON holds the run config, the task table with prompts, the text encoder's name, validation
+thresholds, training info, the package version and the SHA-256 of the weights file, so a pair that
+does not belong together is detected. The frozen prompt embeddings are stored next to the weights
+(``prompt_embeddings``, row ``i`` = task ``i``), so inference on known prompts never runs the text
+model. Both files are written atomically, weights first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from medmoe import __version__
+from medmoe.atomic import atomic_write_bytes, atomic_write_text
+from medmoe.engine.config import RunConfig
+from medmoe.errors import CheckpointError, ConfigError
+from medmoe.model.registry import create_model
+from medmoe.tasks import TaskRegistry
+from medmoe.text.prompts import encoder_text
+
+FORMAT = "medmoe-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"
+META_NAME = "model.json"
+EMBEDDINGS_KEY = "prompt_embeddings"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded model with everything needed to use it.
+
+    Attributes:
+        model: the network, in eval mode.
+        config: the run configuration it was trained with.
+        tasks: the task table; task ``i`` is the model's task index ``i``.
+        prompt_embeddings: ``(T, text_dim)`` frozen embeddings of the tasks' prompts, or ``None``
+            for models that do not use prompts.
+        thresholds: per task id, the deployable score threshold fitted on validation normals.
+        info: training facts (epoch, validation loss, seed, timings, threshold rule …).
+        path: the folder it was loaded from.
+    """
+
+    model: nn.Module
+    config: RunConfig
+    tasks: TaskRegistry
+    prompt_embeddings: torch.Tensor | None
+    thresholds: dict[str, float]
+    info: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def text_encoder(self) -> str:
+        """Spec of the text encoder the model was trained with."""
+        return self.config.train.text_encoder
+
+    def prompt_cache_entries(self) -> dict[str, np.ndarray]:
+        """The stored embeddings keyed as :class:`~medmoe.text.PromptEmbeddingCache` expects."""
+        if self.prompt_embeddings is None:
+            return {}
+        rows = self.prompt_embeddings.numpy()
+        return {encoder_text(t.prompt): rows[i] for i, t in enumerate(self.tasks)}
+
+
+def save_checkpoint(directory: str | Path, *, model: nn.Module, config: RunConfig, tasks: TaskRegistry,
+                    prompt_embeddings: torch.Tensor | None, thresholds: dict[str, float],
+                    info: dict[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into ``directory`` atomically.
+
+    Returns:
+        The path of ``model.json``.
+    """
+    directory = Path(directory)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
+    if prompt_embeddings is not None:
+        tensors[EMBEDDINGS_KEY] = prompt_embeddings.detach().cpu().float().contiguous()
+    blob = save_safetensors(tensors, metadata={"format": FORMAT})
+    atomic_write_bytes(directory / WEIGHTS_NAME, blob)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "medmoe_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "weights": {"file": WEIGHTS_NAME, "sha256": hashlib.sha256(blob).hexdigest()},
+        "config": config.to_dict(),
+        "tasks": tasks.to_list(),
+        "thresholds": {k: float(v) for k, v in thresholds.items()},
+        "info": info or {},
+    }
+    path = directory / META_NAME
+    atomic_write_text(path, json.dumps(meta, indent=2, allow_nan=True) + "\n")
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint from a run folder (or its ``model.json``).
+
+    Raises:
+        CheckpointError: missing files, a file that is not a medmoe checkpoint, a newer format,
+            weights that do not belong to the JSON, or weights that do not fit the architecture.
+    """
+    meta_path = Path(path)
+    if meta_path.is_dir():
+        meta_path = meta_path / META_NAME
+    if not meta_path.is_file():
+        raise CheckpointError(f"no checkpoint at '{path}': expected a run folder with {META_NAME} and "
+                              f"{WEIGHTS_NAME} (written by 'medmoe train')")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"'{meta_path}' is not valid JSON ({exc}); is it a medmoe checkpoint?") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"'{meta_path}' is not a medmoe checkpoint (no format: {FORMAT})")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"'{meta_path}' has checkpoint format {meta['format_version']}, newer than "
+                              f"this medmoe ({__version__}) reads; upgrade medmoe")
+    weights_path = meta_path.parent / meta["weights"]["file"]
+    if not weights_path.is_file():
+        raise CheckpointError(f"checkpoint weights '{weights_path}' are missing")
+    blob = weights_path.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != meta["weights"]["sha256"]:
+        raise CheckpointError(f"'{weights_path}' does not match '{meta_path}' (SHA-256 differs): "
+                              "the weights were replaced or are corrupt")
+    try:
+        config = RunConfig.from_dict(meta["config"])
+        tasks = TaskRegistry.from_list(meta["tasks"])
+        tensors = load_safetensors(blob)
+    except (ConfigError, SafetensorError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint '{meta_path}' is invalid: {exc}") from exc
+    embeddings = tensors.pop(EMBEDDINGS_KEY, None)
+    model = create_model(config.model)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights in '{weights_path}' do not fit the architecture in "
+                              f"'{meta_path}': {str(exc).splitlines()[0]}") from exc
+    model.to(map_location).eval()
+    return Checkpoint(model=model, config=config, tasks=tasks, prompt_embeddings=embeddings,
+                      thresholds=dict(meta.get("thresholds", {})), info=dict(meta.get("info", {})),
+                      path=meta_path.parent)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the model itself)."""
+    return getattr(model, "module", model)

@@ -1,0 +1,167 @@
+"""Run configuration: YAML files mapped onto dataclasses, with ``section.field=value`` overrides.
+
+A config file has up to three sections, each optional (defaults are the paper's settings)::
+
+    model:   {resolution: 64, num_experts: 5, top_k: 5, hallucination: true, prompt: true}
+    train:   {epochs: 60, batch_size: 64, lr: 5.0e-4, seed: 0}
+    data:    {cache_dir: null, tasks_file: null}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from medmoe.errors import ConfigError
+from medmoe.model.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (defaults: the paper, §4.3).
+
+    Attributes:
+        epochs: passes over the training normals.
+        batch_size: images per step (global, over all processes); batches mix tasks.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        alpha: weight of the routing loss (Eq. 6); the paper does not state it.
+        beta: weight of the reconstruction loss (Eq. 6); the paper does not state it.
+        seed: seeds weights, shuffling and seeded splits.
+        threshold_percentile: the deployable threshold of a task is this percentile of its
+            validation normals' scores.
+        text_encoder: ``minilm`` or ``clip:<path>`` (see :mod:`medmoe.text`).
+        tasks: task ids to train on; empty means every task present in the data.
+        num_threads: torch CPU threads (0: torch's default).
+        device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
+    """
+
+    epochs: int = 250
+    batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    alpha: float = 1.0
+    beta: float = 1.0
+    seed: int = 0
+    threshold_percentile: float = 95.0
+    text_encoder: str = "minilm"
+    tasks: tuple[str, ...] = ()
+    num_threads: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ConfigError("train.epochs must be ≥ 1 and train.batch_size ≥ 2 (batch norm)")
+        if not 0 < self.threshold_percentile <= 100:
+            raise ConfigError("train.threshold_percentile must be in (0, 100]")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where data and its preprocessed cache live.
+
+    Attributes:
+        cache_dir: preprocessed-image cache; default ``$MEDMOE_CACHE`` or ``~/.cache/medmoe``.
+        tasks_file: a YAML file of extra tasks (see :mod:`medmoe.tasks`).
+        val_fraction: share of training normals carved out for validation when preparing
+            manifests from a data root.
+    """
+
+    cache_dir: str | None = None
+    tasks_file: str | None = None
+    val_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run needs besides the data location."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON/YAML-serialisable form."""
+        return {"model": self.model.to_dict(), "train": _plain(asdict(self.train)),
+                "data": asdict(self.data)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Build from a dict with optional ``model``/``train``/``data`` sections."""
+        unknown = set(data) - {"model", "train", "data"}
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; use model, train, data")
+        return cls(
+            model=ModelConfig.from_dict(data.get("model") or {}),
+            train=_build(TrainConfig, data.get("train") or {}, "train"),
+            data=_build(DataConfig, data.get("data") or {}, "data"),
+        )
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply ``key=value`` overrides.
+
+    Args:
+        path: YAML file.
+        overrides: items like ``train.epochs=3`` or ``model.top_k=1``; values are parsed as YAML.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' does not exist")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file '{path}' must be a mapping of sections")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        data.setdefault(section, {})
+        if not isinstance(data[section], dict):
+            raise ConfigError(f"config section {section!r} must be a mapping")
+        data[section][name] = yaml.safe_load(raw)
+    return RunConfig.from_dict(data)
+
+
+def with_text_dim(config: RunConfig, text_dim: int) -> RunConfig:
+    """The config with the model's ``text_dim`` set to the text encoder's embedding size."""
+    return replace(config, model=replace(config.model, text_dim=text_dim))
+
+
+def _build(cls: type, values: dict[str, Any], section: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"unknown {section} setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    hints = get_type_hints(cls)
+    try:
+        return cls(**{k: _coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()})
+    except TypeError as exc:
+        raise ConfigError(f"invalid {section} settings: {exc}") from exc
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """Cast YAML scalars to the field's type (YAML reads ``1e-3`` as a string, ``5`` as an int)."""
+    if isinstance(value, list):
+        return tuple(value)
+    try:
+        if hint is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+            return float(value)
+        if hint is int and isinstance(value, str):
+            return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {value!r}") from None
+    return value
+
+
+def _plain(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}

@@ -1,0 +1,83 @@
+"""Turn the ``--data`` argument of train/evaluate into manifests and in-memory tensors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from medmoe.data.manifest import Manifest, read_manifest, write_manifest
+from medmoe.errors import DatasetError
+from medmoe.tasks import TaskRegistry
+
+MANIFEST_DIR = "manifests"
+
+
+def default_cache_dir() -> Path:
+    """``$MEDMOE_CACHE`` or ``~/.cache/medmoe``: where preprocessed images are kept."""
+    return Path(os.environ.get("MEDMOE_CACHE") or Path.home() / ".cache" / "medmoe")
+
+
+def resolve_data(data: Sequence[str | Path], *, seed: int, val_fraction: float,
+                 save_to: Path | None = None) -> list[Manifest]:
+    """Manifests from manifest CSVs, a folder holding ``manifest.csv``, or a data root.
+
+    A data root (a folder with the standard dataset folders, see :func:`medmoe.data.sources.prepare_all`)
+    is prepared with ``seed`` and ``val_fraction``. Every manifest used is written to
+    ``save_to/manifests/`` so evaluation reuses exactly the same split.
+
+    Args:
+        data: paths given on the command line; empty means ``$MEDMOE_DATA``.
+        seed: seed of seeded splits when preparing a data root.
+        val_fraction: validation share when preparing a data root.
+        save_to: run folder to store prepared manifests in.
+    """
+    if not data:
+        env = os.environ.get("MEDMOE_DATA")
+        if not env:
+            raise DatasetError("no data given: pass --data (a data root or manifest CSVs) or set MEDMOE_DATA")
+        data = [env]
+    manifests: list[Manifest] = []
+    for item in map(Path, data):
+        if item.is_file():
+            manifests.append(read_manifest(item))
+        elif (item / "manifest.csv").is_file():
+            manifests.append(read_manifest(item / "manifest.csv"))
+        elif item.is_dir():
+            from medmoe.data.sources import prepare_all
+
+            prepared = prepare_all(item, seed=seed, val_fraction=val_fraction)
+            manifests.extend(prepared.values())
+        else:
+            raise DatasetError(f"data path '{item}' does not exist (expected a data root, a folder with "
+                               "manifest.csv, or a manifest CSV)")
+    if save_to is not None:
+        for manifest in manifests:
+            write_manifest(manifest, save_to / MANIFEST_DIR / f"{'+'.join(manifest.tasks) or 'empty'}.csv")
+    return manifests
+
+
+def run_manifests(run_dir: Path) -> list[Manifest]:
+    """The manifests a run was trained on (stored by :func:`resolve_data` or by train)."""
+    folder = run_dir / MANIFEST_DIR
+    paths = sorted(folder.glob("*.csv")) if folder.is_dir() else []
+    if not paths:
+        raise DatasetError(f"run '{run_dir}' stores no manifests in {MANIFEST_DIR}/; pass --manifest")
+    return [read_manifest(p) for p in paths]
+
+
+def select_tasks(registry: TaskRegistry, manifests: Sequence[Manifest],
+                 wanted: Sequence[str] = ()) -> TaskRegistry:
+    """The tasks to train on, in registry order: ``wanted`` if given, else those in the data."""
+    present = {t for m in manifests for t in m.tasks}
+    unknown = sorted(t for t in present if t not in registry)
+    if unknown:
+        raise DatasetError(f"the data has task(s) {unknown} unknown to the task registry; "
+                           "add them with a tasks file (data.tasks_file)")
+    chosen = list(wanted) if wanted else [t for t in registry.ids if t in present]
+    missing = [t for t in chosen if t not in present]
+    if missing:
+        raise DatasetError(f"task(s) {missing} were asked for but the data has none of their images")
+    if not chosen:
+        raise DatasetError("the data holds no images")
+    return registry.subset(chosen)

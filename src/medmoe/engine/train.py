@@ -1,0 +1,284 @@
+"""Training: mixed-task batches of normal images, validation-loss model selection, exact resume.
+
+The same function runs on one process or under ``torchrun`` (DistributedDataParallel; gloo on CPU,
+NCCL on CUDA): every process sees a disjoint shard of each epoch's permutation, the global batch is
+``train.batch_size``, and rank 0 validates and writes files.
+
+Files in the run folder:
+
+- ``model.safetensors`` + ``model.json``: the selected model (lowest validation loss; the test split
+  is never looked at) with per-task thresholds fitted on validation normals.
+- ``checkpoints/last.pt``: resume state after the last finished epoch (model, optimizer, history).
+- ``history.json``: per-epoch training and validation losses and timings.
+- ``config.yaml``: the resolved run configuration; ``manifests/``: the data it was trained on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from medmoe.atomic import atomic_write_bytes, atomic_write_text
+from medmoe.data.dataset import Batch, ImageDataset
+from medmoe.data.manifest import Manifest
+from medmoe.engine.checkpoint import save_checkpoint
+from medmoe.engine.config import RunConfig, with_text_dim
+from medmoe.engine.data import default_cache_dir, select_tasks
+from medmoe.engine.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
+from medmoe.engine.inference import predict, task_text_embeddings
+from medmoe.errors import CheckpointError, ConfigError, DatasetError
+from medmoe.model.losses import LossParts, total_loss
+from medmoe.model.registry import create_model
+from medmoe.tasks import TaskRegistry, default_registry, load_task_file
+from medmoe.text import PromptEmbeddingCache
+
+_log = logging.getLogger(__name__)
+RESUME_FILE = Path("checkpoints") / "last.pt"
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    best_epoch: int
+    best_val_loss: float
+    thresholds: dict[str, float]
+    seconds: float
+    history: list[dict[str, float]]
+
+
+def task_registry(config: RunConfig) -> TaskRegistry:
+    """The default tasks plus those of ``data.tasks_file``."""
+    return load_task_file(config.data.tasks_file) if config.data.tasks_file else default_registry()
+
+
+def prompt_embeddings_for(config: RunConfig, tasks: TaskRegistry) -> torch.Tensor | None:
+    """Frozen embeddings ``(T, D)`` of the tasks' prompts, or ``None`` if the model ignores prompts
+    (then the text model is never loaded)."""
+    if not config.model.prompt:
+        return None
+    cache = PromptEmbeddingCache(config.train.text_encoder)
+    return torch.from_numpy(cache.embed(tasks.prompts))
+
+
+def train(config: RunConfig, manifests: list[Manifest], run_dir: str | Path, *,
+          resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train a model on the normal images of ``manifests`` and write a checkpoint to ``run_dir``.
+
+    Args:
+        config: the run configuration.
+        manifests: data; ``train`` rows are trained on, ``val`` rows select the model and fit the
+            thresholds; ``test`` rows are ignored.
+        run_dir: output folder.
+        resume: continue from ``run_dir/checkpoints/last.pt`` (same config required).
+        progress: show progress bars.
+    """
+    run_dir = Path(run_dir)
+    dist = setup_distributed(config.train.device)
+    try:
+        return _train(config, manifests, run_dir, dist, resume=resume, progress=progress and dist.is_main)
+    finally:
+        teardown_distributed()
+
+
+def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: DistInfo, *,
+           resume: bool, progress: bool) -> TrainResult:
+    tc = config.train
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    tasks = select_tasks(task_registry(config), manifests, tc.tasks)
+    if config.model.architecture == "moe" and config.model.num_experts < len(tasks):
+        raise ConfigError(f"{len(tasks)} tasks need at least as many experts; model.num_experts="
+                          f"{config.model.num_experts}")
+    embeddings = prompt_embeddings_for(config, tasks)
+    if embeddings is not None:
+        config = with_text_dim(config, embeddings.shape[1])
+
+    cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
+    train_data = _load_split(manifests, tasks, "train", config, cache_dir, dist, progress)
+    val_data = _load_split(manifests, tasks, "val", config, cache_dir, dist, progress)
+    if len(train_data.images) < 2:
+        raise DatasetError("fewer than 2 training images: check the manifests' train split")
+
+    torch.manual_seed(tc.seed)
+    model: nn.Module = create_model(config.model).to(dist.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    state = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "history": [], "seconds": 0.0,
+             "best_state": None}
+    resume_path = run_dir / RESUME_FILE
+    if resume:
+        state = _load_resume(resume_path, config, model, optimizer)
+    wrapped = DistributedDataParallel(model) if dist.world_size > 1 else model
+    if dist.is_main:
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    text = embeddings.to(dist.device) if embeddings is not None else None
+    per_rank = max(2, tc.batch_size // dist.world_size)
+    epochs = range(state["epoch"], tc.epochs)
+    bar = tqdm(epochs, desc="train", unit="epoch", disable=not progress, initial=state["epoch"],
+               total=tc.epochs, dynamic_ncols=True)
+    for epoch in bar:
+        started = time.perf_counter()
+        train_loss = _train_epoch(wrapped, optimizer, train_data, text, config, epoch, per_rank, dist)
+        record = {"epoch": epoch + 1, **train_loss}
+        if dist.is_main:
+            record["val_loss"] = _validation_loss(model, val_data, text, config, dist.device)
+            selection_loss = record["val_loss"] if len(val_data.images) else train_loss["loss"]
+            if selection_loss < state["best_val_loss"]:
+                state.update(best_val_loss=selection_loss, best_epoch=epoch + 1,
+                             best_state={k: v.detach().clone() for k, v in model.state_dict().items()})
+            record["seconds"] = time.perf_counter() - started
+            state["seconds"] += record["seconds"]
+            state["history"].append(record)
+            state["epoch"] = epoch + 1
+            _save_resume(resume_path, config, model, optimizer, state)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", rn=f"{record['routing']:.3f}",
+                            re=f"{record['reconstruction']:.4f}", val=f"{record['val_loss']:.4f}")
+        barrier(dist)
+    bar.close()
+
+    result = None
+    if dist.is_main:
+        result = _finish(config, model, tasks, embeddings, state, val_data, train_data, run_dir, dist.device)
+    barrier(dist)
+    return result if result is not None else TrainResult(run_dir, state["best_epoch"], state["best_val_loss"],
+                                                         {}, state["seconds"], state["history"])
+
+
+def _load_split(manifests: list[Manifest], tasks: TaskRegistry, split: str, config: RunConfig,
+                cache_dir: Path, dist: DistInfo, progress: bool) -> Batch:
+    """All images of one split as tensors; rank 0 fills the cache first, the others then read it."""
+    dataset = ImageDataset.from_manifests(manifests, tasks, split=split, resolution=config.model.resolution,
+                                          cache_dir=cache_dir, with_masks=False)
+    if not dist.is_main:
+        barrier(dist)
+    batch = dataset.materialize(progress=progress)
+    if dist.is_main:
+        barrier(dist)
+    return batch
+
+
+def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Batch, text: torch.Tensor | None,
+                 config: RunConfig, epoch: int, per_rank: int, dist: DistInfo) -> dict[str, float]:
+    """One pass over a seeded permutation (seed, epoch) — what makes resume exact."""
+    tc = config.train
+    generator = torch.Generator().manual_seed(tc.seed * 100_003 + epoch)
+    order = torch.randperm(len(data.images), generator=generator)
+    usable = len(order) // (per_rank * dist.world_size) * per_rank * dist.world_size
+    if usable == 0:  # fewer images than one global batch: one smaller batch per process
+        usable = len(order) // dist.world_size * dist.world_size
+        per_rank = usable // dist.world_size
+    shard = order[:usable][dist.rank::dist.world_size]
+    model.train()
+    sums = {"loss": 0.0, "routing": 0.0, "reconstruction": 0.0}
+    steps = 0
+    for start in range(0, len(shard) - per_rank + 1, per_rank):
+        index = shard[start:start + per_rank]
+        x = data.images[index].to(dist.device, non_blocking=True)
+        task_ids = data.task_indices[index].to(dist.device)
+        out = model(x, task_text_embeddings(text, task_ids))
+        parts: LossParts = total_loss(x, out.x_hat, out.u, out.router_logits, task_ids, tc.alpha, tc.beta)
+        optimizer.zero_grad(set_to_none=True)
+        parts.total.backward()
+        optimizer.step()
+        sums["loss"] += parts.total.item()
+        sums["routing"] += parts.routing.item()
+        sums["reconstruction"] += parts.reconstruction.item()
+        steps += 1
+    return {k: v / max(steps, 1) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def _validation_loss(model: nn.Module, data: Batch, text: torch.Tensor | None, config: RunConfig,
+                     device: torch.device) -> float:
+    """Mean Eq. 6 loss over the validation normals (NaN without validation data)."""
+    if len(data.images) == 0:
+        return math.nan
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(data.images), 256):
+        x = data.images[start:start + 256].to(device)
+        task_ids = data.task_indices[start:start + 256].to(device)
+        out = model(x, task_text_embeddings(text, task_ids))
+        parts = total_loss(x, out.x_hat, out.u, out.router_logits, task_ids, config.train.alpha, config.train.beta)
+        total += parts.total.item() * len(x)
+        count += len(x)
+    return total / count
+
+
+def fit_thresholds(model: nn.Module, data: Batch, text: torch.Tensor | None, tasks: TaskRegistry,
+                   percentile: float, device: torch.device) -> dict[str, float]:
+    """Per task, the ``percentile`` of the model's scores on ``data`` (normal images only)."""
+    preds = predict(model, data.images, task_text_embeddings(text, data.task_indices), device=device)
+    thresholds = {}
+    for i, task in enumerate(tasks):
+        scores = preds.scores[data.task_indices.numpy() == i]
+        thresholds[task.id] = float(np.percentile(scores, percentile)) if len(scores) else math.nan
+    return thresholds
+
+
+def _finish(config: RunConfig, model: nn.Module, tasks: TaskRegistry, embeddings: torch.Tensor | None,
+            state: dict[str, Any], val_data: Batch, train_data: Batch, run_dir: Path,
+            device: torch.device) -> TrainResult:
+    """Restore the selected weights, fit thresholds on validation normals, write the checkpoint."""
+    if state["best_state"] is not None:
+        model.load_state_dict(state["best_state"])
+    text = embeddings.to(device) if embeddings is not None else None
+    source = val_data if len(val_data.images) else train_data
+    thresholds = fit_thresholds(model, source, text, tasks, config.train.threshold_percentile, device)
+    missing = [t for t, v in thresholds.items() if math.isnan(v)]
+    if missing:
+        _log.warning("no validation normals for %s: their thresholds are undefined", missing)
+    rule = (f"p{config.train.threshold_percentile:g} of validation-normal scores" if len(val_data.images)
+            else f"p{config.train.threshold_percentile:g} of TRAINING-normal scores (no validation data)")
+    info = {
+        "best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"],
+        "epochs": config.train.epochs, "seed": config.train.seed, "train_seconds": round(state["seconds"], 1),
+        "n_train": len(train_data.images), "n_val": len(val_data.images), "threshold_rule": rule,
+        "selection": "lowest validation loss (Eq. 6) over epochs; the test split is never used",
+    }
+    model.to("cpu")
+    save_checkpoint(run_dir, model=model, config=config, tasks=tasks, prompt_embeddings=embeddings,
+                    thresholds=thresholds, info=info)
+    atomic_write_text(run_dir / "history.json", json.dumps(state["history"], indent=1) + "\n")
+    return TrainResult(run_dir, state["best_epoch"], state["best_val_loss"], thresholds, state["seconds"],
+                       state["history"])
+
+
+def _save_resume(path: Path, config: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save({"config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "state": state}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _load_resume(path: Path, config: RunConfig, model: nn.Module,
+                 optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"cannot resume: '{path}' does not exist (was the run started in this folder?)")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if _without_epochs(saved["config"]) != _without_epochs(config.to_dict()):
+        raise CheckpointError(f"cannot resume from '{path}': it was trained with a different configuration "
+                              "(only train.epochs may change on resume)")
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    return saved["state"]
+
+
+def _without_epochs(config: dict[str, Any]) -> dict[str, Any]:
+    return {**config, "train": {k: v for k, v in config["train"].items() if k != "epochs"}}
