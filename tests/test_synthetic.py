@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medmoe.data.manifest import read_manifest
+from medmoe.data.manifest import Sample, read_manifest
+from medmoe.data.sources import prepare_source
 from medmoe.data.synthetic import PHANTOMS, make_phantom, write_synthetic_dataset
 from medmoe.errors import ConfigError
 from medmoe.tasks import default_registry
@@ -123,3 +124,15 @@ def test_an_image_does_not_depend_on_the_counts(tmp_path: Path) -> None:
                             tasks=["chest_xray", "head_ct"])
     small, large = _files(tmp_path / "small"), _files(tmp_path / "large")
     assert small.items() <= large.items()
+
+
+def test_each_task_folder_is_a_generic_folder_layout(tmp_path: Path) -> None:
+    manifest = write_synthetic_dataset(tmp_path, n_train=5, n_test_normal=2, n_test_abnormal=3, size=40,
+                                       tasks=["breast_us"])
+    prepared = prepare_source("folder", tmp_path / "breast_us", task="breast_us")
+
+    def rows(samples: list[Sample], prefix: str) -> set[tuple[str, int, str, str]]:
+        return {(prefix + s.path, s.label, "test" if s.split == "test" else "train/val", prefix + s.mask if s.mask
+                 else "") for s in samples}
+
+    assert rows(prepared.samples, "breast_us/") == rows(manifest.samples, "")

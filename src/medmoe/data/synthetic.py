@@ -43,6 +43,7 @@ from PIL import Image, ImageDraw
 
 from medmoe.atomic import atomic_write_bytes
 from medmoe.data.manifest import Manifest, Sample, write_manifest
+from medmoe.data.splits import carve_validation, check_split_args
 from medmoe.errors import ConfigError
 
 Array = np.ndarray
@@ -460,18 +461,20 @@ def write_synthetic_dataset(root: str | Path, *, n_train: int = 40, n_test_norma
                             ) -> Manifest:
     """Write a synthetic dataset (never real data) and its manifest.
 
-    Layout (the generic folder layout)::
+    Layout: each ``ROOT/<task>`` is in the generic folder layout (:mod:`medmoe.data.sources.folder`,
+    so ``medmoe prepare`` reads it too), the mask having its image's relative path under ``masks/``::
 
         ROOT/<task>/train/normal/<task>_train_0000.png
         ROOT/<task>/test/normal/<task>_test_normal_0000.png
         ROOT/<task>/test/abnormal/<task>_test_abnormal_0000.png
-        ROOT/<task>/masks/<task>_test_abnormal_0000_mask.png     (0/255, one per abnormal image)
-        ROOT/manifest.csv
+        ROOT/<task>/masks/<task>_test_abnormal_0000.png      (0/255, one per abnormal image)
+        ROOT/manifest.csv                                     (all tasks, paths relative to ROOT)
 
     Images are 8-bit gray PNGs. Every image has its own seed derived from ``(seed, task, split,
     label, index)``, so an image does not change when the counts or the task list change. A seeded
-    ``val_fraction`` of each task's training normals is marked ``val`` in the manifest (their files
-    stay in ``train/normal``). Every file, the manifest last, is written atomically.
+    ``val_fraction`` of each task's training normals is marked ``val`` in the manifest
+    (:func:`medmoe.data.splits.carve_validation`; the files stay in ``train/normal``). Every file,
+    the manifest last, is written atomically.
 
     Args:
         root: output folder (created).
@@ -479,46 +482,41 @@ def write_synthetic_dataset(root: str | Path, *, n_train: int = 40, n_test_norma
         n_test_normal: normal test images per task.
         n_test_abnormal: abnormal test images per task, each with a mask.
         size: image side in pixels.
-        seed: the dataset seed.
+        seed: the dataset seed (non-negative).
         tasks: task ids, a subset of :data:`PHANTOMS`.
-        val_fraction: fraction of training normals moved to ``val`` (at least one when
-            ``n_train >= 2``).
+        val_fraction: share of training normals moved to ``val``, in ``[0, 1)``.
 
     Returns:
         The manifest (also written to ``ROOT/manifest.csv``), with ``meta["synthetic"] == "true"``.
     """
     root = Path(root)
+    check_split_args(seed, val_fraction)
     unknown = [t for t in tasks if t not in PHANTOMS]
     if unknown:
         raise ConfigError(f"no synthetic phantom for task(s) {unknown}; available: {', '.join(PHANTOMS)}")
+    groups = (("train", 0, n_train, "train/normal", "train"),
+              ("test", 0, n_test_normal, "test/normal", "test_normal"),
+              ("test", 1, n_test_abnormal, "test/abnormal", "test_abnormal"))
     samples: list[Sample] = []
     for task in tasks:
-        task_key = zlib.crc32(task.encode("utf-8"))
-        n_val = max(1, round(val_fraction * n_train)) if n_train >= 2 and val_fraction > 0 else 0
-        val_ids = set(np.random.default_rng([seed, task_key, 99]).permutation(n_train)[:n_val].tolist())
-        groups = (("train", 0, n_train, "train/normal", f"{task}_train"),
-                  ("test", 0, n_test_normal, "test/normal", f"{task}_test_normal"),
-                  ("test", 1, n_test_abnormal, "test/abnormal", f"{task}_test_abnormal"))
         for group_id, (split, label, count, folder, stem) in enumerate(groups):
             for i in range(count):
-                rng = np.random.default_rng([seed, task_key, group_id, i])
+                rng = np.random.default_rng([seed, zlib.crc32(task.encode("utf-8")), group_id, i])
                 image, mask = make_phantom(task, rng, size=size, abnormal=bool(label))
-                rel = f"{task}/{folder}/{stem}_{i:04d}.png"
-                atomic_write_bytes(root / rel, _png_bytes(image))
-                mask_rel = ""
+                name = f"{task}_{stem}_{i:04d}.png"
+                atomic_write_bytes(root / task / folder / name, _png_bytes(image))
                 if label:
-                    mask_rel = f"{task}/masks/{stem}_{i:04d}_mask.png"
-                    atomic_write_bytes(root / mask_rel, _png_bytes(mask))
-                samples.append(Sample(
-                    path=rel, task=task, label=label,
-                    split="val" if split == "train" and i in val_ids else split,
-                    subclass="lesion" if label else "normal", mask=mask_rel,
-                ))
-    manifest = Manifest(root=root.resolve(), samples=samples, meta={
+                    atomic_write_bytes(root / task / "masks" / name, _png_bytes(mask))
+                samples.append(Sample(path=f"{task}/{folder}/{name}", task=task, label=label, split=split,
+                                      subclass="abnormal" if label else "normal",
+                                      mask=f"{task}/masks/{name}" if label else ""))
+    manifest = carve_validation(Manifest(root=root.resolve(), samples=samples), val_fraction, seed)
+    manifest.meta = {
         "synthetic": "true",
         "source": "medmoe.data.synthetic (generated phantoms, never real data)",
         "seed": str(seed),
         "size": str(size),
-    })
+        "val_fraction": f"{val_fraction:g}",
+    }
     write_manifest(manifest, root / "manifest.csv")
     return manifest
