@@ -48,7 +48,7 @@ from medmoe.io.formats import image_format
 from medmoe.io.intensity import resolve_window
 from medmoe.tasks import TaskRegistry
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Bump when preprocessing changes in a way the cache key does not capture."""
 
 Window = tuple[float, float] | str
@@ -314,7 +314,7 @@ class ImageDataset(Dataset[Item]):
                     )
                 raw |= lesion
         mask = resize_mask(raw, self.resolution)
-        return torch.cat([image, mask]).numpy().astype(np.float16)
+        return np.concatenate([image, mask]).astype(np.float16)
 
     def _cache_key(self, image_path: Path, mask_spec: str, mask_files: list[Path],
                    window: tuple[float, float] | None) -> str:

@@ -6,14 +6,16 @@ inference, so both see identical pixels:
 - **Channels**: a colour image becomes grayscale luma (ITU-R BT.601, :func:`medmoe.io.to_grayscale`)
   for 1-channel tasks; a gray image is repeated for 3-channel tasks.
 - **Size**: every image is *squashed* to ``R × R`` (aspect ratio not kept), as the paper resizes all
-  images to 256 × 256. The resampling is antialiased bilinear (``torch.nn.functional.interpolate``
-  with ``antialias=True``, i.e. a triangle filter widened by the downscale factor, like Pillow's
-  ``BILINEAR`` reduce), computed in ``float32`` so no 8-bit rounding happens before resizing.
+  images to 256 × 256. The resampling is antialiased bilinear: Pillow's ``BILINEAR`` on a
+  ``float32`` (mode ``F``) image, i.e. a triangle filter widened by the downscale factor, so no 8-bit
+  rounding happens before resizing. It equals ``torch.nn.functional.interpolate(mode="bilinear",
+  antialias=True)`` to within 3e-7; it is computed without torch so that the ONNX backend of the
+  :class:`~medmoe.api.detector.Detector` runs without torch and still sees the training pixels.
 - **Range**: the model's input range is ``[0, 1]`` (values are clamped after resampling); there is
   no mean/std standardisation.
 - **Masks** use the *any-pixel* rule: an output pixel is lesion if any source pixel it overlaps is
-  lesion (adaptive max pooling), so a lesion never vanishes when shrunk and the output is exactly
-  ``{0, 1}``.
+  lesion (adaptive max pooling: output row ``i`` covers source rows ``floor(i·H/R)`` to
+  ``ceil((i+1)·H/R)``), so a lesion never vanishes when shrunk and the output is exactly ``{0, 1}``.
 
 A mask may be given, in a manifest, as bounding boxes ``box:x,y,w,h;x,y,w,h`` in the image's own
 pixel coordinates (``x`` = column of the left edge, ``y`` = row of the top edge); :func:`rasterize_boxes`
@@ -25,8 +27,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from PIL import Image
 
 from medmoe.errors import DatasetError
 from medmoe.io import to_grayscale
@@ -54,30 +55,46 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     raise ValueError(f"channels must be 1 or 3, not {channels}")
 
 
-def resize_image(image: torch.Tensor, resolution: int) -> torch.Tensor:
+def resize_image(image: np.ndarray, resolution: int) -> np.ndarray:
     """Squash a ``(C, H, W)`` image to ``(C, R, R)`` with antialiased bilinear resampling.
 
     Returns:
         ``(C, resolution, resolution)`` ``float32`` clamped to ``[0, 1]``.
     """
-    if image.shape[-2:] == (resolution, resolution):
-        return image.float().clamp(0.0, 1.0)
-    resized = F.interpolate(image[None].float(), size=(resolution, resolution), mode="bilinear",
-                            align_corners=False, antialias=True)
-    return resized[0].clamp(0.0, 1.0)
+    image = np.asarray(image, dtype=np.float32)
+    if image.shape[-2:] != (resolution, resolution):
+        image = np.stack([resize_plane(plane, (resolution, resolution)) for plane in image])
+    return np.clip(image, 0.0, 1.0)
 
 
-def resize_mask(mask: np.ndarray, resolution: int) -> torch.Tensor:
+def resize_plane(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resample one ``(H, W)`` plane to ``shape = (rows, cols)`` (antialiased bilinear, ``float32``).
+
+    Also used to bring a model-sized ``(R, R)`` anomaly map back to an image's own size.
+    """
+    rows, cols = shape
+    source = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32))  # mode "F"
+    return np.asarray(source.resize((cols, rows), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def resize_mask(mask: np.ndarray, resolution: int) -> np.ndarray:
     """Resize an ``(H, W)`` boolean mask to ``(1, R, R)`` by the any-pixel rule (see module docstring).
 
     Returns:
         ``(1, resolution, resolution)`` ``float32`` with values in ``{0, 1}``.
     """
-    source = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None]
-    return F.adaptive_max_pool2d(source, (resolution, resolution))[0]
+    mask = np.asarray(mask, dtype=bool)
+    rows = np.stack([mask[a:b].any(axis=0) for a, b in _pool_bins(mask.shape[0], resolution)])
+    cells = np.stack([rows[:, a:b].any(axis=1) for a, b in _pool_bins(mask.shape[1], resolution)], axis=1)
+    return cells[None].astype(np.float32)
 
 
-def preprocess_image(image: np.ndarray, channels: int, resolution: int) -> torch.Tensor:
+def _pool_bins(size: int, bins: int) -> list[tuple[int, int]]:
+    """Source ranges ``[start, end)`` of adaptive pooling from ``size`` to ``bins`` cells."""
+    return [((i * size) // bins, -((-(i + 1) * size) // bins)) for i in range(bins)]
+
+
+def preprocess_image(image: np.ndarray, channels: int, resolution: int) -> np.ndarray:
     """A decoded image (``read_image`` output) as the model's input.
 
     Args:
@@ -88,7 +105,7 @@ def preprocess_image(image: np.ndarray, channels: int, resolution: int) -> torch
     Returns:
         ``(channels, R, R)`` ``float32`` in ``[0, 1]``.
     """
-    return resize_image(torch.from_numpy(to_channels(image, channels)), resolution)
+    return resize_image(to_channels(image, channels), resolution)
 
 
 def is_box_spec(spec: str) -> bool:
