@@ -161,9 +161,16 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
 
 def _load_split(manifests: list[Manifest], tasks: TaskRegistry, split: str, config: RunConfig,
                 cache_dir: Path, dist: DistInfo, progress: bool) -> Batch:
-    """All images of one split as tensors; rank 0 fills the cache first, the others then read it."""
-    dataset = ImageDataset.from_manifests(manifests, tasks, split=split, resolution=config.model.resolution,
-                                          cache_dir=cache_dir, with_masks=False)
+    """All images of the tasks' rows of one split as tensors (empty if there are none); rank 0 fills
+    the cache first, the others then read it."""
+    entries = [(m, s) for m in manifests for s in m.select(split=split) if s.task in tasks]
+    if not entries:
+        r, c = config.model.resolution, config.model.in_channels
+        empty = torch.zeros(0, dtype=torch.long)
+        return Batch(images=torch.zeros(0, c, r, r), masks=torch.zeros(0, 1, r, r),
+                     has_mask=torch.zeros(0, dtype=torch.bool), labels=empty, task_indices=empty, indices=empty)
+    dataset = ImageDataset(entries, tasks, resolution=config.model.resolution, cache_dir=cache_dir,
+                           with_masks=False)
     if not dist.is_main:
         barrier(dist)
     batch = dataset.materialize(progress=progress)

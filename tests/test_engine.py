@@ -1,0 +1,157 @@
+"""Training, resume, checkpoints and evaluation through the engine, on synthetic phantoms."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engine_fixtures import fast_config, synthetic
+from medmoe.engine.checkpoint import load_checkpoint, save_checkpoint
+from medmoe.engine.config import load_config
+from medmoe.engine.evaluate import collect, compute_metrics, write_figures, write_report
+from medmoe.engine.train import train
+from medmoe.errors import CheckpointError, ConfigError
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory):
+    return synthetic(tmp_path_factory.mktemp("phantoms"))
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("run")
+    train(fast_config(tmp, "train.epochs=2"), [data], tmp / "run", progress=False)
+    return tmp / "run"
+
+
+def test_training_writes_a_self_describing_checkpoint(trained: Path) -> None:
+    meta = json.loads((trained / "model.json").read_text())
+    assert meta["format"] == "medmoe-checkpoint"
+    assert [t["id"] for t in meta["tasks"]] == ["chest_xray", "brain_mri", "fundus", "breast_us", "head_ct"]
+    assert set(meta["thresholds"]) == set(meta["config"]["train"]["tasks"] or meta["thresholds"])
+    assert all(v > 0 for v in meta["thresholds"].values())
+    assert meta["config"]["model"]["text_dim"] == 384
+    assert "validation" in meta["info"]["threshold_rule"]
+    history = json.loads((trained / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert meta["info"]["best_epoch"] == min(history, key=lambda h: h["val_loss"])["epoch"]
+    assert load_file(trained / "model.safetensors")["prompt_embeddings"].shape == (5, 384)
+    assert not list(trained.rglob("*.tmp"))
+
+
+def test_checkpoint_round_trip_gives_same_scores(trained: Path) -> None:
+    ckpt = load_checkpoint(trained)
+    assert not ckpt.model.training
+    x = torch.rand(3, 1, 32, 32)
+    e = ckpt.prompt_embeddings[torch.tensor([0, 2, 4])]
+    before = ckpt.model(x, e).score
+    save_checkpoint(trained.parent / "copy", model=ckpt.model, config=ckpt.config, tasks=ckpt.tasks,
+                    prompt_embeddings=ckpt.prompt_embeddings, thresholds=ckpt.thresholds, info=ckpt.info)
+    torch.testing.assert_close(load_checkpoint(trained.parent / "copy").model(x, e).score, before)
+
+
+def test_wrong_checkpoints_fail_clearly(trained: Path, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "model.json").write_text('{"hello": 1}')
+    with pytest.raises(CheckpointError, match="not a medmoe checkpoint"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "model.json").write_text((trained / "model.json").read_text())
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_checkpoint(tmp_path)
+
+
+def test_resume_reproduces_an_uninterrupted_run(data, tmp_path: Path) -> None:
+    straight = tmp_path / "straight"
+    train(fast_config(tmp_path, "train.epochs=2"), [data], straight, progress=False)
+    parted = tmp_path / "parted"
+    train(fast_config(tmp_path, "train.epochs=1"), [data], parted, progress=False)
+    train(fast_config(tmp_path, "train.epochs=2"), [data], parted, resume=True, progress=False)
+    a, b = load_file(straight / "model.safetensors"), load_file(parted / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert json.loads((straight / "history.json").read_text())[-1]["val_loss"] == \
+        json.loads((parted / "history.json").read_text())[-1]["val_loss"]
+
+
+def test_resume_refuses_a_changed_config(data, tmp_path: Path) -> None:
+    train(fast_config(tmp_path, "train.epochs=1"), [data], tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="different configuration"):
+        train(fast_config(tmp_path, "train.epochs=2", "train.lr=0.01"), [data], tmp_path / "run",
+              resume=True, progress=False)
+
+
+def test_no_prompt_ablation_never_loads_the_text_model(data, tmp_path: Path, monkeypatch) -> None:
+    import medmoe.text.cache as cache
+
+    def refuse(spec: str):
+        raise AssertionError("text encoder built")
+
+    monkeypatch.setattr(cache, "build_text_encoder", refuse)
+    train(fast_config(tmp_path, "train.epochs=1", "model.prompt=false"), [data], tmp_path / "run", progress=False)
+    assert load_checkpoint(tmp_path / "run").prompt_embeddings is None
+
+
+def test_evaluation_reports_every_view(trained: Path, data, tmp_path: Path) -> None:
+    ckpt = load_checkpoint(trained)
+    result = collect(ckpt, [data], split="test", cache_dir=tmp_path / "cache", progress=False)
+    metrics = compute_metrics(ckpt, result)
+    assert set(metrics["tasks"]) == set(ckpt.tasks.ids)
+    for task, m in metrics["tasks"].items():
+        assert m["n_normal"] == 4 and m["n_abnormal"] == 4
+        assert 0 <= m["auroc"] <= 1 and 0 <= m["routing_accuracy"] <= 1
+        assert {"f1_best", "acc_best", "threshold_best", "f1_val", "sensitivity_val", "dedup"} <= set(m)
+        assert 0 <= m["pixel_auroc"] <= 1  # every phantom abnormal has a mask
+    assert metrics["mean"]["auroc"] == pytest.approx(
+        sum(m["auroc"] for m in metrics["tasks"].values()) / 5)
+    markdown = write_report(metrics, ckpt, tmp_path / "out" / "metrics.json", split="test")
+    assert "peeks at test labels" in markdown and "MEAN" in markdown
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["tasks"]["head_ct"]["auroc"] == pytest.approx(metrics["tasks"]["head_ct"]["auroc"], abs=1e-6)
+    figures = write_figures(ckpt, result, tmp_path / "fig")
+    assert {p.name for p in figures} >= {"score_histograms.png", "expert_heatmap.png", "examples_head_ct.png"}
+
+
+def test_dup_of_train_rows_are_excluded_from_dedup(trained: Path, data, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from medmoe.data.manifest import Manifest
+
+    flagged = [replace(s, flags=("dup_of_train",)) if s.split == "test" and s.label == 0 and s.task == "fundus"
+               and i % 2 else s for i, s in enumerate(data.samples)]
+    ckpt = load_checkpoint(trained)
+    result = collect(ckpt, [Manifest(data.root, flagged, data.meta)], cache_dir=tmp_path / "c", progress=False)
+    fundus = compute_metrics(ckpt, result)["tasks"]["fundus"]
+    excluded = fundus["excluded"]["dup_of_train"]
+    assert excluded > 0
+    assert fundus["dedup"]["n_normal"] == fundus["n_normal"] - excluded
+
+
+def test_config_overrides_and_errors(tmp_path: Path) -> None:
+    config = load_config(None, ["train.lr=1e-3", "model.top_k=2", "train.tasks=[head_ct]"])
+    assert config.train.lr == 0.001 and config.model.top_k == 2 and config.train.tasks == ("head_ct",)
+    with pytest.raises(ConfigError, match="unknown train setting"):
+        load_config(None, ["train.learning_rate=1"])
+    with pytest.raises(ConfigError, match="section.field=value"):
+        load_config(None, ["epochs=3"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_too_few_experts_for_the_tasks(data, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="at least as many experts"):
+        train(fast_config(tmp_path, "model.num_experts=3", "model.top_k=3"), [data], tmp_path / "r", progress=False)
+
+
+def test_single_task_training(data, tmp_path: Path) -> None:
+    result = train(fast_config(tmp_path, "train.epochs=1", "train.tasks=[head_ct]", "model.num_experts=1",
+                               "model.top_k=1"), [data], tmp_path / "r", progress=False)
+    assert list(result.thresholds) == ["head_ct"] and not math.isnan(result.thresholds["head_ct"])
