@@ -1,0 +1,119 @@
+"""What a :class:`~medmoe.api.detector.Detector` needs to know about a model, whatever runs it.
+
+A *backend* runs the network on preprocessed arrays (:class:`Backend`); a :class:`ModelSpec` holds
+everything else — tasks, prompt embeddings, thresholds, input size — as plain numpy/JSON, so the ONNX
+backend can be used without torch. This module imports neither torch nor onnxruntime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from medmoe.errors import CheckpointError
+from medmoe.tasks import TaskRegistry
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A trained model's metadata, independent of torch.
+
+    Attributes:
+        tasks: the task table; task ``i`` is the model's task index ``i``.
+        prompt_embeddings: ``(T, D)`` float32 frozen embeddings of the tasks' prompts (row ``i`` =
+            task ``i``), or ``None`` for models that do not route on prompts.
+        thresholds: per task id, the deployable score threshold fitted on validation normals
+            (``nan`` where the run had no validation normals of that task).
+        resolution: input side ``R``.
+        channels: input channels ``C``.
+        text_encoder: spec of the frozen text encoder (``minilm``, ``clip:<path>``).
+        uses_prompt: whether the network takes a text embedding.
+        medmoe_version: the medmoe version that wrote the model.
+        info: training facts carried over from the checkpoint (threshold rule, epoch …).
+    """
+
+    tasks: TaskRegistry
+    prompt_embeddings: np.ndarray | None
+    thresholds: dict[str, float]
+    resolution: int
+    channels: int
+    text_encoder: str
+    uses_prompt: bool
+    medmoe_version: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (the ONNX sidecar); round-trips through :meth:`from_dict`."""
+        return {
+            "tasks": self.tasks.to_list(),
+            "prompt_embeddings": None if self.prompt_embeddings is None else self.prompt_embeddings.tolist(),
+            "thresholds": {k: float(v) for k, v in self.thresholds.items()},
+            "resolution": self.resolution,
+            "channels": self.channels,
+            "text_encoder": self.text_encoder,
+            "uses_prompt": self.uses_prompt,
+            "medmoe_version": self.medmoe_version,
+            "info": self.info,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str | Path) -> ModelSpec:
+        """Inverse of :meth:`to_dict`; ``source`` names the file in errors."""
+        try:
+            embeddings = data["prompt_embeddings"]
+            spec = cls(
+                tasks=TaskRegistry.from_list(data["tasks"]),
+                prompt_embeddings=None if embeddings is None else np.asarray(embeddings, dtype=np.float32),
+                thresholds={str(k): float(v) for k, v in data["thresholds"].items()},
+                resolution=int(data["resolution"]),
+                channels=int(data["channels"]),
+                text_encoder=str(data["text_encoder"]),
+                uses_prompt=bool(data["uses_prompt"]),
+                medmoe_version=str(data["medmoe_version"]),
+                info=dict(data.get("info") or {}),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"model metadata '{source}' is incomplete or invalid ({exc!r}); "
+                                  "export the model again with 'medmoe export'") from exc
+        if spec.prompt_embeddings is not None and spec.prompt_embeddings.shape[0] != len(spec.tasks):
+            raise CheckpointError(f"model metadata '{source}': {spec.prompt_embeddings.shape[0]} prompt "
+                                  f"embeddings for {len(spec.tasks)} tasks")
+        return spec
+
+
+@dataclass(frozen=True)
+class RawOutput:
+    """The network's outputs for ``B`` images (numpy; ``N`` experts, ``C`` channels, ``R × R`` pixels).
+
+    Attributes:
+        score: image anomaly scores ``(B,)``.
+        anomaly_map: ``(B, R, R)``.
+        hallucination_map: the raw hallucination map ``u`` ``(B, C, R, R)``, or ``None`` for models
+            without the hallucination head.
+        router_weights: ``(B, N)``, or ``None`` for models without a router.
+    """
+
+    score: np.ndarray
+    anomaly_map: np.ndarray
+    hallucination_map: np.ndarray | None
+    router_weights: np.ndarray | None
+
+
+class Backend(Protocol):
+    """Runs a trained network on preprocessed images.
+
+    Attributes:
+        name: ``torch`` or ``onnx``.
+        spec: the model's metadata.
+    """
+
+    name: str
+    spec: ModelSpec
+
+    def run(self, images: np.ndarray, text_embeddings: np.ndarray | None) -> RawOutput:
+        """``images (B, C, R, R)`` float32 in [0, 1] and ``text_embeddings (B, D)`` float32 (``None``
+        for prompt-free models) → :class:`RawOutput`."""
+        ...

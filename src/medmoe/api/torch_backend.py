@@ -1,0 +1,63 @@
+"""The PyTorch backend: a checkpoint from ``medmoe train`` run with torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medmoe import __version__
+from medmoe.api.spec import ModelSpec, RawOutput
+from medmoe.engine.checkpoint import META_NAME, Checkpoint, load_checkpoint
+
+
+def spec_of(checkpoint: Checkpoint) -> ModelSpec:
+    """The torch-free metadata of a loaded checkpoint."""
+    embeddings = checkpoint.prompt_embeddings
+    written_by = __version__
+    if checkpoint.path is not None:
+        written_by = json.loads((checkpoint.path / META_NAME).read_text(encoding="utf-8"))["medmoe_version"]
+    return ModelSpec(
+        tasks=checkpoint.tasks,
+        prompt_embeddings=None if embeddings is None else embeddings.float().cpu().numpy(),
+        thresholds=dict(checkpoint.thresholds),
+        resolution=checkpoint.config.model.resolution,
+        channels=checkpoint.config.model.in_channels,
+        text_encoder=checkpoint.text_encoder,
+        uses_prompt=checkpoint.config.model.prompt,
+        medmoe_version=str(written_by),
+        info=dict(checkpoint.info),
+    )
+
+
+class TorchBackend:
+    """Runs a checkpoint's network with torch.
+
+    Args:
+        run_dir: a run folder (``model.json`` + ``model.safetensors``) or its ``model.json``.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+
+    name = "torch"
+
+    def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.checkpoint = load_checkpoint(run_dir, map_location=self.device)
+        self.spec = spec_of(self.checkpoint)
+
+    @torch.no_grad()
+    def run(self, images: np.ndarray, text_embeddings: np.ndarray | None) -> RawOutput:
+        """``images (B, C, R, R)``, ``text_embeddings (B, D)`` or ``None`` → :class:`RawOutput`."""
+        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
+        e = None
+        if self.spec.uses_prompt and text_embeddings is not None:
+            e = torch.from_numpy(np.ascontiguousarray(text_embeddings, dtype=np.float32)).to(self.device)
+        out = self.checkpoint.model(x, e)
+
+        def host(t: torch.Tensor | None) -> np.ndarray | None:
+            return None if t is None else t.float().cpu().numpy()
+
+        return RawOutput(score=host(out.score), anomaly_map=host(out.anomaly_map[:, 0]),
+                         hallucination_map=host(out.u), router_weights=host(out.router_weights))
