@@ -1,0 +1,144 @@
+"""Scoring whole folders: input discovery, output names, and the files ``medmoe detect`` writes.
+
+For each input image, in the output folder (``<name>``: the file's path relative to the folder given
+on the command line, without its suffix; unique, ``_2``, ``_3`` … appended on a clash):
+
+- ``<name>_overlay.png``: the anomaly map over the image (:mod:`medmoe.api.render`);
+- ``<name>_maps.npz``: ``anomaly_map`` and, where the model has one, ``hallucination_map``, both
+  ``(H, W)`` float32 at the image's own size;
+
+and once, ``results.csv`` with one row per input (:data:`COLUMNS`); a file that could not be scored
+has an empty score and its reason in ``error``. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medmoe.api.render import render_result
+from medmoe.api.results import DetectionResult
+from medmoe.atomic import atomic_write_bytes, atomic_write_text
+from medmoe.errors import MedmoeError
+from medmoe.io import is_image_file
+from medmoe.io.formats import file_suffix
+
+RESULTS_NAME = "results.csv"
+TOP_EXPERTS = 2
+COLUMNS: tuple[str, ...] = (
+    "path", "task", "prompt", "prompt_similarity", "score", "threshold", "decision",
+    *(f"top_{key}_{i}" for i in range(1, TOP_EXPERTS + 1) for key in ("expert", "weight")),
+    "overlay", "maps", "warnings", "error",
+)
+"""Columns of ``results.csv``. ``decision`` is ``anomalous``, ``normal``, ``undetermined`` (the task
+has no threshold) or empty (error); ``top_expert_i``/``top_weight_i`` are the i-th largest router
+weight and its expert index; ``overlay``/``maps`` are relative to the output folder."""
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One image to score.
+
+    Attributes:
+        path: the file.
+        name: its output name: relative path without suffix, ``/``-separated, unique in the run.
+    """
+
+    path: Path
+    name: str
+
+
+def collect_inputs(paths: Sequence[str | Path], exclude: str | Path | None = None) -> list[InputFile]:
+    """The image files named by ``paths``, in order.
+
+    A folder contributes every image file below it (:func:`medmoe.io.is_image_file`: a supported
+    suffix or the DICOM preamble), sorted, skipping hidden files and folders and anything under
+    ``exclude`` (the output folder). A file is taken as given, even with an unknown suffix or when
+    missing, so that the run reports why it cannot be read.
+    """
+    found: list[tuple[Path, str]] = []
+    skip = Path(exclude).resolve() if exclude is not None else None
+    for given in map(Path, paths):
+        if not given.is_dir():
+            found.append((given, _strip_suffix(given.name)))
+            continue
+        for file in sorted(given.rglob("*")):
+            relative = file.relative_to(given)
+            if any(part.startswith(".") for part in relative.parts) or not file.is_file():
+                continue
+            if skip is not None and file.resolve().is_relative_to(skip):
+                continue
+            if is_image_file(file):
+                found.append((file, _strip_suffix(relative.as_posix())))
+    return _unique(found)
+
+
+def _strip_suffix(name: str) -> str:
+    """``a/b.nii.gz`` → ``a/b``."""
+    suffix = file_suffix(name)
+    return name[: len(name) - len(suffix)] if suffix else name
+
+
+def _unique(found: Iterable[tuple[Path, str]]) -> list[InputFile]:
+    """Make output names unique by appending ``_2``, ``_3`` … to repeats."""
+    taken: set[str] = set()
+    inputs = []
+    for path, name in found:
+        candidate, n = name, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{name}_{n}"
+        taken.add(candidate)
+        inputs.append(InputFile(path, candidate))
+    return inputs
+
+
+def write_outputs(result: DetectionResult, name: str, out_dir: Path, *, overlay: bool = True,
+                  maps: bool = True) -> dict[str, str]:
+    """Write the overlay PNG and the maps of one result; returns their CSV cells (relative paths)."""
+    cells = {"overlay": "", "maps": ""}
+    if overlay:
+        atomic_write_bytes(out_dir / f"{name}_overlay.png", render_result(result))
+        cells["overlay"] = f"{name}_overlay.png"
+    if maps:
+        arrays = {"anomaly_map": result.anomaly_map}
+        if result.hallucination_map is not None:
+            arrays["hallucination_map"] = result.hallucination_map
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        atomic_write_bytes(out_dir / f"{name}_maps.npz", buffer.getvalue())
+        cells["maps"] = f"{name}_maps.npz"
+    return cells
+
+
+def result_row(path: Path, outcome: DetectionResult | MedmoeError, files: dict[str, str] | None = None) -> dict[str, str]:
+    """One ``results.csv`` row (all cells as text) for a result or an error."""
+    row = dict.fromkeys(COLUMNS, "")
+    row["path"] = str(path)
+    if isinstance(outcome, MedmoeError):
+        row["error"] = str(outcome)
+        return row
+    row.update(task=outcome.task, prompt=outcome.prompt, prompt_similarity=f"{outcome.prompt_similarity:.4f}",
+               score=f"{outcome.score:.6g}", threshold="" if math.isnan(outcome.threshold) else f"{outcome.threshold:.6g}",
+               decision=outcome.decision, warnings=" | ".join(outcome.warnings))
+    for i, (expert, weight) in enumerate(outcome.top_experts(TOP_EXPERTS), start=1):
+        row[f"top_expert_{i}"], row[f"top_weight_{i}"] = str(expert), f"{weight:.4f}"
+    row.update(files or {})
+    return row
+
+
+def write_results(rows: Sequence[dict[str, str]], out_dir: Path) -> Path:
+    """Write ``results.csv`` (:data:`COLUMNS`) atomically; returns its path."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path = out_dir / RESULTS_NAME
+    atomic_write_text(path, buffer.getvalue())
+    return path

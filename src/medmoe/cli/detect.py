@@ -1,0 +1,109 @@
+"""``medmoe detect``: score image files and folders with a trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from medmoe.errors import ConfigError
+
+
+def parse_window(text: str | None) -> tuple[float, float] | str | None:
+    """``--window``: ``CENTER,WIDTH`` (e.g. ``40,80``) or a preset name (``brain``)."""
+    if text is None or "," not in text:
+        return text
+    try:
+        center, width = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--window {text!r} must be CENTER,WIDTH (two numbers) or a preset name") from None
+    return center, width
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``detect`` command."""
+
+    @app.command()
+    def detect(
+        paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).", show_default=False)],
+        model: Annotated[Path, typer.Option("--model", "-m", help="Run folder from 'medmoe train', or an .onnx file from 'medmoe export'.")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.csv, overlays and maps.")],
+        prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="Free text describing the images, e.g. 'axial brain MRI'.")] = None,
+        task: Annotated[Optional[str], typer.Option("--task", "-t", help="A task id instead of a prompt, e.g. brain_mri.")] = None,
+        strict: Annotated[bool, typer.Option("--strict", help="Stop if the prompt resembles no trained task (default: warn).")] = False,
+        batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+        window: Annotated[Optional[str], typer.Option(help="DICOM/NIfTI intensity window: CENTER,WIDTH or a preset (brain, subdural, bone, lung, ...).")] = None,
+        slice_index: Annotated[Optional[int], typer.Option("--slice", help="Axial slice of 3-D NIfTI volumes (0-based).")] = None,
+        frame: Annotated[Optional[int], typer.Option(help="Frame of multi-frame DICOM / page of multi-page TIFF files.")] = None,
+        backend: Annotated[str, typer.Option(help="auto (onnx for .onnx files), torch or onnx.")] = "auto",
+        device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+        overlays: Annotated[bool, typer.Option(help="Write <name>_overlay.png per image.")] = True,
+        maps: Annotated[bool, typer.Option(help="Write <name>_maps.npz per image.")] = True,
+        progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    ) -> None:
+        """Score images for anomalies and write DIR/results.csv, DIR/<name>_overlay.png and DIR/<name>_maps.npz.
+
+        Without --prompt or --task, DICOM files get the task their Modality/BodyPartExamined tags
+        suggest. Files that cannot be read are listed with the reason and skipped.
+        Exit status: 0 all images scored, 1 some could not be (see the error column), 2 bad usage.
+        """
+        import warnings
+
+        from rich.console import Console
+        from rich.table import Table
+        from tqdm.auto import tqdm
+
+        from medmoe.api.batch import collect_inputs, result_row, write_outputs, write_results
+        from medmoe.api.detector import Detector
+        from medmoe.api.prompts import PromptWarning
+        from medmoe.errors import DatasetError
+
+        console, errors = Console(), Console(stderr=True)
+        inputs = collect_inputs(paths, exclude=out)
+        if not inputs:
+            raise DatasetError(f"no image files in {', '.join(map(str, paths))}; medmoe reads PNG, JPEG, TIFF, "
+                               "BMP, DICOM and NIfTI")
+        detector = Detector.load(model, backend=backend, device=device)
+        rows, failures, notes = [], [], {}
+        bar = tqdm(total=len(inputs), unit="image", desc="detect", disable=not progress)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PromptWarning)  # reported once, from the results' warnings
+            for start in range(0, len(inputs), batch_size):
+                chunk = inputs[start:start + batch_size]
+                outcomes = detector.predict_batch([i.path for i in chunk], prompt, task, batch_size=batch_size,
+                                                  strict=strict, frame=frame, slice_index=slice_index,
+                                                  window=parse_window(window), return_errors=True)
+                for item, outcome in zip(chunk, outcomes, strict=True):
+                    files = None
+                    if isinstance(outcome, Exception):
+                        failures.append((item.path, outcome))
+                    else:
+                        files = write_outputs(outcome, item.name, out, overlay=overlays, maps=maps)
+                        notes.update(dict.fromkeys(outcome.warnings))
+                    rows.append(result_row(item.path, outcome, files))
+                bar.update(len(chunk))
+        bar.close()
+        results = write_results(rows, out)
+
+        scored = [r for r in rows if not r["error"]]
+        if len(scored) <= 20:
+            table = Table("task", "score", "threshold", "decision", title="results")
+            table.add_column("file", overflow="fold")
+            for r in scored:
+                table.add_row(r["task"], r["score"], r["threshold"] or "—", r["decision"], r["path"])
+            if scored:
+                console.print(table)
+        for note in notes:
+            errors.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+        if failures:
+            table = Table(title=f"{len(failures)} file(s) could not be scored", title_style="bold red")
+            table.add_column("file", overflow="fold")
+            table.add_column("reason")
+            for path, error in failures:
+                table.add_row(str(path), getattr(error, "reason", str(error)))
+            errors.print(table)
+        flagged = sum(r["decision"] == "anomalous" for r in scored)
+        console.print(f"scored {len(scored)} of {len(rows)} image(s), {flagged} anomalous; results: [bold]{results}[/]")
+        if failures:
+            raise typer.Exit(1)

@@ -1,0 +1,34 @@
+"""``medmoe export``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``export`` command."""
+
+    @app.command()
+    def export(
+        model: Annotated[Path, typer.Option("--model", "-m", help="Run folder written by 'medmoe train'.")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write (model.medmoe.json is written beside it).")],
+        format_: Annotated[str, typer.Option("--format", help="Export format (onnx is the only one).")] = "onnx",
+    ) -> None:
+        """Export a trained model to ONNX, with a JSON sidecar holding the tasks, prompt embeddings and
+        thresholds, so 'medmoe detect --model model.onnx' and Detector.load(..., backend="onnx") run
+        with onnxruntime and without torch. The export is checked against torch before it is kept."""
+        from rich.console import Console
+
+        from medmoe.api.export import export_onnx
+        from medmoe.errors import ConfigError
+
+        if format_ != "onnx":
+            raise ConfigError(f"unknown export format {format_!r}; only 'onnx' is supported")
+        result = export_onnx(model, out)
+        Console().print(
+            f"[bold green]exported[/] {result.onnx_path} and {result.sidecar_path.name}; onnxruntime vs torch: "
+            f"max score difference {result.max_score_diff:.1e}, max map difference {result.max_map_diff:.1e}",
+            highlight=False, soft_wrap=True)
