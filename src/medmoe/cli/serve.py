@@ -1,0 +1,50 @@
+"""``medmoe serve``: the HTTP service and web page of :mod:`medmoe.serve`."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``serve`` command."""
+
+    @app.command()
+    def serve(
+        model: Annotated[Path, typer.Option("--model", "-m", help="Run folder from 'medmoe train' (or an .onnx file with --backend onnx).")],
+        host: Annotated[str, typer.Option(help="Address to listen on. The service has no authentication: keep it on 127.0.0.1 unless a proxy in front of it has.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+        backend: Annotated[str, typer.Option(help="torch, onnx, or auto (onnx for .onnx files).")] = "torch",
+        device: Annotated[str, typer.Option(help="cpu or cuda (cuda:N with torch).")] = "cpu",
+        max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest accepted upload, in MB (MiB).")] = 20.0,
+    ) -> None:
+        """Serve a model over HTTP: a web page at /, POST /v1/detect, GET /v1/tasks, GET /healthz,
+        OpenAPI docs at /docs. The model is loaded once, before the server starts listening."""
+        import uvicorn
+        from rich.console import Console
+
+        from medmoe.api import Detector
+        from medmoe.serve import create_app
+
+        console = Console(stderr=True)
+        detector = Detector.load(model, backend=backend, device=device)
+        console.print(f"loaded [bold]{model}[/] ({detector.backend.name}; tasks: {', '.join(detector.tasks.ids)})")
+        if detector.backend.name == "torch":
+            detector.match_prompt("warm-up")  # load the text model now, not during the first free-text request
+        if not _is_loopback(host):
+            console.print(f"[bold yellow]warning:[/] listening on {host}: anyone who can reach this address can "
+                          "upload images; the service has no authentication or TLS")
+        uvicorn.run(create_app(detector, max_upload_mb=max_upload_mb), host=host, port=port, log_level="info")
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (``localhost`` counts)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

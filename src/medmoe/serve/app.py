@@ -1,0 +1,158 @@
+"""The HTTP service: a FastAPI app around one loaded :class:`~medmoe.api.detector.Detector`.
+
+Endpoints:
+
+- ``POST /v1/detect`` — multipart form: ``file`` (PNG/JPEG/TIFF/BMP, DICOM or NIfTI) and ``prompt``
+  *or* ``task`` (a DICOM file may have neither: its tags suggest the task), optional ``strict``.
+  Answers :meth:`DetectionResult.to_dict` plus ``overlay_png`` (base64 PNG of the anomaly map over
+  the image) and ``timing_ms``.
+- ``GET /v1/tasks`` — the model's tasks (id, organ, modality, prompt, threshold).
+- ``GET /healthz`` — ``{"status": "ok"}``, the model's facts and the medmoe version.
+- ``GET /`` — a one-page web UI (no external assets); ``/docs`` — the OpenAPI UI.
+
+Errors are ``{"detail": "<one clear sentence>"}``: ``413`` upload too large, ``415`` not an image
+format medmoe reads, ``422`` no file, an unreadable image, or a bad prompt or task.
+
+Inference runs in FastAPI's thread pool (the endpoint is a plain ``def``), one request at a time
+behind a lock: the model already uses every core it is given, and the prompt-embedding cache is
+not meant for concurrent writers. A failed request changes nothing, so the service keeps serving.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import math
+import threading
+import time
+from importlib.resources import files
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi.responses import HTMLResponse
+
+from medmoe import __version__
+from medmoe.api import Detector
+from medmoe.api.render import render_result
+from medmoe.errors import MedmoeError
+from medmoe.serve.limits import BodySizeLimit
+from medmoe.serve.uploads import ACCEPTED_FORMATS, sniff_suffix, upload_as_file
+
+MIB = 1024 * 1024
+FORM_OVERHEAD_BYTES = 64 * 1024
+"""Room for the multipart boundaries and the text fields on top of the file size limit."""
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"description": "The upload is larger than the server's limit."},
+    415: {"description": f"The file is not an image format medmoe reads ({ACCEPTED_FORMATS})."},
+    422: {"description": "No file, an unreadable image, or an empty/unrelated prompt or unknown task."},
+}
+
+
+def create_app(detector: Detector, *, max_upload_mb: float = 20) -> FastAPI:
+    """A FastAPI app serving ``detector`` (already loaded; the app never reloads it).
+
+    Args:
+        detector: the model to serve.
+        max_upload_mb: the largest accepted upload, in MiB.
+    """
+    if not max_upload_mb > 0:
+        raise ValueError(f"max_upload_mb must be positive, not {max_upload_mb}")
+    max_bytes = int(max_upload_mb * MIB)
+    too_large = (f"the upload is larger than this server's limit of {max_upload_mb:g} MB; send a smaller "
+                 "image (one 2-D slice or frame) or restart the server with a larger --max-upload-mb")
+    lock = threading.Lock()
+    index_html = files("medmoe.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    app = FastAPI(title="medmoe", version=__version__,
+                  description="Universal unsupervised anomaly detection in medical images: upload an image "
+                              "with a prompt or a task id, get its anomaly score, decision and heatmap. "
+                              "Research software, not a medical device.")
+    app.add_middleware(BodySizeLimit, max_bytes=max_bytes + FORM_OVERHEAD_BYTES, paths=("/v1/detect",),
+                       message=too_large)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> str:
+        """The web page."""
+        return index_html
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        """Liveness and the served model's facts."""
+        spec = detector.spec
+        return {
+            "status": "ok",
+            "version": __version__,
+            "model": {
+                "backend": detector.backend.name,
+                "tasks": detector.tasks.ids,
+                "resolution": spec.resolution,
+                "channels": spec.channels,
+                "uses_prompt": spec.uses_prompt,
+                "text_encoder": spec.text_encoder,
+                "trained_with_medmoe": spec.medmoe_version,
+            },
+            "max_upload_mb": max_upload_mb,
+        }
+
+    @app.get("/v1/tasks")
+    def tasks() -> list[dict[str, Any]]:
+        """The tasks the model was trained on, in model order, with their deployable thresholds."""
+        thresholds = detector.spec.thresholds
+        return [{"id": t.id, "organ": t.organ, "modality": t.modality, "prompt": t.prompt,
+                 "threshold": _finite_or_none(thresholds.get(t.id, math.nan))} for t in detector.tasks]
+
+    @app.post("/v1/detect", responses=_ERRORS)
+    def detect(
+        file: Annotated[UploadFile | None, File(description=f"The image: {ACCEPTED_FORMATS}.")] = None,
+        prompt: Annotated[str | None, Form(description="What the image shows, e.g. 'Brain MRI slice.'.")] = None,
+        task: Annotated[str | None, Form(description="A task id from /v1/tasks, instead of a prompt.")] = None,
+        strict: Annotated[bool, Form(description="A prompt matching no trained task is an error, "
+                                                 "not a warning.")] = False,
+    ) -> dict[str, Any]:
+        """Score one image: anomaly score, threshold, decision, matched task, experts and an overlay PNG."""
+        started = time.perf_counter()
+        if file is None:
+            raise HTTPException(422, "no image uploaded: send it as the multipart form field 'file'")
+        name = file.filename or "upload"
+        data = file.file.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise HTTPException(413, too_large)
+        if not data:
+            raise HTTPException(422, f"the uploaded file '{name}' is empty (0 bytes)")
+        suffix = sniff_suffix(data)
+        if suffix is None:
+            raise HTTPException(415, f"'{name}' is not an image format medmoe reads; send {ACCEPTED_FORMATS}")
+        if prompt is None and task is None and suffix != ".dcm":
+            raise HTTPException(422, "no prompt and no task: describe the image in 'prompt' (e.g. 'Brain MRI "
+                                     f"slice.') or choose a 'task' ({', '.join(detector.tasks.ids)}); only DICOM "
+                                     "files may have neither (their tags suggest the task)")
+        with upload_as_file(data, suffix) as path:
+            try:
+                with lock:
+                    waited = time.perf_counter()
+                    result = detector.predict(path, prompt=prompt, task=task, strict=strict)
+                    inferred = time.perf_counter()
+            except MedmoeError as exc:
+                raise HTTPException(422, str(exc).replace(str(path), name)) from None
+        result = dataclasses.replace(result, source=name)
+        overlay = render_result(result)
+        done = time.perf_counter()
+        return {
+            **result.to_dict(),
+            "overlay_png": base64.b64encode(overlay).decode("ascii"),
+            "timing_ms": {"predict": _ms(inferred - waited), "overlay": _ms(done - inferred),
+                          "total": _ms(done - started)},
+        }
+
+    return app
+
+
+def _finite_or_none(value: float) -> float | None:
+    """``value``, or ``None`` for ``nan`` (JSON has no NaN)."""
+    return None if math.isnan(value) else float(value)
+
+
+def _ms(seconds: float) -> float:
+    """Seconds as milliseconds, rounded to 0.1 ms."""
+    return round(seconds * 1000.0, 1)

@@ -1,0 +1,222 @@
+"""The HTTP service (medmoe.serve) over a real tiny trained model, through FastAPI's TestClient."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from pydicom.data import get_testdata_file
+from serve_fixtures import brain_phantom, tiny_model
+from typer.testing import CliRunner
+
+from medmoe.api import Detector
+from medmoe.cli import app as cli_app
+from medmoe.cli.serve import _is_loopback
+from medmoe.errors import CheckpointError
+from medmoe.serve import create_app
+from medmoe.serve.uploads import sniff_suffix
+
+LIMIT_MB = 0.25
+LIMIT = int(LIMIT_MB * 1024 * 1024)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def detector(root: Path) -> Detector:
+    return Detector.load(root / "run")
+
+
+@pytest.fixture(scope="module")
+def client(detector: Detector) -> Iterator[TestClient]:
+    with TestClient(create_app(detector, max_upload_mb=LIMIT_MB)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def png(root: Path) -> bytes:
+    return brain_phantom(root).read_bytes()
+
+
+def _detect(client: TestClient, content: bytes, name: str = "scan.png", **form: str):
+    return client.post("/v1/detect", files={"file": (name, content, "application/octet-stream")}, data=form)
+
+
+def _uploads_left() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("medmoe-upload-*")}
+
+
+# --- happy paths ------------------------------------------------------------------------------------
+
+
+def test_detect_with_task(client: TestClient, detector: Detector, root: Path, png: bytes) -> None:
+    response = _detect(client, png, "brain 01.png", task="brain_mri")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    direct = detector.predict(brain_phantom(root), task="brain_mri")
+    assert body["score"] == pytest.approx(direct.score, rel=1e-6)
+    assert body["threshold"] == pytest.approx(detector.spec.thresholds["brain_mri"])
+    assert body["decision"] == ("anomalous" if body["score"] > body["threshold"] else "normal")
+    assert body["is_anomalous"] is (body["decision"] == "anomalous")
+    assert (body["task"], body["prompt"], body["prompt_similarity"]) == ("brain_mri", "Brain MRI slice.", 1.0)
+    assert body["source"] == "brain 01.png"  # the upload's name, not the server's temporary file
+    assert sum(body["expert_weights"]) == pytest.approx(1.0, abs=1e-5)
+    assert body["top_experts"][0]["weight"] == max(body["expert_weights"])
+    assert body["image_size"] == {"height": 64, "width": 64}
+    assert body["warnings"] == []
+    assert set(body["timing_ms"]) == {"predict", "overlay", "total"}
+    assert body["timing_ms"]["total"] >= body["timing_ms"]["predict"] > 0
+    overlay = Image.open(io.BytesIO(base64.b64decode(body["overlay_png"])))
+    assert overlay.format == "PNG" and overlay.width >= 300
+
+
+def test_detect_with_free_text_prompt(client: TestClient, png: bytes) -> None:
+    body = _detect(client, png, prompt="axial brain MRI").json()
+    assert body["task"] == "brain_mri" and body["prompt"] == "axial brain MRI"
+    assert 0.5 < body["prompt_similarity"] < 1.0
+    assert body["warnings"] == []
+
+
+def test_unrelated_prompt_warns_or_fails_when_strict(client: TestClient, png: bytes) -> None:
+    with pytest.warns(UserWarning, match="resembles no trained task"):
+        lenient = _detect(client, png, prompt="a red car")
+    assert lenient.status_code == 200
+    assert "resembles no trained task" in lenient.json()["warnings"][0]
+    strict = _detect(client, png, prompt="a red car", strict="true")
+    assert strict.status_code == 422
+    assert "resembles no trained task" in strict.json()["detail"]
+
+
+def test_dicom_without_prompt_gets_task_from_tags(client: TestClient) -> None:
+    path = get_testdata_file("CT_small.dcm", download=False)
+    assert path is not None
+    body = _detect(client, Path(path).read_bytes(), "study").json()  # no suffix: recognised by content
+    assert body["task"] == "head_ct"
+    assert any("suggested from DICOM tags" in w for w in body["warnings"])
+    assert body["image_size"] == {"height": 128, "width": 128}
+
+
+def test_nifti_gz_upload_is_recognised_by_content(client: TestClient, tmp_path: Path) -> None:
+    slice_ = (np.arange(40 * 48).reshape(40, 48) % 251).astype(np.int16)
+    nib.save(nib.Nifti1Image(slice_[:, :, None], np.eye(4)), tmp_path / "scan.nii.gz")
+    response = _detect(client, (tmp_path / "scan.nii.gz").read_bytes(), "scan.bin", task="brain_mri")
+    assert response.status_code == 200, response.text
+    assert response.json()["image_size"] == {"height": 48, "width": 40}  # radiological view: (x, y) → (H, W)
+
+
+def test_tasks(client: TestClient, detector: Detector) -> None:
+    tasks = client.get("/v1/tasks").json()
+    assert [t["id"] for t in tasks] == detector.tasks.ids == ["chest_xray", "brain_mri", "fundus", "breast_us",
+                                                               "head_ct"]
+    assert tasks[1] == {"id": "brain_mri", "organ": "brain", "modality": "MRI", "prompt": "Brain MRI slice.",
+                        "threshold": pytest.approx(detector.spec.thresholds["brain_mri"])}
+
+
+def test_healthz(client: TestClient) -> None:
+    body = client.get("/healthz").json()
+    assert body["status"] == "ok" and body["version"] == "0.1.0"
+    assert body["model"]["backend"] == "torch" and body["model"]["resolution"] == 32
+    assert len(body["model"]["tasks"]) == 5
+    assert body["max_upload_mb"] == LIMIT_MB
+
+
+def test_page_and_docs(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for element in ('id="file"', 'id="prompt"', 'id="task"', 'id="decision"', 'id="overlay"', "/v1/detect"):
+        assert element in page.text
+    assert "src=\"http" not in page.text and "href=\"http" not in page.text  # no external assets
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/detect", "/v1/tasks", "/healthz"} <= set(schema["paths"])
+    assert client.get("/docs").status_code == 200
+
+
+# --- bad requests -----------------------------------------------------------------------------------
+
+
+def _chunks(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+def test_bad_requests_get_clear_errors_and_the_service_keeps_working(client: TestClient, png: bytes) -> None:
+    before = _uploads_left()
+    too_big = b"\x89PNG\r\n\x1a\n" + bytes(2 * LIMIT)
+    just_over = b"\x89PNG\r\n\x1a\n" + bytes(LIMIT)  # over the file limit, within the multipart allowance
+    cases = [
+        (_detect(client, too_big, task="brain_mri"), 413, "limit of 0.25 MB"),
+        (_detect(client, just_over, task="brain_mri"), 413, "--max-upload-mb"),
+        (client.post("/v1/detect", content=_chunks(too_big),  # chunked: no Content-Length to check
+                     headers={"content-type": "multipart/form-data; boundary=x"}), 413, "limit of 0.25 MB"),
+        (_detect(client, b"hello, not an image", "notes.txt", task="brain_mri"), 415, "'notes.txt' is not an image"),
+        (_detect(client, png[:200], "cut.png", task="brain_mri"), 422, "cannot read image 'cut.png'"),
+        (_detect(client, b"", "empty.png", task="brain_mri"), 422, "'empty.png' is empty"),
+        (_detect(client, png, prompt=""), 422, "no prompt and no task"),
+        (_detect(client, png, prompt="   "), 422, "the prompt is empty"),
+        (_detect(client, png), 422, "no prompt and no task"),
+        (_detect(client, png, task="knee_mri"), 422, "unknown task 'knee_mri'; this model knows: chest_xray"),
+        (_detect(client, png, task="brain_mri", prompt="Brain MRI slice."), 422, "not both"),
+        (client.post("/v1/detect", data={"task": "brain_mri"}), 422, "no image uploaded"),
+    ]
+    for response, status, message in cases:
+        assert response.status_code == status, (message, response.text)
+        assert message in response.json()["detail"]
+    assert "/tmp" not in cases[4][0].json()["detail"]  # the server's temporary path is not shown
+    good = _detect(client, png, task="brain_mri")
+    assert good.status_code == 200 and good.json()["task"] == "brain_mri"
+    assert _uploads_left() == before  # every temporary upload was removed
+
+
+def test_limit_must_be_positive(detector: Detector) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        create_app(detector, max_upload_mb=0)
+
+
+# --- pieces -----------------------------------------------------------------------------------------
+
+
+def test_sniff_suffix(tmp_path: Path, png: bytes) -> None:
+    gray = Image.open(io.BytesIO(png))
+    encoded = {}
+    for fmt, suffix in (("JPEG", ".jpg"), ("TIFF", ".tif"), ("BMP", ".bmp")):
+        buffer = io.BytesIO()
+        gray.save(buffer, format=fmt)
+        encoded[suffix] = buffer.getvalue()
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 1), np.float32), np.eye(4)), tmp_path / "a.nii")
+    nib.save(nib.Nifti2Image(np.zeros((4, 4, 1), np.float32), np.eye(4)), tmp_path / "b.nii")
+    nifti1 = (tmp_path / "a.nii").read_bytes()
+    dicom = Path(get_testdata_file("CT_small.dcm", download=False)).read_bytes()
+    assert sniff_suffix(png) == ".png"
+    assert {sniff_suffix(data) for data in encoded.values()} == {".jpg", ".tif", ".bmp"}
+    assert [sniff_suffix(data) for data in encoded.values()] == list(encoded)
+    assert sniff_suffix(dicom) == ".dcm"
+    assert sniff_suffix(nifti1) == ".nii"
+    assert sniff_suffix((tmp_path / "b.nii").read_bytes()) == ".nii"
+    assert sniff_suffix(gzip.compress(nifti1)) == ".nii.gz"
+    assert sniff_suffix(gzip.compress(b"just text, gzipped" * 40)) is None
+    assert sniff_suffix(b"\x1f\x8b not really gzip") is None
+    assert sniff_suffix(b"<html>hello</html>") is None
+    assert sniff_suffix(b"") is None
+
+
+def test_cli_serve(tmp_path: Path) -> None:
+    runner = CliRunner()
+    help_text = runner.invoke(cli_app, ["serve", "--help"]).output
+    for option in ("--model", "--host", "--port", "--backend", "--max-upload-mb"):
+        assert option in help_text
+    missing = runner.invoke(cli_app, ["serve", "--model", str(tmp_path / "nothing")])
+    assert isinstance(missing.exception, CheckpointError)
+    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
+    assert not _is_loopback("0.0.0.0") and not _is_loopback("example.org")
