@@ -1,0 +1,154 @@
+"""``medmoe detect``: files, folders, DICOM task hints, bad files, outputs, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom.data
+import pytest
+from PIL import Image
+
+from api_fixtures import brain_images, phantoms, tiny_run  # noqa: F401 (fixtures)
+from medmoe.api.batch import COLUMNS, collect_inputs
+from medmoe.cli import main
+from medmoe.cli.detect import parse_window
+from medmoe.errors import ConfigError
+
+RG1 = pydicom.data.get_testdata_file("RG1_UNCR.dcm", download=False)  # CR chest, MONOCHROME1 (pydicom-data)
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """Run ``medmoe detect ARGS`` in-process as the console script does; returns (exit code, stdout+stderr)."""
+    monkeypatch.setattr(sys, "argv", ["medmoe", "detect", *args])
+    monkeypatch.setenv("COLUMNS", "200")
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def read_rows(out: Path) -> dict[str, dict[str, str]]:
+    with open(out / "results.csv", newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames or ()) == COLUMNS
+        return {Path(row["path"]).name: row for row in reader}
+
+
+def test_dicom_chest_radiograph_without_prompt(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],  # noqa: F811
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    code, output = run_cli([RG1, "--model", str(tiny_run), "--out", str(out), "--no-progress"], capsys, monkeypatch)
+    assert code == 0, output
+    row = read_rows(out)["RG1_UNCR.dcm"]
+    assert row["task"] == "chest_xray" and row["error"] == "" and row["decision"] in ("normal", "anomalous")
+    assert "suggested from DICOM tags (Modality=CR, BodyPartExamined=CHEST)" in row["warnings"]
+    assert "suggested from DICOM tags" in output and "scored 1 of 1" in output
+    assert row["overlay"] == "RG1_UNCR_overlay.png" and row["maps"] == "RG1_UNCR_maps.npz"
+    assert Image.open(out / row["overlay"]).format == "PNG"
+    with np.load(out / row["maps"]) as maps:
+        assert maps["anomaly_map"].shape == maps["hallucination_map"].shape == (1955, 1841)
+        assert float(row["score"]) == pytest.approx(float(maps["anomaly_map"].mean()), rel=0.05)
+
+
+def _mixed_folder(root: Path, phantoms: Path) -> Path:  # noqa: F811
+    """Good phantoms (one in a subfolder) and three broken files."""
+    folder = root / "mixed"
+    (folder / "sub").mkdir(parents=True)
+    good = brain_images(phantoms)
+    shutil.copy(good[0], folder / "a.png")
+    shutil.copy(good[-1], folder / "sub" / "b.png")
+    jpeg = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)).save(jpeg, format="JPEG")
+    (folder / "truncated.jpg").write_bytes(jpeg.getvalue()[:200])
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.png").write_text("a text file renamed .png\n")
+    (folder / "readme.txt").write_text("not an image: skipped, not reported\n")
+    return folder
+
+
+def test_folder_with_good_and_broken_files(tiny_run: Path, phantoms: Path, tmp_path: Path,  # noqa: F811
+                                           capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _mixed_folder(tmp_path, phantoms)
+    out = tmp_path / "out"
+    code, output = run_cli([str(folder), "--task", "brain_mri", "--model", str(tiny_run), "--out", str(out),
+                            "--batch-size", "2", "--no-progress"], capsys, monkeypatch)
+    assert code == 1
+    rows = read_rows(out)
+    assert set(rows) == {"a.png", "b.png", "truncated.jpg", "empty.png", "notes.png"}
+    for name in ("a.png", "b.png"):
+        assert rows[name]["error"] == "" and rows[name]["task"] == "brain_mri" and rows[name]["score"]
+        assert float(rows[name]["top_weight_1"]) >= float(rows[name]["top_weight_2"]) > 0
+    assert (out / "a_overlay.png").is_file() and (out / "sub" / "b_overlay.png").is_file()
+    assert rows["b.png"]["overlay"] == "sub/b_overlay.png" and (out / "sub" / "b_maps.npz").is_file()
+    assert "empty (0 bytes)" in rows["empty.png"]["error"]
+    assert "truncated, corrupt" in rows["truncated.jpg"]["error"] and "truncated, corrupt" in rows["notes.png"]["error"]
+    assert all(rows[n]["score"] == "" and rows[n]["decision"] == "" for n in ("truncated.jpg", "empty.png", "notes.png"))
+    assert not list(out.glob("empty*")) and not list(out.glob("notes*"))
+    assert "3 file(s) could not be scored" in output and "empty (0 bytes)" in output and "scored 2 of 5" in output
+
+
+def test_neither_prompt_nor_task_for_png_is_a_per_file_error(tiny_run: Path, phantoms: Path, tmp_path: Path,  # noqa: F811
+                                                             capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    image = brain_images(phantoms)[0]
+    out = tmp_path / "out"
+    code, _ = run_cli([str(image), RG1, "--model", str(tiny_run), "--out", str(out), "--no-progress",
+                       "--no-overlays"], capsys, monkeypatch)
+    assert code == 1
+    rows = read_rows(out)
+    assert "no prompt or task given" in rows[image.name]["error"]
+    assert rows["RG1_UNCR.dcm"]["task"] == "chest_xray" and rows["RG1_UNCR.dcm"]["overlay"] == ""
+    assert not list(out.glob("*_overlay.png")) and (out / "RG1_UNCR_maps.npz").is_file()
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--prompt", "photo of a cat", "--strict"], "resembles no trained task"),
+    (["--task", "knee_mri"], "unknown task 'knee_mri'"),
+    (["--prompt", "x", "--task", "brain_mri"], "not both"),
+    (["--task", "brain_mri", "--window", "40,x"], "CENTER,WIDTH"),
+])
+def test_usage_errors_exit_2_with_one_line(tiny_run: Path, phantoms: Path, tmp_path: Path,  # noqa: F811
+                                           capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                                           extra: list[str], message: str) -> None:
+    image = brain_images(phantoms)[0]
+    code, output = run_cli([str(image), "--model", str(tiny_run), "--out", str(tmp_path / "out"), "--no-progress",
+                            *extra], capsys, monkeypatch)
+    assert code == 2 and message in output and "Traceback" not in output
+    assert not (tmp_path / "out" / "results.csv").exists()
+
+
+def test_no_images_found(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],  # noqa: F811
+                         monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("x")
+    code, output = run_cli([str(tmp_path / "docs"), "--model", str(tiny_run), "--out", str(tmp_path / "o")],
+                           capsys, monkeypatch)
+    assert code == 2 and "no image files" in output
+
+
+def test_collect_inputs_names_are_unique_and_skip_output_and_hidden(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "results").mkdir(parents=True)
+    (data / ".hidden").mkdir()
+    for name in ("x.png", "x.jpg", "vol.nii.gz", "results/old_overlay.png", ".hidden/y.png", "z.txt"):
+        (data / name).write_bytes(b"\x89PNG")
+    (data / "NOSUFFIX").write_bytes(b"\0" * 128 + b"DICM")
+    inputs = collect_inputs([data, data / "x.png", tmp_path / "missing.png"], exclude=data / "results")
+    assert [(i.path.relative_to(tmp_path).as_posix(), i.name) for i in inputs] == [
+        ("data/NOSUFFIX", "NOSUFFIX"), ("data/vol.nii.gz", "vol"), ("data/x.jpg", "x"), ("data/x.png", "x_2"),
+        ("data/x.png", "x_3"), ("missing.png", "missing"),
+    ]
+
+
+def test_parse_window() -> None:
+    assert parse_window("40,80") == (40.0, 80.0) and parse_window("brain") == "brain" and parse_window(None) is None
+    with pytest.raises(ConfigError):
+        parse_window("1,2,3")
