@@ -252,6 +252,8 @@ def test_load_errors(tmp_path: Path, tiny_run: Path) -> None:  # noqa: F811
         Detector.load(tiny_run, backend="tensorflow")
     with pytest.raises(CheckpointError, match="no .onnx file"):
         Detector.load(tmp_path, backend="onnx")
+    with pytest.raises(CheckpointError, match="backend='onnx'"):
+        Detector.load(tmp_path / "model.onnx")
 
 
 # --- overlays ------------------------------------------------------------------------------------------

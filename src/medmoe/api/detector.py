@@ -34,9 +34,9 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast, overload
 
 import numpy as np
 
@@ -75,7 +75,6 @@ class _Prepared:
     image: np.ndarray  # (H, W) gray in [0, 1]
     model_input: np.ndarray  # (C, R, R)
     query: _Query
-    warnings: list[str] = field(default_factory=list)
 
 
 class Detector:
@@ -147,6 +146,18 @@ class Detector:
         results = self._predict([image], prompt, task, batch_size=1, strict=strict, frame=frame,
                                 slice_index=slice_index, window=window, return_errors=False)
         return cast(DetectionResult, results[0])  # return_errors=False: errors were raised
+
+    @overload
+    def predict_batch(self, images: Sequence[ImageInput], prompt: str | None = None, task: str | None = None,
+                      *, batch_size: int = 32, strict: bool = False, frame: int | None = None,
+                      slice_index: int | None = None, window: tuple[float, float] | str | None = None,
+                      return_errors: Literal[False] = False) -> list[DetectionResult]: ...
+
+    @overload
+    def predict_batch(self, images: Sequence[ImageInput], prompt: str | None = None, task: str | None = None,
+                      *, batch_size: int = 32, strict: bool = False, frame: int | None = None,
+                      slice_index: int | None = None, window: tuple[float, float] | str | None = None,
+                      return_errors: Literal[True]) -> list[DetectionResult | MedmoeError]: ...
 
     def predict_batch(self, images: Sequence[ImageInput], prompt: str | None = None, task: str | None = None,
                       *, batch_size: int = 32, strict: bool = False, frame: int | None = None,
@@ -301,6 +312,8 @@ def _backend_kind(path: Path, backend: str) -> str:
     """``torch`` or ``onnx`` for a path and a requested backend name."""
     if backend not in BACKENDS:
         raise CheckpointError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend == "torch" and path.suffix.lower() == ".onnx":
+        raise CheckpointError(f"'{path}' is an ONNX export; load it with backend='onnx' (or 'auto')")
     if backend != "auto":
         return backend
     if path.suffix.lower() == ".onnx":

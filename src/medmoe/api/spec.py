@@ -31,7 +31,7 @@ class ModelSpec:
         channels: input channels ``C``.
         text_encoder: spec of the frozen text encoder (``minilm``, ``clip:<path>``).
         uses_prompt: whether the network takes a text embedding.
-        medmoe_version: the medmoe version that wrote the model.
+        medmoe_version: the medmoe version that trained (saved) the model.
         info: training facts carried over from the checkpoint (threshold rule, epoch …).
     """
 
