@@ -7,6 +7,7 @@ import gzip
 import io
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
@@ -114,6 +115,14 @@ def test_nifti_gz_upload_is_recognised_by_content(client: TestClient, tmp_path: 
     response = _detect(client, (tmp_path / "scan.nii.gz").read_bytes(), "scan.bin", task="brain_mri")
     assert response.status_code == 200, response.text
     assert response.json()["image_size"] == {"height": 48, "width": 40}  # radiological view: (x, y) → (H, W)
+
+
+def test_concurrent_requests_get_their_own_results(client: TestClient, png: bytes) -> None:
+    tasks = ["chest_xray", "brain_mri", "fundus", "breast_us"]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        responses = list(pool.map(lambda task: _detect(client, png, f"{task}.png", task=task), tasks))
+    assert [r.status_code for r in responses] == [200] * 4
+    assert [(r.json()["task"], r.json()["source"]) for r in responses] == [(t, f"{t}.png") for t in tasks]
 
 
 def test_tasks(client: TestClient, detector: Detector) -> None:
