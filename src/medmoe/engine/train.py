@@ -199,10 +199,11 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Batch
         task_ids = data.task_indices[index].to(dist.device)
         out = model(x, task_text_embeddings(text, task_ids))
         parts: LossParts = total_loss(x, out.x_hat, out.u, out.router_logits, task_ids, tc.alpha, tc.beta)
+        loss = parts.total if out.aux_loss is None else parts.total + out.aux_loss
         optimizer.zero_grad(set_to_none=True)
-        parts.total.backward()
+        loss.backward()
         optimizer.step()
-        sums["loss"] += parts.total.item()
+        sums["loss"] += loss.item()
         sums["routing"] += parts.routing.item()
         sums["reconstruction"] += parts.reconstruction.item()
         steps += 1
@@ -222,7 +223,8 @@ def _validation_loss(model: nn.Module, data: Batch, text: torch.Tensor | None, c
         task_ids = data.task_indices[start:start + 256].to(device)
         out = model(x, task_text_embeddings(text, task_ids))
         parts = total_loss(x, out.x_hat, out.u, out.router_logits, task_ids, config.train.alpha, config.train.beta)
-        total += parts.total.item() * len(x)
+        aux = 0.0 if out.aux_loss is None else out.aux_loss.item()
+        total += (parts.total.item() + aux) * len(x)
         count += len(x)
     return total / count
 

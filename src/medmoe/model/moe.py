@@ -30,6 +30,8 @@ class ModelOutput:
             models without a router (baselines).
         router_logits: the router's pre-softmax logits, ``(B, N)``; ``None`` without a router.
         features: the image feature ``v``, ``(B, latent_dim)``.
+        aux_loss: a model-specific scalar the trainer adds to the Eq. 6 loss (MemAE's entropy
+            term); ``None`` for models without one.
     """
 
     x_hat: torch.Tensor
@@ -39,6 +41,7 @@ class ModelOutput:
     router_weights: torch.Tensor | None
     router_logits: torch.Tensor | None
     features: torch.Tensor
+    aux_loss: torch.Tensor | None = None
 
 
 MoEOutput = ModelOutput  # the paper's name for it

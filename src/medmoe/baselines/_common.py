@@ -1,0 +1,42 @@
+"""What every baseline shares: the no-prompt check and the output of an encoder–decoder pair."""
+
+from __future__ import annotations
+
+import torch
+
+from medmoe.errors import ConfigError
+from medmoe.model.config import ModelConfig
+from medmoe.model.moe import ModelOutput
+from medmoe.model.scoring import anomaly_map, image_score
+
+
+def check_config(config: ModelConfig, name: str, *, hallucination: bool) -> None:
+    """Raise :class:`ConfigError` unless ``config`` fits baseline ``name``.
+
+    Baselines use no prompt (the engine would otherwise load a text model for nothing) and have a
+    fixed output head, so ``model.prompt`` must be false and ``model.hallucination`` must equal
+    ``hallucination``. ``num_experts`` and ``top_k`` are ignored.
+    """
+    if config.prompt:
+        raise ConfigError(f"architecture {name!r} does not use prompts: set model.prompt: false")
+    if config.hallucination != hallucination:
+        raise ConfigError(f"architecture {name!r} {'needs' if hallucination else 'has no'} hallucination head: "
+                          f"set model.hallucination: {str(hallucination).lower()}")
+
+
+def decoded_output(x: torch.Tensor, decoded: torch.Tensor, features: torch.Tensor, in_channels: int,
+                   aux_loss: torch.Tensor | None = None) -> ModelOutput:
+    """Split a decoder's output into ``x_hat`` and ``u`` and score it.
+
+    Args:
+        x: input ``(B, C, R, R)``.
+        decoded: decoder output ``(B, C, R, R)`` or, with a hallucination head, ``(B, 2C, R, R)``.
+        features: the image feature ``v`` ``(B, latent_dim)``.
+        in_channels: C.
+        aux_loss: a model-specific scalar added to the training loss (MemAE's entropy term).
+    """
+    x_hat = decoded[:, :in_channels]
+    u = decoded[:, in_channels:] if decoded.shape[1] > in_channels else None
+    amap = anomaly_map(x, x_hat, u)
+    return ModelOutput(x_hat=x_hat, u=u, anomaly_map=amap, score=image_score(amap), router_weights=None,
+                       router_logits=None, features=features, aux_loss=aux_loss)

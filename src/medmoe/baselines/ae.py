@@ -1,0 +1,55 @@
+"""The plain autoencoder baselines: AE (MSE) and AE-U (one hallucination-aware decoder).
+
+Both are the paper's encoder followed by one decoder of the paper's expert design
+(:class:`~medmoe.model.reference.ExpertDecoder`), with no router and no prompt — the DDAD/MedIAnomaly
+AE at the paper's sizes. Trained on one task they are the single-task baselines; trained on all
+tasks, the universal AE.
+
+- ``ae``: decoder outputs ``x_hat`` only; loss MSE; score ``mean (x − x_hat)²``.
+- ``ae_u``: decoder outputs ``x_hat`` and ``u``; loss Eq. 5; score the mean of Eq. 5's first
+  term ``(x − x_hat)² · exp(−u²)`` (the paper's anomaly map).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from medmoe.baselines._common import check_config, decoded_output
+from medmoe.model.config import ModelConfig
+from medmoe.model.moe import ModelOutput
+from medmoe.model.reference import ExpertDecoder
+from medmoe.model.registry import register_model
+from medmoe.model.vision import VisionEncoder
+
+
+class AutoEncoder(nn.Module):
+    """Encoder + one decoder; the hallucination head follows ``config.hallucination``.
+
+    Shapes: ``x (B, C, R, R)`` → :class:`ModelOutput` with ``x_hat (B, C, R, R)``, ``u (B, C, R, R)``
+    or ``None``, ``anomaly_map (B, 1, R, R)``, ``score (B,)``, ``features (B, latent_dim)``;
+    router fields ``None``.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = VisionEncoder(config)
+        self.decoder = ExpertDecoder(config)
+
+    def forward(self, x: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
+        """Reconstruct and score ``x``; ``text_embedding`` is ignored (no prompts)."""
+        v = self.encoder(x)
+        return decoded_output(x, self.decoder(v), v, self.config.in_channels)
+
+
+@register_model("ae")
+def _ae(config: ModelConfig) -> nn.Module:
+    check_config(config, "ae", hallucination=False)
+    return AutoEncoder(config)
+
+
+@register_model("ae_u")
+def _ae_u(config: ModelConfig) -> nn.Module:
+    check_config(config, "ae_u", hallucination=True)
+    return AutoEncoder(config)

@@ -1,0 +1,162 @@
+"""What a benchmark runs: the methods of the paper's Tables 1–3, the profiles, and the run list.
+
+A *method* is a set of config overrides on top of a profile's config; a single-task method is
+trained once per task (``train.tasks=[<task>]``), a universal one once on all tasks. Table 1
+methods run for every seed; the ablations (Table 2) and the K sweep (Table 3) for the first seed
+only, as in the paper. Table 2's full model and Table 3's K = 5 are Table 1's ``ours``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from medmoe.errors import ConfigError
+
+TABLES = ("table1", "table2", "table3")
+UNIVERSAL = "all"
+"""The ``task`` of a run trained on every task."""
+
+
+def _baseline(architecture: str, hallucination: bool) -> tuple[str, ...]:
+    return (f"model.architecture={architecture}", f"model.hallucination={str(hallucination).lower()}",
+            "model.prompt=false")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of a results table.
+
+    Attributes:
+        name: key in ``results.json`` and run-folder name.
+        label: row label in the tables.
+        table: the table it belongs to (``table1``, ``table2``, ``table3``).
+        overrides: ``section.field=value`` items applied on top of the profile's config.
+        single_task: trained once per task instead of once on all tasks.
+    """
+
+    name: str
+    label: str
+    table: str
+    overrides: tuple[str, ...] = ()
+    single_task: bool = False
+
+
+METHODS: tuple[Method, ...] = (
+    Method("ours", "Ours (prompt MoE, HQ, N=K=5)", "table1"),
+    Method("universal_ae", "AE, universal (all tasks, no prompt)", "table1", _baseline("ae", False)),
+    Method("ae", "AE, single-task", "table1", _baseline("ae", False), single_task=True),
+    Method("ae_u", "AE-U, single-task (HQ decoder)", "table1", _baseline("ae_u", True), single_task=True),
+    Method("memae", "MemAE, single-task", "table1", _baseline("memae", False), single_task=True),
+    Method("no_hq", "Ours without HQ (✗HQ ✓TP)", "table2", ("model.hallucination=false",)),
+    Method("no_prompt", "Ours without TP (✓HQ ✗TP)", "table2", ("model.prompt=false",)),
+    *(Method(f"k{k}", f"K = {k}", "table3", (f"model.top_k={k}",)) for k in range(1, 5)),
+)
+"""Every method, in run order within a seed."""
+METHOD_BY_NAME = {m.name: m for m in METHODS}
+FULL_MODEL = "ours"
+"""Table 2's ``✓HQ ✓TP`` row and Table 3's ``K = 5`` row."""
+
+
+@dataclass(frozen=True)
+class Subsample:
+    """Per task, keep at most this many training and validation normals, and test images per class."""
+
+    train: int
+    val: int
+    test_per_class: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named benchmark setting.
+
+    Attributes:
+        name: results go to ``benchmarks/results/<name>/``.
+        config: YAML config under ``configs/`` (``None``: the built-in defaults).
+        overrides: applied to every run, before the method's.
+        subsample: shrink the data (smoke runs), or ``None`` for all of it.
+        description: one line for the README and table headers.
+    """
+
+    name: str
+    config: str | None
+    overrides: tuple[str, ...] = ()
+    subsample: Subsample | None = None
+    description: str = ""
+
+
+PROFILES: dict[str, Profile] = {
+    "cpu-64": Profile("cpu-64", "cpu-64.yaml",
+                      description="64×64, epochs of configs/cpu-64.yaml, sized for a 2-core CPU"),
+    "paper-256": Profile("paper-256", "paper-256.yaml",
+                         description="the paper's 256×256 and 250 epochs (needs a GPU)"),
+    "quick": Profile("quick", "cpu-64.yaml", ("train.epochs=1", "model.resolution=32"),
+                     Subsample(train=48, val=8, test_per_class=16),
+                     description="smoke run: 32×32, 1 epoch, ≤48 training normals and ≤16 test images "
+                                 "per class per task — exercises every table, numbers mean nothing"),
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training + evaluation.
+
+    Attributes:
+        method: the method's name.
+        seed: ``train.seed`` (also seeds the data splits).
+        task: the task trained on, or :data:`UNIVERSAL`.
+    """
+
+    method: str
+    seed: int
+    task: str
+
+    @property
+    def key(self) -> str:
+        """``<method>/seed<k>/<task>``: the run's folder under ``runs/``."""
+        return f"{self.method}/seed{self.seed}/{self.task}"
+
+    def overrides(self) -> tuple[str, ...]:
+        """The method's overrides plus seed and task selection."""
+        extra = (f"train.seed={self.seed}",)
+        if self.task != UNIVERSAL:
+            extra += (f"train.tasks=[{self.task}]",)
+        return METHOD_BY_NAME[self.method].overrides + extra
+
+
+def method_seeds(method: Method, seeds: Sequence[int]) -> tuple[int, ...]:
+    """Seeds a method runs for: all for Table 1, the first for the ablation tables."""
+    return tuple(seeds) if method.table == "table1" else tuple(seeds[:1])
+
+
+def select_methods(names: Sequence[str] | None) -> tuple[Method, ...]:
+    """The named methods (all when ``names`` is empty), in :data:`METHODS` order."""
+    if not names:
+        return METHODS
+    unknown = sorted(set(names) - set(METHOD_BY_NAME))
+    if unknown:
+        raise ConfigError(f"unknown method(s) {unknown}; known: {', '.join(METHOD_BY_NAME)}")
+    return tuple(m for m in METHODS if m.name in names)
+
+
+def plan_runs(methods: Sequence[Method], seeds: Sequence[int], tasks: Sequence[str]) -> list[RunSpec]:
+    """Every run, ordered so partial results are useful: Table 1 seed by seed, then the ablations.
+
+    Args:
+        methods: the methods to run.
+        seeds: the benchmark's seeds (the first also serves Tables 2 and 3).
+        tasks: task ids, for single-task methods.
+    """
+    if not seeds:
+        raise ConfigError("give at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds must be distinct, got {list(seeds)}")
+    runs = []
+    for table in TABLES:
+        for seed in seeds:
+            for method in methods:
+                if method.table == table and seed in method_seeds(method, seeds):
+                    for task in (tasks if method.single_task else (UNIVERSAL,)):
+                        runs.append(RunSpec(method.name, seed, task))
+    return runs
