@@ -17,7 +17,6 @@ free-text prompt needs the text encoder, which is a ``transformers`` model and i
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import numpy as np
 
 from medmoe.api.spec import ModelSpec, RawOutput
 from medmoe.errors import CheckpointError
+from medmoe.versioned import read_versioned_json
 
 FORMAT = "medmoe-onnx"
 FORMAT_VERSION = 1
@@ -68,15 +68,7 @@ def read_sidecar(onnx_path: Path) -> dict[str, Any]:
     if not meta_path.is_file():
         raise CheckpointError(f"'{onnx_path}' has no metadata file '{meta_path.name}' beside it; "
                               "export the model with 'medmoe export', which writes both")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"'{meta_path}' is not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"'{meta_path}' is not a medmoe ONNX sidecar (no format: {FORMAT})")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"'{meta_path}' has format version {meta['format_version']}, newer than this "
-                              "medmoe reads; upgrade medmoe")
+    meta = read_versioned_json(meta_path, fmt=FORMAT, version=FORMAT_VERSION, what="medmoe ONNX sidecar")
     digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     if digest != meta.get("onnx", {}).get("sha256"):
         raise CheckpointError(f"'{onnx_path}' does not match '{meta_path}' (SHA-256 differs): the model was "

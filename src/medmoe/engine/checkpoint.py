@@ -29,6 +29,7 @@ from medmoe.engine.config import RunConfig
 from medmoe.errors import CheckpointError, ConfigError
 from medmoe.model.registry import create_model
 from medmoe.tasks import TaskRegistry
+from medmoe.versioned import read_versioned_json
 from medmoe.text.prompts import encoder_text
 
 FORMAT = "medmoe-checkpoint"
@@ -117,15 +118,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not meta_path.is_file():
         raise CheckpointError(f"no checkpoint at '{path}': expected a run folder with {META_NAME} and "
                               f"{WEIGHTS_NAME} (written by 'medmoe train')")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"'{meta_path}' is not valid JSON ({exc}); is it a medmoe checkpoint?") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"'{meta_path}' is not a medmoe checkpoint (no format: {FORMAT})")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"'{meta_path}' has checkpoint format {meta['format_version']}, newer than "
-                              f"this medmoe ({__version__}) reads; upgrade medmoe")
+    meta = read_versioned_json(meta_path, fmt=FORMAT, version=FORMAT_VERSION, what="medmoe checkpoint")
     weights_path = meta_path.parent / meta["weights"]["file"]
     if not weights_path.is_file():
         raise CheckpointError(f"checkpoint weights '{weights_path}' are missing")

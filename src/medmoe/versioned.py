@@ -1,0 +1,33 @@
+"""Reading the versioned JSON files medmoe writes beside model weights (checkpoints, ONNX sidecars)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from medmoe.errors import CheckpointError
+
+
+def read_versioned_json(path: Path, *, fmt: str, version: int, what: str) -> dict[str, Any]:
+    """Parse ``path`` and check it is a ``fmt`` file of at most format ``version``.
+
+    Args:
+        path: the JSON file (must exist).
+        fmt: the expected value of its ``format`` key.
+        version: the newest ``format_version`` this medmoe reads.
+        what: how to name the file in errors (``medmoe checkpoint``).
+
+    Raises:
+        CheckpointError: invalid JSON, another format, or a newer version.
+    """
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"'{path}' is not valid JSON ({exc}); is it a {what}?") from exc
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise CheckpointError(f"'{path}' is not a {what} (no format: {fmt})")
+    if int(meta.get("format_version", 0)) > version:
+        raise CheckpointError(f"'{path}' has format version {meta['format_version']}, newer than this medmoe "
+                              "reads; upgrade medmoe")
+    return meta
