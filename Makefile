@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install browser clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/medmoe demo --out demo_output
 
-test: $(STAMP)
+# The end-to-end web test drives headless Chromium; .ci/setup-browser installs it if missing.
+browser:
+	.ci/setup-browser
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 clean:
