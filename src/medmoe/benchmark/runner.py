@@ -8,7 +8,8 @@ Each run lives in ``<out>/runs/<method>/seed<k>/<task>/`` (git-ignored): the eng
 - ``metrics.json`` / ``metrics.md`` — the evaluate command's report on the test split;
 - ``predictions.npz`` — per test image: score, label, task, features (and router weights and router
   inputs for the MoE), for the figures;
-- ``done.json`` — written last: the run is finished.
+- ``done.json`` — written last: the run is finished (its resume state ``checkpoints/last.pt`` is
+  then deleted; the selected model stays).
 
 A run with ``done.json`` is skipped; one with a checkpoint but no ``done.json`` is evaluated; one
 with only a resume state continues training from its last finished epoch.
@@ -127,15 +128,10 @@ def execute_run(context: BenchmarkContext, spec: RunSpec, manifests: list[Manife
     run_dir = context.run_dir(spec)
     config = context.config_for(spec)
     wanted = {"spec": spec.key, "config": config.to_dict()}
-    stored_path = run_dir / RUN_SPEC_FILE
-    if stored_path.is_file():
-        stored = json.loads(stored_path.read_text(encoding="utf-8"))
-        if stored != wanted:
-            raise ConfigError(f"run folder '{run_dir}' holds a run with another configuration; delete it or "
-                              "use another --out (settings of a resumed benchmark must not change)")
+    check_stored_config(run_dir, wanted)
     if is_done(run_dir):
         return run_dir
-    atomic_write_text(stored_path, json.dumps(wanted, indent=1) + "\n")
+    atomic_write_text(run_dir / RUN_SPEC_FILE, json.dumps(wanted, indent=1) + "\n")
     for manifest in manifests:
         write_manifest(manifest, run_dir / MANIFEST_DIR / f"{'+'.join(manifest.tasks) or 'empty'}.csv")
     started = time.perf_counter()
@@ -148,7 +144,28 @@ def execute_run(context: BenchmarkContext, spec: RunSpec, manifests: list[Manife
     done = {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seconds_this_session": round(time.perf_counter() - started, 1), **(context.provenance or {})}
     atomic_write_text(run_dir / DONE_FILE, json.dumps(done, indent=1) + "\n")
+    (run_dir / RESUME_FILE).unlink(missing_ok=True)  # the resume state (weights + Adam moments) is no longer needed
     return run_dir
+
+
+def check_stored_config(run_dir: Path, wanted: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` if ``run_dir`` holds a run of another configuration.
+
+    The image cache location (``data.cache_dir``) does not change results and is not compared.
+    """
+    path = run_dir / RUN_SPEC_FILE
+    if not path.is_file():
+        return
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    if _without_cache(stored) != _without_cache(wanted):
+        raise ConfigError(f"run folder '{run_dir}' holds a run with another configuration; delete it or "
+                          "use another --out (the settings of a resumed benchmark must not change)")
+
+
+def _without_cache(run: dict[str, Any]) -> dict[str, Any]:
+    config = run.get("config", {})
+    return {**run, "config": {**config, "data": {k: v for k, v in config.get("data", {}).items()
+                                                  if k != "cache_dir"}}}
 
 
 @torch.no_grad()
@@ -188,7 +205,9 @@ def run_all(context: BenchmarkContext, specs: Sequence[RunSpec], manifests: Mani
     """
     executed = []
     for number, spec in enumerate(specs, start=1):
-        if is_done(context.run_dir(spec)):
+        run_dir = context.run_dir(spec)
+        if is_done(run_dir):
+            check_stored_config(run_dir, {"spec": spec.key, "config": context.config_for(spec).to_dict()})
             continue
         _log.info("[%d/%d] %s", number, len(specs), spec.key)
         started = time.perf_counter()

@@ -73,7 +73,7 @@ def header(results: Mapping[str, Any], table: str) -> str:
     lines = [
         f"# {TITLES[table]}",
         "",
-        f"- Profile `{h.get('profile')}`: {h.get('resolution')}×{h.get('resolution')}, **{h.get('epochs')} epochs**, "
+        f"- Profile `{h.get('profile')}`: {h.get('resolution')}×{h.get('resolution')}, **epochs: {h.get('epochs')}**, "
         f"batch {h.get('batch_size')}, Adam lr {h.get('lr')}; {seed_text}.",
         f"- Status: {status}.",
         f"- Command: `{h.get('command')}`",

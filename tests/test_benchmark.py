@@ -1,0 +1,167 @@
+"""The benchmark harness: planning, a tiny end-to-end run on synthetic phantoms, resume, results, tables."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+import medmoe.benchmark.runner as runner
+from engine_fixtures import FAST, synthetic
+from medmoe.benchmark import BenchmarkContext, Profile, RunSpec, Subsample, plan_runs, run_benchmark
+from medmoe.benchmark.plan import METHOD_BY_NAME, METHODS, select_methods
+from medmoe.benchmark.results import MEAN
+from medmoe.benchmark.runner import subsample
+from medmoe.benchmark.tables import cell, render_table
+from medmoe.errors import CheckpointError, ConfigError
+
+TASKS = ("brain_mri", "head_ct")
+METHOD_NAMES = ("ours", "universal_ae", "ae", "no_prompt")
+
+
+def test_plan_runs_table1_every_seed_ablations_first_seed_only() -> None:
+    tasks = ("a", "b", "c", "d", "e")
+    runs = plan_runs(METHODS, [0, 1, 2], tasks)
+    by_method = {m.name: [r for r in runs if r.method == m.name] for m in METHODS}
+    assert len(by_method["ours"]) == len(by_method["universal_ae"]) == 3
+    assert len(by_method["ae"]) == len(by_method["ae_u"]) == len(by_method["memae"]) == 15
+    for name in ("no_hq", "no_prompt", "k1", "k2", "k3", "k4"):
+        assert [(r.seed, r.task) for r in by_method[name]] == [(0, "all")]
+    assert len(runs) == 3 * (2 + 15) + 6 == len({r.key for r in runs})
+    table1 = [r for r in runs if METHOD_BY_NAME[r.method].table == "table1"]
+    assert runs[:len(table1)] == table1  # Table 1 first, seed by seed
+    assert [r.seed for r in table1] == sorted(r.seed for r in table1)
+    assert RunSpec("ae", 1, "b").overrides()[-2:] == ("train.seed=1", "train.tasks=[b]")
+
+
+def test_plan_and_method_errors() -> None:
+    with pytest.raises(ConfigError, match="distinct"):
+        plan_runs(METHODS, [0, 0], ("a",))
+    with pytest.raises(ConfigError, match="unknown method"):
+        select_methods(["ours", "vae"])
+    assert [m.name for m in select_methods(["ae", "ours"])] == ["ours", "ae"]
+
+
+def test_subsample_keeps_limits_and_prefers_unflagged_rows(tmp_path: Path) -> None:
+    manifest = synthetic(tmp_path, n_train=20, n_test=6, tasks=TASKS)
+    flagged = [s.with_flag("other_source") if s.split == "test" and s.label == 1 and i % 2 else s
+               for i, s in enumerate(manifest.samples)]
+    manifest.samples[:] = flagged
+    small = subsample(manifest, Subsample(train=5, val=1, test_per_class=3), seed=0)
+    for task in TASKS:
+        assert len(small.select(split="train", task=task)) == 5
+        assert len(small.select(split="val", task=task)) == 1
+        abnormal = [s for s in small.select(split="test", task=task) if s.label == 1]
+        assert len(abnormal) == 3 and not any(s.flags for s in abnormal)
+    assert subsample(manifest, Subsample(5, 1, 3), seed=0).samples == small.samples
+
+
+def _context(data: Path, out: Path, *extra: str) -> BenchmarkContext:
+    profile = Profile("tiny", None, (*FAST, "train.epochs=1", "train.batch_size=8", f"data.cache_dir={out / 'cache'}",
+                                     *extra))
+    return BenchmarkContext(profile=profile, config_dir=data, data=(str(data),), out=out,
+                            provenance={"commit": "test", "machine": "test"})
+
+
+HEADER = {"command": "pytest", "commit": "test", "date": "today", "machine": "test"}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    data = tmp_path_factory.mktemp("phantoms")
+    synthetic(data, n_train=10, n_test=3, tasks=TASKS)
+    out = tmp_path_factory.mktemp("bench")
+    results = run_benchmark(_context(data, out), select_methods(METHOD_NAMES), [0, 1], HEADER)
+    return data, out, results
+
+
+def test_results_cover_every_planned_run(bench) -> None:
+    _, out, results = bench
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["tasks"] == list(TASKS) and on_disk["seeds"] == [0, 1]
+    assert on_disk["progress"] == {"runs_done": 2 + 2 + 4 + 1, "runs_expected": 9, "complete": True}
+    ae = on_disk["methods"]["ae"]
+    assert ae["single_task"] and ae["runs_done"] == ae["runs_expected"] == 4
+    assert set(ae["per_seed"]) == {"0", "1"}
+    assert set(ae["per_seed"]["0"]["runs"]) == set(TASKS)
+    brain = ae["per_seed"]["0"]["tasks"]["brain_mri"]
+    assert {"auroc", "ap", "f1_best", "acc_best", "f1_val", "dedup", "excluded"} <= set(brain)
+    assert ae["summary"]["brain_mri"]["auroc"]["n"] == 2
+    assert on_disk["methods"]["no_prompt"]["seeds"] == [0]
+    assert "routing_accuracy" in on_disk["methods"]["ours"]["per_seed"]["1"]["tasks"]["head_ct"]
+    assert not list((out / "runs").rglob("last.pt"))  # resume states of finished runs are removed
+    run = on_disk["methods"]["ours"]["per_seed"]["0"]["runs"]["all"]
+    assert run["epochs"] == 1 and run["commit"] == "test" and run["finished"]
+    figures = {p.name for p in (out / "figures").iterdir()}
+    assert figures == {"fig5_histograms_ours.png", "fig6_expert_heatmap.png", "fig9_tsne_prompts.png"}
+
+
+def test_tables_are_generated_from_results_json(bench) -> None:
+    _, out, _ = bench
+    results = json.loads((out / "results.json").read_text())
+    table1 = (out / "table1.md").read_text()
+    assert table1 == render_table(results, "table1")
+    assert "**partial: 8 of 16 runs finished**" in table1  # AE-U and MemAE were not run
+    assert "**epochs: 1**" in table1 and "seeds 0, 1, mean ± std over seeds" in table1
+    ae_rows = [line for line in table1.splitlines() if line.startswith("| AE, single-task")]
+    for row, task in ((ae_rows[0], "brain_mri"), (ae_rows[1], MEAN)):  # first and second half
+        key = "mean" if task == MEAN else None
+        values = {int(s): (e[key] if key else e["tasks"][task])["auroc"]
+                  for s, e in results["methods"]["ae"]["per_seed"].items()}
+        assert row.split("|")[2].strip() == cell(values, 2)
+    assert "*paper: AE*" in table1 and "*80.88*" in table1
+    assert "Δ AUC universal AE − single AE" in table1
+    table2 = (out / "table2.md").read_text()
+    assert "one seed (0), as in the paper" in table2 and "partial: 2 of 3 runs" in table2
+    assert re.search(r"\| ✗HQ ✓TP \(no hallucination map\) +\| +n/a", table2)
+    assert "partial: 1 of 5 runs" in (out / "table3.md").read_text()
+
+
+def test_cell_marks_missing_seeds() -> None:
+    assert cell({0: 0.5, 1: 0.7}, 2) == "60.00 ± 14.14"
+    assert cell({0: 0.5}, 3) == "50.00 (n=1)"
+    assert cell({}, 1) == "n/a"
+
+
+def test_resume_skips_finished_runs_and_continues_unfinished_ones(bench, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    data, out, results = bench
+    copy = tmp_path / "bench"
+    shutil.copytree(out, copy)
+    calls: list[tuple[str, bool]] = []
+    monkeypatch.setattr(runner, "train", lambda config, manifests, run_dir, resume, progress:
+                        calls.append((str(Path(run_dir).relative_to(copy / "runs")), resume)))
+    context = _context(data, copy)
+    (copy / "runs" / "ae/seed1/head_ct" / runner.DONE_FILE).unlink()  # trained, not evaluated
+    again = run_benchmark(context, select_methods(METHOD_NAMES), [0, 1], HEADER)
+    assert calls == []  # nothing retrained
+    assert again["methods"]["ae"]["per_seed"]["1"]["tasks"]["head_ct"]["auroc"] == pytest.approx(
+        results["methods"]["ae"]["per_seed"]["1"]["tasks"]["head_ct"]["auroc"], abs=1e-6)
+    unfinished = copy / "runs" / "universal_ae/seed0/all"
+    (unfinished / runner.DONE_FILE).unlink()
+    (unfinished / "model.json").unlink()
+    (unfinished / "checkpoints").mkdir(exist_ok=True)
+    (unfinished / "checkpoints" / "last.pt").write_bytes(b"state")
+    with pytest.raises(CheckpointError):  # the stub trains nothing, so there is no checkpoint to evaluate
+        run_benchmark(context, select_methods(METHOD_NAMES), [0, 1], HEADER)
+    assert calls == [("universal_ae/seed0/all", True)]
+
+
+def test_changed_settings_are_refused(bench, tmp_path: Path) -> None:
+    data, out, _ = bench
+    copy = tmp_path / "bench"
+    shutil.copytree(out, copy)
+    with pytest.raises(ConfigError, match="another configuration"):
+        run_benchmark(_context(data, copy, "train.lr=0.1"), select_methods(["ae"]), [0, 1], HEADER)
+
+
+def test_mean_row_needs_every_task(bench) -> None:
+    _, out, _ = bench
+    results = json.loads((out / "results.json").read_text())
+    for entry in results["methods"].values():
+        for seed in entry["per_seed"].values():
+            assert ("mean" in seed) == (set(seed["tasks"]) == set(TASKS))
+    assert MEAN in results["methods"]["ours"]["summary"]
