@@ -68,10 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown profile {profile_name!r}; choose from {', '.join(PROFILES)}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    canonical = ["python", "benchmarks/run.py", "--profile", profile_name, "--seeds", *map(str, args.seeds),
+                 "--data", *(args.data or ["$MEDMOE_DATA"]), *(["--methods", *args.methods] if args.methods else [])]
     provenance = {
-        "command": shlex.join(["python", "benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": shlex.join(canonical),
+        "invocation": shlex.join(["python", "benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
         "commit": _git("describe", "--always", "--dirty"),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": _machine(args.threads),
     }
     context = BenchmarkContext(

@@ -66,7 +66,8 @@ def _context(data: Path, out: Path, *extra: str) -> BenchmarkContext:
                             provenance={"commit": "test", "machine": "test"})
 
 
-HEADER = {"command": "pytest", "commit": "test", "date": "today", "machine": "test"}
+HEADER = {"command": "python benchmarks/run.py --profile tiny", "invocation": "pytest", "commit": "test",
+          "machine": "test"}
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +113,8 @@ def test_tables_are_generated_from_results_json(bench) -> None:
         values = {int(s): (e[key] if key else e["tasks"][task])["auroc"]
                   for s, e in results["methods"]["ae"]["per_seed"].items()}
         assert row.split("|")[2].strip() == cell(values, 2)
+    assert "- Command: `python benchmarks/run.py --profile tiny`" in table1
+    assert "- Runs trained at commit test on test." in table1
     assert "*paper: AE*" in table1 and "*80.88*" in table1
     assert "Δ AUC universal AE − single AE" in table1
     table2 = (out / "table2.md").read_text()

@@ -30,7 +30,7 @@ def _load(runs_root: Path, method: str, seed: int) -> tuple[Path, dict[str, np.n
     with np.load(path) as data:
         arrays = {k: data[k] for k in data.files}
     keep = ~arrays["other_source"]
-    return path, {k: (v[keep] if v.ndim and len(v) == len(keep) else v) for k, v in arrays.items()}
+    return path, {k: (v if k == "task_names" else v[keep]) for k, v in arrays.items()}
 
 
 def _stale(target: Path, sources: Sequence[Path]) -> bool:

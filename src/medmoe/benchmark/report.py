@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from medmoe.atomic import atomic_write_text
@@ -20,13 +21,14 @@ RESULTS_FILE = "results.json"
 
 
 def settings_header(context: BenchmarkContext, provenance: Mapping[str, Any]) -> dict[str, Any]:
-    """The header of ``results.json``: profile, training settings and provenance."""
+    """The header of ``results.json``: profile, training settings, provenance (``command`` to reproduce,
+    ``invocation`` that wrote the file, ``commit``, ``machine``) and when it was ``written``."""
     config = context.config_for()
     return {"profile": context.profile.name, "description": context.profile.description,
             "resolution": config.model.resolution, "epochs": config.train.epochs,
             "batch_size": config.train.batch_size, "lr": config.train.lr,
             "subsample": str(context.profile.subsample) if context.profile.subsample else None,
-            **provenance}
+            **provenance, "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def write_outputs(context: BenchmarkContext, methods: Sequence[Method], seeds: Sequence[int],

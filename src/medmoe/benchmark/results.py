@@ -101,10 +101,13 @@ def summarise(per_seed: Mapping[str, Any], tasks: Sequence[str],
 
 def build_results(methods: Sequence[Method], seeds: Sequence[int], tasks: Sequence[str], runs_root: Path,
                   header: Mapping[str, Any]) -> dict[str, Any]:
-    """The whole ``results.json`` document."""
+    """The whole ``results.json`` document; the header gains the commits and machines of the finished runs."""
     entries = {m.name: method_results(m, seeds, tasks, runs_root) for m in methods}
     done = sum(e["runs_done"] for e in entries.values())
     expected = sum(e["runs_expected"] for e in entries.values())
-    return {"header": dict(header), "seeds": list(seeds), "tasks": list(tasks),
+    facts = [run for e in entries.values() for seed in e["per_seed"].values() for run in seed["runs"].values()]
+    header = {**header, "runs_trained_at": sorted({str(f.get("commit")) for f in facts}),
+              "runs_trained_on": sorted({str(f.get("machine")) for f in facts})}
+    return {"header": header, "seeds": list(seeds), "tasks": list(tasks),
             "progress": {"runs_done": done, "runs_expected": expected, "complete": done == expected},
             "methods": entries}

@@ -113,7 +113,8 @@ def subsample(manifest: Manifest, sub: Subsample, seed: int) -> Manifest:
     kept: list[Sample] = []
     for (_, split, _), rows in groups.items():
         limit = limits.get(split, sub.test_per_class)
-        order = sorted(range(len(rows)), key=lambda i, r=rng.random(len(rows)): (bool(rows[i].flags), r[i]))
+        rank = rng.random(len(rows))
+        order = sorted(range(len(rows)), key=lambda i: (bool(rows[i].flags), rank[i]))  # noqa: B023
         kept += [rows[i] for i in sorted(order[:limit])]
     return Manifest(root=manifest.root, samples=kept, meta={**manifest.meta, "subsample": str(sub)})
 

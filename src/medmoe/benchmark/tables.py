@@ -77,7 +77,9 @@ def header(results: Mapping[str, Any], table: str) -> str:
         f"batch {h.get('batch_size')}, Adam lr {h.get('lr')}; {seed_text}.",
         f"- Status: {status}.",
         f"- Command: `{h.get('command')}`",
-        f"- Commit {h.get('commit')}, updated {h.get('date')}, machine: {h.get('machine')}.",
+        f"- Runs trained at commit {', '.join(h.get('runs_trained_at') or ['–'])} on "
+        f"{'; '.join(h.get('runs_trained_on') or ['–'])}.",
+        f"- Written {h.get('written')} by `{h.get('invocation')}` at commit {h.get('commit')}.",
         "- Every number below is read from `results.json` in this folder.",
         "",
     ]
