@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", help="run only these methods (default: all)")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<profile>)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override a config field for every run, e.g. --set train.epochs=2 (repeatable; "
+                             "part of the runs' settings, so keep it when resuming)")
     parser.add_argument("--report-only", action="store_true", help="only rewrite results.json, tables and figures")
     parser.add_argument("--progress", action="store_true", help="show per-run progress bars")
     args = parser.parse_args(argv)
@@ -69,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     canonical = ["python", "benchmarks/run.py", "--profile", profile_name, "--seeds", *map(str, args.seeds),
-                 "--data", *(args.data or ["$MEDMOE_DATA"]), *(["--methods", *args.methods] if args.methods else [])]
+                 "--data", *(args.data or ["$MEDMOE_DATA"]), *(["--methods", *args.methods] if args.methods else []),
+                 *(item for o in args.overrides for item in ("--set", o))]
     provenance = {
         "command": shlex.join(canonical),
         "invocation": shlex.join(["python", "benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     context = BenchmarkContext(
         profile=PROFILES[profile_name], config_dir=REPO / "configs", data=tuple(args.data),
         out=args.out or REPO / "benchmarks" / "results" / profile_name,
-        progress=args.progress,
+        extra_overrides=tuple(args.overrides), progress=args.progress,
         provenance={k: provenance[k] for k in ("commit", "machine")},
     )
     try:
