@@ -57,7 +57,7 @@ class BenchmarkContext:
         config_dir: folder of the profile's YAML config.
         data: data root(s) or manifests, as for ``medmoe train --data``.
         out: results folder (``benchmarks/results/<profile>``).
-        extra_overrides: applied last to every run (e.g. ``train.num_threads=2``); they must not
+        extra_overrides: applied last to every run (e.g. ``train.epochs=2``); they must not
             change between invocations of a resumed benchmark.
         progress: show progress bars.
         provenance: facts recorded in each run's ``done.json`` (commit, machine).
