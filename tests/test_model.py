@@ -10,7 +10,7 @@ import torch
 
 from medmoe.errors import ConfigError
 from medmoe.model import ModelConfig, PromptMoE
-from medmoe.model.experts import ExpertBank
+from medmoe.model.experts import ExpertBank, subpixel_kernel
 from medmoe.model.losses import hallucination_loss, routing_loss, total_loss
 from medmoe.model.reference import LoopedExperts, load_bank_from_decoders
 from medmoe.model.router import top_k_renormalise
@@ -35,21 +35,26 @@ def test_output_shapes(resolution: int) -> None:
     assert out.features.shape == (3, config.latent_dim)
 
 
-@pytest.mark.parametrize("hallucination", [True, False])
-@pytest.mark.parametrize("train", [True, False])
-def test_expert_bank_equals_looped_decoders(hallucination: bool, train: bool) -> None:
+def matched_experts(config: ModelConfig, train: bool) -> tuple[LoopedExperts, ExpertBank]:
+    """A looped reference with non-trivial batch-norm statistics and affine parameters, and a bank
+    holding the same weights."""
     torch.manual_seed(0)
-    config = small_config(hallucination=hallucination, in_channels=2)
     looped, bank = LoopedExperts(config), ExpertBank(config)
-    for module in looped.modules():  # non-trivial batch-norm statistics and affine parameters
+    for module in looped.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.5, 0.5)
     load_bank_from_decoders(bank, looped)
-    looped.train(train)
-    bank.train(train)
+    return looped.train(train), bank.train(train)
+
+
+@pytest.mark.parametrize("hallucination", [True, False])
+@pytest.mark.parametrize("train", [True, False])
+def test_expert_bank_equals_looped_decoders(hallucination: bool, train: bool) -> None:
+    config = small_config(hallucination=hallucination, in_channels=2)
+    looped, bank = matched_experts(config, train)
     v = torch.randn(5, config.latent_dim)
     expected, got = looped(v), bank(v)
     assert got.shape == (5, 4, 4 if hallucination else 2, 32, 32)
@@ -58,6 +63,51 @@ def test_expert_bank_equals_looped_decoders(hallucination: bool, train: bool) ->
         for name in ("running_mean", "running_var"):
             torch.testing.assert_close(getattr(bank.deconv[1], name),
                                        torch.cat([getattr(d.deconv[1], name) for d in looped.decoders]))
+
+
+@pytest.mark.parametrize("hallucination", [True, False])
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("top_k", [1, 4])
+def test_bank_mix_equals_weighted_sum_of_looped_decoders(hallucination: bool, train: bool, top_k: int) -> None:
+    """The fused mix (weighted input groups, one dense last conv) is Σ_n s_n expert_n(v): values in
+    both of its forms (sub-pixel without autograd, transposed with it) and gradients w.r.t. v, the
+    weights and the parameters."""
+    config = small_config(hallucination=hallucination, in_channels=2)
+    looped, bank = matched_experts(config, train)
+    v = torch.randn(5, config.latent_dim)
+    s = top_k_renormalise(torch.softmax(torch.randn(5, 4), dim=1), top_k)
+    with torch.no_grad():
+        torch.testing.assert_close(bank.mix(v, s), looped.mix(v, s), rtol=1e-4, atol=1e-5)
+    results = []
+    for experts in (looped, bank):
+        v_, s_ = v.clone().requires_grad_(), s.clone().requires_grad_()
+        mixed = experts.mix(v_, s_)
+        (mixed * torch.linspace(-1, 1, mixed.numel()).view_as(mixed)).sum().backward()
+        results.append((mixed, v_.grad, s_.grad))
+    (expected, *expected_grads), (got, *got_grads) = results
+    assert got.shape == (5, 4 if hallucination else 2, 32, 32)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    for g, e in zip(got_grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+    decoders = list(looped.decoders)
+    torch.testing.assert_close(bank.head.weight.grad, torch.cat([d.deconv[-1].weight.grad for d in decoders]),
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bank.head.bias.grad, torch.cat([d.deconv[-1].bias.grad for d in decoders]),
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bank.deconv[0].weight.grad, torch.cat([d.deconv[0].weight.grad for d in decoders]),
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bank.fc[3].weight.grad, torch.stack([d.fc[3].weight.grad.t() for d in decoders]),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("in_channels,out_channels,size", [(3, 2, 5), (8, 1, 4), (16, 5, 7)])
+def test_subpixel_kernel_is_the_transposed_conv(in_channels: int, out_channels: int, size: int) -> None:
+    g = torch.Generator().manual_seed(in_channels)
+    x = torch.randn(2, in_channels, size, size + 1, generator=g, dtype=torch.float64)
+    w = torch.randn(in_channels, out_channels, 4, 4, generator=g, dtype=torch.float64)
+    expected = torch.nn.functional.conv_transpose2d(x, w, stride=2, padding=1)
+    got = torch.nn.functional.pixel_shuffle(torch.nn.functional.conv2d(x, subpixel_kernel(w), padding=1), 2)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_every_parameter_gets_a_gradient() -> None:

@@ -83,8 +83,7 @@ class PromptMoE(nn.Module):
         else:
             route_in = v
         logits, weights = self.router(route_in)
-        decoded = self.experts(v)  # (B, N, C or 2C, R, R)
-        mixed = torch.einsum("bn,bnchw->bchw", weights, decoded)
+        mixed = self.experts.mix(v, weights)  # Σ_k s_k (mu_k, sigma_k): (B, C or 2C, R, R)
         c = self.config.in_channels
         x_hat = mixed[:, :c]
         u = mixed[:, c:] if self.config.hallucination else None

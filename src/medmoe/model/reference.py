@@ -56,6 +56,10 @@ class LoopedExperts(nn.Module):
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         return torch.stack([decoder(v) for decoder in self.decoders], dim=1)
 
+    def mix(self, v: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The router-weighted sum of the experts: ``v (B, latent)``, ``weights (B, N)`` → ``(B, out, R, R)``."""
+        return torch.einsum("bn,bnchw->bchw", weights, self(v))
+
 
 @torch.no_grad()
 def load_bank_from_decoders(bank: ExpertBank, looped: LoopedExperts) -> None:
