@@ -110,6 +110,30 @@ def test_subpixel_kernel_is_the_transposed_conv(in_channels: int, out_channels: 
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
+def test_fused_adam_of_the_trainer_matches_plain_adam() -> None:
+    """``make_optimizer`` (fused Adam) takes the same steps as the textbook single-tensor Adam."""
+    from medmoe.engine.config import TrainConfig
+    from medmoe.engine.train import make_optimizer
+
+    torch.manual_seed(0)
+    plain_model = PromptMoE(small_config())
+    fused_model = PromptMoE(small_config())
+    fused_model.load_state_dict(plain_model.state_dict())
+    tc = TrainConfig(lr=1e-3, weight_decay=1e-4)
+    plain = torch.optim.Adam(plain_model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, foreach=False)
+    fused = make_optimizer(fused_model, tc, torch.device("cpu"))
+    assert fused.defaults["fused"]
+    for _ in range(5):  # the same gradients for both, of very different scales per step
+        scale = 10.0 ** torch.randint(-6, 2, ()).item()
+        for p, q in zip(plain_model.parameters(), fused_model.parameters()):
+            p.grad = torch.randn_like(p) * scale
+            q.grad = p.grad.clone()
+        plain.step()
+        fused.step()
+    for (name, p), q in zip(plain_model.named_parameters(), fused_model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_every_parameter_gets_a_gradient() -> None:
     model = PromptMoE(small_config())
     out = model(torch.rand(4, 1, 32, 32), torch.randn(4, 12))
