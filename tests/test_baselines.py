@@ -55,11 +55,12 @@ def test_ae_u_scores_with_the_papers_map_and_ae_with_squared_error() -> None:
     x = torch.rand(3, 1, 32, 32)
     ae_u = create_model(_config("ae_u")).eval()
     out = ae_u(x)
-    expected = ((x - out.x_hat).square() * torch.exp(-out.u.square())).flatten(1).mean(1)
+    z = 2 * x - 1  # the default [-1, 1] model range
+    expected = ((z - out.x_hat).square() * torch.exp(-out.u.square())).flatten(1).mean(1)
     torch.testing.assert_close(out.score, expected)
     ae = create_model(_config("ae")).eval()
     out = ae(x)
-    torch.testing.assert_close(out.score, (x - out.x_hat).square().flatten(1).mean(1))
+    torch.testing.assert_close(out.score, (z - out.x_hat).square().flatten(1).mean(1))
 
 
 @pytest.mark.parametrize("name", list(BASELINES))

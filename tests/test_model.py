@@ -204,7 +204,7 @@ def test_k1_output_is_the_chosen_experts_reconstruction() -> None:
     model = PromptMoE(small_config(top_k=1)).eval()
     x, e = torch.rand(3, 1, 32, 32), torch.randn(3, 12)
     out = model(x, e)
-    decoded = model.experts(model.encoder(x))
+    decoded = model.experts(model.encoder(2 * x - 1))  # the encoder sees the [-1, 1] model range
     chosen = out.router_weights.argmax(dim=1)
     torch.testing.assert_close(out.x_hat, decoded[torch.arange(3), chosen, :1])
     torch.testing.assert_close(out.u, decoded[torch.arange(3), chosen, 1:])
@@ -216,7 +216,7 @@ def test_no_hallucination_ablation_maps_squared_error() -> None:
     out = model(x, torch.randn(2, 12))
     assert out.u is None
     assert model.experts(torch.randn(2, 16)).shape[2] == 1  # no sigma channel at all
-    torch.testing.assert_close(out.anomaly_map, (x - out.x_hat) ** 2)
+    torch.testing.assert_close(out.anomaly_map, (2 * x - 1 - out.x_hat) ** 2)  # in the [-1, 1] model range
 
 
 def test_no_prompt_ablation_ignores_text() -> None:
@@ -248,3 +248,24 @@ def test_config_round_trips() -> None:
     assert ModelConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError, match="unknown"):
         ModelConfig.from_dict({**config.to_dict(), "bogus": 1})
+
+
+def test_model_works_in_its_value_range() -> None:
+    """Inputs in [0, 1] are mapped to value_range; reconstruction and map live there."""
+    torch.manual_seed(0)
+    x, e = torch.rand(2, 1, 32, 32), torch.randn(2, 12)
+    wide = PromptMoE(small_config(value_range=(-1.0, 1.0))).eval()
+    out = wide(x, e)
+    expected = ((2 * x - 1 - out.x_hat) ** 2 * torch.exp(-out.u**2))
+    torch.testing.assert_close(out.anomaly_map, expected)
+    with pytest.raises(ConfigError, match="value_range"):
+        small_config(value_range=(1.0, 0.0))
+
+
+def test_hallucination_optimum_needs_errors_above_one() -> None:
+    """Eq. 5 per pixel, e·exp(-u²) + u², is minimised by u = 0 when e <= 1 and by u² = ln e above:
+    why the model works in [-1, 1] (squared errors up to 4) rather than [0, 1]."""
+    u = torch.linspace(-3, 3, 6001, dtype=torch.float64)
+    for e, best in ((0.25, 0.0), (0.9, 0.0), (4.0, math.sqrt(math.log(4.0)))):
+        loss = e * torch.exp(-u**2) + u**2
+        assert abs(u[loss.argmin()].abs().item() - best) < 2e-3

@@ -20,6 +20,7 @@ from medmoe.model.config import ModelConfig
 from medmoe.model.moe import ModelOutput
 from medmoe.model.reference import ExpertDecoder
 from medmoe.model.registry import register_model
+from medmoe.model.scoring import to_model_range
 from medmoe.model.vision import VisionEncoder
 
 
@@ -39,8 +40,9 @@ class AutoEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
         """Reconstruct and score ``x``; ``text_embedding`` is ignored (no prompts)."""
-        v = self.encoder(x)
-        return decoded_output(x, self.decoder(v), v, self.config.in_channels)
+        z = to_model_range(x, self.config.value_range)
+        v = self.encoder(z)
+        return decoded_output(z, self.decoder(v), v, self.config.in_channels)
 
 
 @register_model("ae")

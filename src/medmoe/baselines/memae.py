@@ -19,6 +19,7 @@ from medmoe.model.config import ModelConfig
 from medmoe.model.moe import ModelOutput
 from medmoe.model.reference import ExpertDecoder
 from medmoe.model.registry import register_model
+from medmoe.model.scoring import to_model_range
 from medmoe.model.vision import VisionEncoder
 
 MEMORY_SLOTS = 25
@@ -79,10 +80,11 @@ class MemAE(nn.Module):
 
     def forward(self, x: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
         """Reconstruct and score ``x``; ``text_embedding`` is ignored (no prompts)."""
-        z = self.encoder(x)
-        z_hat, weights = self.memory(z)
+        z = to_model_range(x, self.config.value_range)
+        v = self.encoder(z)
+        v_hat, weights = self.memory(v)
         aux = ENTROPY_WEIGHT * attention_entropy(weights)
-        return decoded_output(x, self.decoder(z_hat), z, self.config.in_channels, aux_loss=aux)
+        return decoded_output(z, self.decoder(v_hat), v, self.config.in_channels, aux_loss=aux)
 
 
 @register_model("memae")

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from medmoe.model.scoring import to_image_range
+
 
 @dataclass
 class Predictions:
@@ -18,7 +20,7 @@ class Predictions:
         router_weights: expert weights ``(n, N)``, or ``None`` without a router.
         features: image features ``v`` ``(n, latent_dim)``.
         anomaly_maps: ``(n, R, R)`` when maps were kept, else ``None``.
-        reconstructions: ``(n, C, R, R)`` when maps were kept, else ``None``.
+        reconstructions: ``(n, C, R, R)`` in the [0, 1] image range when maps were kept, else ``None``.
         hallucination_maps: ``(n, C, R, R)`` when maps were kept and the model has them.
     """
 
@@ -63,7 +65,7 @@ def predict(model: nn.Module, images: torch.Tensor, text_embeddings: torch.Tenso
             parts["weights"].append(out.router_weights.cpu().numpy())
         if keep_maps:
             parts["map"].append(out.anomaly_map[:, 0].cpu().numpy())
-            parts["x_hat"].append(out.x_hat.cpu().numpy())
+            parts["x_hat"].append(to_image_range(out.x_hat, model.config.value_range).cpu().numpy())
             if out.u is not None:
                 parts["u"].append(out.u.cpu().numpy())
     model.train(was_training)

@@ -42,6 +42,7 @@ from medmoe.engine.inference import predict, task_text_embeddings
 from medmoe.errors import CheckpointError, ConfigError, DatasetError
 from medmoe.model.losses import LossParts, total_loss
 from medmoe.model.registry import create_model
+from medmoe.model.scoring import to_model_range
 from medmoe.tasks import TaskRegistry, default_registry, load_task_file
 from medmoe.text import PromptEmbeddingCache
 
@@ -209,7 +210,8 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Batch
         x = data.images[index].to(dist.device, non_blocking=True)
         task_ids = data.task_indices[index].to(dist.device)
         out = model(x, task_text_embeddings(text, task_ids))
-        parts: LossParts = total_loss(x, out.x_hat, out.u, out.router_logits, task_ids, tc.alpha, tc.beta)
+        target = to_model_range(x, config.model.value_range)  # the losses live in the model's range
+        parts: LossParts = total_loss(target, out.x_hat, out.u, out.router_logits, task_ids, tc.alpha, tc.beta)
         loss = parts.total if out.aux_loss is None else parts.total + out.aux_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -233,7 +235,8 @@ def _validation_loss(model: nn.Module, data: Batch, text: torch.Tensor | None, c
         x = data.images[start:start + 256].to(device)
         task_ids = data.task_indices[start:start + 256].to(device)
         out = model(x, task_text_embeddings(text, task_ids))
-        parts = total_loss(x, out.x_hat, out.u, out.router_logits, task_ids, config.train.alpha, config.train.beta)
+        parts = total_loss(to_model_range(x, config.model.value_range), out.x_hat, out.u, out.router_logits,
+                           task_ids, config.train.alpha, config.train.beta)
         aux = 0.0 if out.aux_loss is None else out.aux_loss.item()
         total += (parts.total.item() + aux) * len(x)
         count += len(x)

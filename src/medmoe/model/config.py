@@ -27,6 +27,12 @@ class ModelConfig:
         hallucination: experts predict a hallucination map ``sigma`` (False: the paper's ablation,
             plain MSE and a squared-error anomaly map).
         prompt: the router sees the prompt (False: the paper's ablation, router sees ``v`` only).
+        value_range: the intensity range the network works in; images in [0, 1] are mapped to it
+            linearly, and reconstructions, hallucination maps, anomaly maps and losses live in it.
+            The default [-1, 1] is DDAD's convention (``Normalize(0.5, 0.5)``). It matters for Eq. 5:
+            ``e·exp(−u²) + u²`` is minimised by ``u = 0`` wherever the squared error ``e ≤ 1`` (and by
+            ``u² = ln e`` above), so in a [0, 1] range, where ``e`` never exceeds 1, the hallucination
+            map could never switch on.
     """
 
     architecture: str = "moe"
@@ -41,8 +47,11 @@ class ModelConfig:
     prompt_dim: int = 16
     hallucination: bool = True
     prompt: bool = True
+    value_range: tuple[float, float] = (-1.0, 1.0)
 
     def __post_init__(self) -> None:
+        if len(self.value_range) != 2 or not self.value_range[0] < self.value_range[1]:
+            raise ConfigError(f"value_range must be [low, high] with low < high, not {self.value_range}")
         if self.resolution < 16 or self.resolution % 16:
             raise ConfigError(f"resolution must be a multiple of 16 (≥16), not {self.resolution}")
         if len(self.encoder_channels) != 4:
@@ -62,6 +71,7 @@ class ModelConfig:
         """JSON-serialisable form (stored in checkpoints)."""
         data = asdict(self)
         data["encoder_channels"] = list(self.encoder_channels)
+        data["value_range"] = list(self.value_range)
         return data
 
     @classmethod
@@ -72,8 +82,9 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"unknown model setting(s) {sorted(unknown)}; known: {sorted(known)}")
         values = dict(data)
-        if "encoder_channels" in values:
-            values["encoder_channels"] = tuple(values["encoder_channels"])
+        for key in ("encoder_channels", "value_range"):
+            if key in values:
+                values[key] = tuple(values[key])
         try:
             return cls(**values)
         except TypeError as exc:

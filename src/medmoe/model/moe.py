@@ -12,7 +12,7 @@ from medmoe.model.experts import ExpertBank
 from medmoe.model.prompt import PromptEncoder
 from medmoe.model.reference import LoopedExperts
 from medmoe.model.router import Router
-from medmoe.model.scoring import anomaly_map, image_score
+from medmoe.model.scoring import anomaly_map, image_score, to_model_range
 from medmoe.model.vision import VisionEncoder
 
 
@@ -21,10 +21,12 @@ class ModelOutput:
     """Named outputs of :class:`PromptMoE` and of every baseline (B images, C channels, R×R pixels, N experts).
 
     Attributes:
-        x_hat: reconstruction ``Σ s_k mu_k``, ``(B, C, R, R)``.
+        x_hat: reconstruction ``Σ s_k mu_k``, ``(B, C, R, R)``, in the model's value range
+            (:attr:`ModelConfig.value_range`; :func:`~medmoe.model.scoring.to_image_range` maps it back).
         u: hallucination map ``Σ s_k sigma_k``, ``(B, C, R, R)``; ``None`` without the
             hallucination head.
-        anomaly_map: ``(x − x_hat)² · exp(−u²)`` averaged over channels, ``(B, 1, R, R)``.
+        anomaly_map: ``(x − x_hat)² · exp(−u²)`` averaged over channels, ``(B, 1, R, R)``, with ``x``
+            mapped to the model's value range.
         score: image anomaly score, the mean of the map, ``(B,)``.
         router_weights: top-K renormalised expert weights ``s``, ``(B, N)``; ``None`` for
             models without a router (baselines).
@@ -75,7 +77,8 @@ class PromptMoE(nn.Module):
             text_embedding: frozen prompt embeddings ``(B, text_dim)``; required when the
                 model uses prompts, ignored otherwise.
         """
-        v = self.encoder(x)
+        z = to_model_range(x, self.config.value_range)
+        v = self.encoder(z)
         if self.prompt_encoder is not None:
             if text_embedding is None:
                 raise ValueError("this model routes on prompts: pass text_embedding (B, text_dim)")
@@ -87,6 +90,6 @@ class PromptMoE(nn.Module):
         c = self.config.in_channels
         x_hat = mixed[:, :c]
         u = mixed[:, c:] if self.config.hallucination else None
-        amap = anomaly_map(x, x_hat, u)
+        amap = anomaly_map(z, x_hat, u)
         return ModelOutput(x_hat=x_hat, u=u, anomaly_map=amap, score=image_score(amap),
                          router_weights=weights, router_logits=logits, features=v)
