@@ -35,11 +35,11 @@ def test_output_shapes(resolution: int) -> None:
     assert out.features.shape == (3, config.latent_dim)
 
 
-def matched_experts(config: ModelConfig, train: bool) -> tuple[LoopedExperts, ExpertBank]:
+def matched_experts(config: ModelConfig, train: bool, schedule: str = "auto") -> tuple[LoopedExperts, ExpertBank]:
     """A looped reference with non-trivial batch-norm statistics and affine parameters, and a bank
     holding the same weights."""
     torch.manual_seed(0)
-    looped, bank = LoopedExperts(config), ExpertBank(config)
+    looped, bank = LoopedExperts(config), ExpertBank(config, schedule=schedule)
     for module in looped.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.running_mean.uniform_(-0.5, 0.5)
@@ -50,30 +50,45 @@ def matched_experts(config: ModelConfig, train: bool) -> tuple[LoopedExperts, Ex
     return looped.train(train), bank.train(train)
 
 
+SCHEDULES = ["grouped", "per_expert"]
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("hallucination", [True, False])
 @pytest.mark.parametrize("train", [True, False])
-def test_expert_bank_equals_looped_decoders(hallucination: bool, train: bool) -> None:
+def test_expert_bank_equals_looped_decoders(schedule: str, hallucination: bool, train: bool) -> None:
     config = small_config(hallucination=hallucination, in_channels=2)
-    looped, bank = matched_experts(config, train)
+    looped, bank = matched_experts(config, train, schedule)
     v = torch.randn(5, config.latent_dim)
-    expected, got = looped(v), bank(v)
-    assert got.shape == (5, 4, 4 if hallucination else 2, 32, 32)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    if train:  # running statistics updated identically
+    for _ in range(2):  # twice: the second pass sees updated running statistics in eval mode too
+        expected, got = looped(v), bank(v)
+        assert got.shape == (5, 4, 4 if hallucination else 2, 32, 32)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    for position in (1, 4, 7):  # running statistics and batch counts updated identically
         for name in ("running_mean", "running_var"):
-            torch.testing.assert_close(getattr(bank.deconv[1], name),
-                                       torch.cat([getattr(d.deconv[1], name) for d in looped.decoders]))
+            torch.testing.assert_close(getattr(bank.deconv[position], name),
+                                       torch.cat([getattr(d.deconv[position], name) for d in looped.decoders]))
+        assert bank.deconv[position].num_batches_tracked == looped.decoders[0].deconv[position].num_batches_tracked
 
 
+def test_auto_schedule_is_per_expert_for_cpu_batches() -> None:
+    bank = ExpertBank(small_config())
+    assert bank.grouped(torch.randn(1, 16)) and not bank.grouped(torch.randn(2, 16))
+    assert not ExpertBank(small_config(), schedule="per_expert").grouped(torch.randn(1, 16))
+    with pytest.raises(ValueError, match="schedule"):
+        ExpertBank(small_config(), schedule="fast")
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
 @pytest.mark.parametrize("hallucination", [True, False])
 @pytest.mark.parametrize("train", [True, False])
 @pytest.mark.parametrize("top_k", [1, 4])
-def test_bank_mix_equals_weighted_sum_of_looped_decoders(hallucination: bool, train: bool, top_k: int) -> None:
-    """The fused mix (weighted input groups, one dense last conv) is Σ_n s_n expert_n(v): values in
-    both of its forms (sub-pixel without autograd, transposed with it) and gradients w.r.t. v, the
-    weights and the parameters."""
+def test_bank_mix_equals_weighted_sum_of_looped_decoders(schedule: str, hallucination: bool, train: bool,
+                                                         top_k: int) -> None:
+    """``mix`` is Σ_n s_n expert_n(v): values with and without autograd (transposed and sub-pixel last
+    layer) and gradients w.r.t. v, the weights and the parameters."""
     config = small_config(hallucination=hallucination, in_channels=2)
-    looped, bank = matched_experts(config, train)
+    looped, bank = matched_experts(config, train, schedule)
     v = torch.randn(5, config.latent_dim)
     s = top_k_renormalise(torch.softmax(torch.randn(5, 4), dim=1), top_k)
     with torch.no_grad():
