@@ -175,17 +175,20 @@ class ExpertBank(nn.Module):
         one expert's activations are alive), with that expert's last-layer weight and bias:
         N × ``(x (B, 16, R/2, R/2), weight (16, out, 4, 4), bias (out,))``."""
         b, s, n = v.shape[0], self.bottleneck, self.num_experts
-        h = self.fc(v)  # (B, N, 64·s²): the stacked FC layers are as fast as N separate ones
+        h = self.fc(v)  # (B, N, 64·s²)
         blocks = [self.deconv[i:i + 3] for i in range(0, len(self.deconv) - 1, 3)]  # (conv, norm, ReLU)
         factors = [_momentum_step(norm) for _, norm, _ in blocks]
-        for e in range(n):
-            x = h[:, e].reshape(b, self.first_channels, s, s)
-            for (conv, norm, _), factor in zip(blocks, factors):
-                x = F.conv_transpose2d(x, conv.weight.chunk(n)[e], stride=2, padding=1)
-                mean, var, gamma, beta = (t.chunk(n)[e] for t in (norm.running_mean, norm.running_var, norm.weight,
-                                                                  norm.bias))
-                x = F.batch_norm(x, mean, var, gamma, beta, norm.training, factor, norm.eps).relu_()
-            yield x, self.head.weight.chunk(n)[e], self.head.bias.chunk(n)[e]
+        # each tensor split once into its N experts' parts (views)
+        convs = [conv.weight.chunk(n) for conv, _, _ in blocks]
+        norms = [[t.chunk(n) for t in (norm.running_mean, norm.running_var, norm.weight, norm.bias)]
+                 for _, norm, _ in blocks]
+        heads = zip(self.head.weight.chunk(n), self.head.bias.chunk(n))
+        for e, (x, (head_weight, head_bias)) in enumerate(zip(h.unbind(1), heads)):
+            x = x.reshape(b, self.first_channels, s, s)
+            for (_, norm, _), factor, weights, parts in zip(blocks, factors, convs, norms):
+                x = F.conv_transpose2d(x, weights[e], stride=2, padding=1)
+                x = F.batch_norm(x, *(p[e] for p in parts), norm.training, factor, norm.eps).relu_()
+            yield x, head_weight, head_bias
 
 
 def _momentum_step(norm: nn.BatchNorm2d) -> float:
