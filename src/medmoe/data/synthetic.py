@@ -191,10 +191,10 @@ def _chest_xray(size: int, rng: np.random.Generator, lesion_rng: np.random.Gener
     if lesion_rng is not None:
         inside_lung = lungs > 0.9
         cx, cy = _point_in(inside_lung, c, lesion_rng)
-        profile, mask = _lesion(c, lesion_rng, cx, cy, lesion_rng.uniform(0.08, 0.22), softness=0.8)
+        profile, mask = _lesion(c, lesion_rng, cx, cy, lesion_rng.uniform(0.12, 0.25), softness=0.4)
         fluff = 0.75 + 0.25 * _smooth_noise(lesion_rng, size, size / 60)
         profile, mask = profile * inside_lung, mask & inside_lung
-        img = img + lesion_rng.uniform(0.12, 0.3) * profile * fluff
+        img = img + lesion_rng.uniform(0.45, 0.65) * profile * fluff  # dense consolidation, brighter than ribs
     return _finish(img, noise_rng, (0.008, 0.02)), mask
 
 
@@ -242,13 +242,13 @@ def _brain_mri(size: int, rng: np.random.Generator, lesion_rng: np.random.Genera
     if lesion_rng is not None:
         inside = brain_r < 0.72
         cx, cy = _point_in(inside, c, lesion_rng)
-        radius = lesion_rng.uniform(0.07, 0.2)
+        radius = lesion_rng.uniform(0.11, 0.22)
         edema, edema_mask = _lesion(c, lesion_rng, cx, cy, radius * lesion_rng.uniform(1.3, 1.7), softness=1.0)
         mass, mass_mask = _lesion(c, lesion_rng, cx, cy, radius, softness=0.3)
         bright = lesion_rng.random() < 0.5
-        target = lesion_rng.uniform(0.80, 0.95) if bright else lesion_rng.uniform(0.12, 0.28)
-        img = img - lesion_rng.uniform(0.06, 0.16) * edema * brain
-        img = img + mass * (target - img) * lesion_rng.uniform(0.6, 1.0)
+        target = lesion_rng.uniform(0.85, 1.0) if bright else lesion_rng.uniform(0.05, 0.2)
+        img = img - lesion_rng.uniform(0.12, 0.22) * edema * brain
+        img = img + mass * (target - img) * lesion_rng.uniform(0.8, 1.0)
         mask = (edema_mask | mass_mask) & (brain > 0.5)
     return _finish(img, noise_rng, (0.008, 0.025)), mask
 
@@ -314,9 +314,9 @@ def _fundus(size: int, rng: np.random.Generator, lesion_rng: np.random.Generator
         inside = field < 0.8
         for _ in range(lesion_rng.integers(1, 5)):
             cx, cy = _point_in(inside, c, lesion_rng)
-            profile, spot = _lesion(c, lesion_rng, cx, cy, lesion_rng.uniform(0.03, 0.08),
+            profile, spot = _lesion(c, lesion_rng, cx, cy, lesion_rng.uniform(0.05, 0.1),
                                     elongation=0.6, softness=0.6)
-            img = img - lesion_rng.uniform(0.12, 0.28) * profile
+            img = img - lesion_rng.uniform(0.2, 0.35) * profile
             mask |= spot
     return _finish(img * retina, noise_rng, (0.005, 0.015)) * (retina > 0.02), mask
 
