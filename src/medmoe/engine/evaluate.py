@@ -210,8 +210,10 @@ def write_figures(checkpoint: Checkpoint, data: EvaluationData, folder: str | Pa
         x_hat = preds.reconstructions.mean(axis=1)
         u = None if preds.hallucination_maps is None else np.abs(preds.hallucination_maps).mean(axis=1)
         masks = data.batch.masks[torch.from_numpy(rows_arr), 0].numpy() > 0.5
+        low, high = checkpoint.config.model.value_range
+        error = ((gray - x_hat) * (high - low)) ** 2  # in the model's range, like the anomaly map
         titles = [f"{'abnormal' if labels[r] else 'normal'} · score {scores[r]:.4f}" for r in rows_arr]
-        written.append(plot_examples(folder / f"examples_{task.id}.png", gray, x_hat, (gray - x_hat) ** 2, u,
+        written.append(plot_examples(folder / f"examples_{task.id}.png", gray, x_hat, error, u,
                                      preds.anomaly_maps, titles, masks=masks))
     groups = {task.id: (scores[task_idx == t], labels[task_idx == t]) for t, task in enumerate(checkpoint.tasks)
               if (task_idx == t).any()}
