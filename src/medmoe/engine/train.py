@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from torch import nn
@@ -40,6 +39,7 @@ from medmoe.engine.data import default_cache_dir, select_tasks
 from medmoe.engine.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
 from medmoe.engine.inference import predict, task_text_embeddings
 from medmoe.errors import CheckpointError, ConfigError, DatasetError
+from medmoe.metrics import fit_threshold
 from medmoe.model.losses import LossParts, total_loss
 from medmoe.model.registry import create_model
 from medmoe.model.scoring import to_model_range
@@ -250,7 +250,7 @@ def fit_thresholds(model: nn.Module, data: Batch, text: torch.Tensor | None, tas
     thresholds = {}
     for i, task in enumerate(tasks):
         scores = preds.scores[data.task_indices.numpy() == i]
-        thresholds[task.id] = float(np.percentile(scores, percentile)) if len(scores) else math.nan
+        thresholds[task.id] = fit_threshold(scores, percentile) if len(scores) else math.nan
     return thresholds
 
 
