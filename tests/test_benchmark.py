@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 import medmoe.benchmark.runner as runner
 from engine_fixtures import FAST, synthetic
 from medmoe.benchmark import BenchmarkContext, Profile, RunSpec, Subsample, plan_runs, run_benchmark
+from medmoe.benchmark.claim import CLAIM_FILE
 from medmoe.benchmark.plan import METHOD_BY_NAME, METHODS, select_methods
 from medmoe.benchmark.results import MEAN
 from medmoe.benchmark.runner import subsample
@@ -168,3 +171,18 @@ def test_mean_row_needs_every_task(bench) -> None:
         for seed in entry["per_seed"].values():
             assert ("mean" in seed) == (set(seed["tasks"]) == set(TASKS))
     assert MEAN in results["methods"]["ours"]["summary"]
+
+
+def test_runs_claimed_by_another_process_are_skipped(bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data, out, _ = bench
+    copy = tmp_path / "bench"
+    shutil.copytree(out, copy)
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "execute_run", lambda context, spec, manifests: calls.append(spec.key))
+    for key in ("ae/seed1/head_ct", "universal_ae/seed0/all"):
+        (copy / "runs" / key / runner.DONE_FILE).unlink()
+    busy = copy / "runs" / "universal_ae/seed0/all" / CLAIM_FILE
+    busy.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))  # a live process holds it
+    run_benchmark(_context(data, copy), select_methods(METHOD_NAMES), [0, 1], HEADER)
+    assert calls == ["ae/seed1/head_ct"]
+    assert busy.is_file() and not (copy / "runs" / "ae/seed1/head_ct" / CLAIM_FILE).exists()

@@ -12,7 +12,8 @@ Each run lives in ``<out>/runs/<method>/seed<k>/<task>/`` (git-ignored): the eng
   then deleted; the selected model stays).
 
 A run with ``done.json`` is skipped; one with a checkpoint but no ``done.json`` is evaluated; one
-with only a resume state continues training from its last finished epoch.
+with only a resume state continues training from its last finished epoch. Several processes may run
+the same benchmark side by side: each run is claimed (``claimed.json``) by the process that trains it.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ import numpy as np
 import torch
 
 from medmoe.atomic import atomic_write_bytes, atomic_write_text
+from medmoe.benchmark.claim import claim, claim_owner
+from medmoe.benchmark.plan import Profile, RunSpec, Subsample
 from medmoe.data.manifest import Manifest, Sample, write_manifest
 from medmoe.engine.checkpoint import META_NAME, Checkpoint, load_checkpoint
 from medmoe.engine.config import RunConfig, load_config
 from medmoe.engine.data import MANIFEST_DIR, resolve_data, select_tasks
 from medmoe.engine.evaluate import EvaluationData, collect, compute_metrics, write_report
 from medmoe.engine.train import RESUME_FILE, task_registry, train
-from medmoe.benchmark.plan import Profile, RunSpec, Subsample
 from medmoe.errors import ConfigError
 
 _log = logging.getLogger(__name__)
@@ -199,7 +201,8 @@ def _predictions_npz(checkpoint: Checkpoint, data: EvaluationData) -> bytes:
 
 def run_all(context: BenchmarkContext, specs: Sequence[RunSpec], manifests: ManifestSource,
             after_each: Callable[[RunSpec], None] | None = None) -> list[RunSpec]:
-    """Execute ``specs`` in order, skipping finished ones; ``after_each`` is called after every new run.
+    """Execute ``specs`` in order, skipping finished ones and those another process has claimed
+    (:mod:`medmoe.benchmark.claim`); ``after_each`` is called after every new run.
 
     Returns:
         The runs that were executed in this call (not the skipped ones).
@@ -210,9 +213,16 @@ def run_all(context: BenchmarkContext, specs: Sequence[RunSpec], manifests: Mani
         if is_done(run_dir):
             check_stored_config(run_dir, {"spec": spec.key, "config": context.config_for(spec).to_dict()})
             continue
-        _log.info("[%d/%d] %s", number, len(specs), spec.key)
-        started = time.perf_counter()
-        execute_run(context, spec, manifests(spec.seed))
+        with claim(run_dir) as mine:
+            if not mine:
+                _log.info("[%d/%d] %s: running in another process %s; skipped", number, len(specs), spec.key,
+                          claim_owner(run_dir))
+                continue
+            if is_done(run_dir):  # finished by another process since the check above
+                continue
+            _log.info("[%d/%d] %s", number, len(specs), spec.key)
+            started = time.perf_counter()
+            execute_run(context, spec, manifests(spec.seed))
         _log.info("[%d/%d] %s finished in %.0f s", number, len(specs), spec.key, time.perf_counter() - started)
         executed.append(spec)
         if after_each is not None:
