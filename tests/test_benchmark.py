@@ -17,12 +17,14 @@ from medmoe.benchmark import BenchmarkContext, Profile, RunSpec, Subsample, plan
 from medmoe.benchmark.claim import CLAIM_FILE
 from medmoe.benchmark.plan import METHOD_BY_NAME, METHODS, select_methods
 from medmoe.benchmark.results import MEAN
-from medmoe.benchmark.runner import subsample
+from medmoe.benchmark.runner import equal_step_epochs, subsample
+from medmoe.data.manifest import Manifest, Sample
+from medmoe.engine.config import load_config
 from medmoe.benchmark.tables import cell, render_table
 from medmoe.errors import CheckpointError, ConfigError
 
 TASKS = ("brain_mri", "head_ct")
-METHOD_NAMES = ("ours", "universal_ae", "ae", "no_prompt")
+METHOD_NAMES = ("ours", "universal_ae", "ae", "no_prompt", "ae_steps")
 
 
 def test_plan_runs_table1_every_seed_ablations_first_seed_only() -> None:
@@ -33,7 +35,10 @@ def test_plan_runs_table1_every_seed_ablations_first_seed_only() -> None:
     assert len(by_method["ae"]) == len(by_method["ae_u"]) == len(by_method["memae"]) == 15
     for name in ("no_hq", "no_prompt", "k1", "k2", "k3", "k4"):
         assert [(r.seed, r.task) for r in by_method[name]] == [(0, "all")]
-    assert len(runs) == 3 * (2 + 15) + 6 == len({r.key for r in runs})
+    for name in ("ae_steps", "ae_u_steps"):
+        assert [(r.seed, r.task) for r in by_method[name]] == [(0, t) for t in tasks]
+    assert len(runs) == 3 * (2 + 15) + 6 + 10 == len({r.key for r in runs})
+    assert {r.method for r in runs[-10:]} == {"ae_steps", "ae_u_steps"}  # the budget control comes last
     table1 = [r for r in runs if METHOD_BY_NAME[r.method].table == "table1"]
     assert runs[:len(table1)] == table1  # Table 1 first, seed by seed
     assert [r.seed for r in table1] == sorted(r.seed for r in table1)
@@ -86,7 +91,7 @@ def test_results_cover_every_planned_run(bench) -> None:
     _, out, results = bench
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["tasks"] == list(TASKS) and on_disk["seeds"] == [0, 1]
-    assert on_disk["progress"] == {"runs_done": 2 + 2 + 4 + 1, "runs_expected": 9, "complete": True}
+    assert on_disk["progress"] == {"runs_done": 2 + 2 + 4 + 1 + 2, "runs_expected": 11, "complete": True}
     ae = on_disk["methods"]["ae"]
     assert ae["single_task"] and ae["runs_done"] == ae["runs_expected"] == 4
     assert set(ae["per_seed"]) == {"0", "1"}
@@ -119,7 +124,7 @@ def test_tables_are_generated_from_results_json(bench) -> None:
     assert "- Command: `python benchmarks/run.py --profile tiny`" in table1
     assert "- Runs trained at commit test on test." in table1
     assert "*paper: AE*" in table1 and "*80.88*" in table1
-    assert "Δ AUC universal AE − single AE" in table1
+    assert "Δ AUC universal AE − AE single-task |" in table1 and "Δ AUC ours − AE-U single-task |" in table1
     table2 = (out / "table2.md").read_text()
     assert "one seed (0), as in the paper" in table2 and "partial: 2 of 3 runs" in table2
     assert re.search(r"\| ✗HQ ✓TP \(no hallucination map\) +\| +n/a", table2)
@@ -186,3 +191,26 @@ def test_runs_claimed_by_another_process_are_skipped(bench, tmp_path: Path, monk
     run_benchmark(_context(data, copy), select_methods(METHOD_NAMES), [0, 1], HEADER)
     assert calls == ["ae/seed1/head_ct"]
     assert busy.is_file() and not (copy / "runs" / "ae/seed1/head_ct" / CLAIM_FILE).exists()
+
+
+def test_equal_steps_runs_take_the_steps_of_a_universal_run(bench) -> None:
+    data, out, results = bench
+    # tiny profile: 1 epoch, batch 8; per task 9 training normals (10 minus the validation carve)
+    runs = results["methods"]["ae_steps"]["per_seed"]["0"]["runs"]
+    n_all = results["methods"]["ours"]["per_seed"]["0"]["runs"]["all"]["n_train"]
+    for task, run in runs.items():
+        assert run["epochs"] == -(-(n_all // 8) // max(run["n_train"] // 8, 1)) > 1, task
+    table4 = (out / "table4.md").read_text()
+    assert "**partial: 6 of 10 runs finished**" in table4  # AE-U (both budgets) not run
+    assert "Δ AUC universal AE − AE single-task steps of a universal run" in table4
+    assert "*paper:" not in table4 and "as in the paper" not in table4
+
+
+def test_equal_step_epochs() -> None:
+    rows = [Sample(f"{t}{i}.png", t, 0, "train") for t, n in (("a", 100), ("b", 30)) for i in range(n)]
+    manifests = [Manifest(root=Path("."), samples=[*rows, Sample("v.png", "a", 0, "val")])]
+    config = load_config(None, ("train.epochs=4", "train.batch_size=16"))
+    assert equal_step_epochs(config, manifests, "a") == 6  # 4 × (130 // 16) = 32 steps; 100 // 16 = 6 per epoch
+    assert equal_step_epochs(config, manifests, "b") == 32  # one step per epoch
+    with pytest.raises(ConfigError, match="no training images of task 'c'"):
+        equal_step_epochs(config, manifests, "c")

@@ -3,7 +3,9 @@
 A *method* is a set of config overrides on top of a profile's config; a single-task method is
 trained once per task (``train.tasks=[<task>]``), a universal one once on all tasks. Table 1
 methods run for every seed; the ablations (Table 2) and the K sweep (Table 3) for the first seed
-only, as in the paper. Table 2's full model and Table 3's K = 5 are Table 1's ``ours``.
+only, as in the paper. Table 2's full model and Table 3's K = 5 are Table 1's ``ours``. Table 4, a
+budget control of ours, retrains the single-task AE and AE-U for as many optimisation steps as one
+run on all tasks (first seed only).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 from medmoe.errors import ConfigError
 
-TABLES = ("table1", "table2", "table3")
+TABLES = ("table1", "table2", "table3", "table4")
 UNIVERSAL = "all"
 """The ``task`` of a run trained on every task."""
 
@@ -33,6 +35,8 @@ class Method:
         table: the table it belongs to (``table1``, ``table2``, ``table3``).
         overrides: ``section.field=value`` items applied on top of the profile's config.
         single_task: trained once per task instead of once on all tasks.
+        equal_steps: a single-task method trained for as many optimisation steps as one run on all
+            tasks of the same profile: its epochs are raised per task (see ``BenchmarkContext.config_for``).
     """
 
     name: str
@@ -40,6 +44,7 @@ class Method:
     table: str
     overrides: tuple[str, ...] = ()
     single_task: bool = False
+    equal_steps: bool = False
 
 
 METHODS: tuple[Method, ...] = (
@@ -51,6 +56,10 @@ METHODS: tuple[Method, ...] = (
     Method("no_hq", "Ours without HQ (✗HQ ✓TP)", "table2", ("model.hallucination=false",)),
     Method("no_prompt", "Ours without TP (✓HQ ✗TP)", "table2", ("model.prompt=false",)),
     *(Method(f"k{k}", f"K = {k}", "table3", (f"model.top_k={k}",)) for k in range(1, 5)),
+    Method("ae_steps", "AE, single-task, steps of a universal run", "table4", _baseline("ae", False),
+           single_task=True, equal_steps=True),
+    Method("ae_u_steps", "AE-U, single-task, steps of a universal run", "table4", _baseline("ae_u", True),
+           single_task=True, equal_steps=True),
 )
 """Every method, in run order within a seed."""
 METHOD_BY_NAME = {m.name: m for m in METHODS}
@@ -141,7 +150,7 @@ def select_methods(names: Sequence[str] | None) -> tuple[Method, ...]:
 
 
 def plan_runs(methods: Sequence[Method], seeds: Sequence[int], tasks: Sequence[str]) -> list[RunSpec]:
-    """Every run, ordered so partial results are useful: Table 1 seed by seed, then the ablations.
+    """Every run, ordered so partial results are useful: Table 1 seed by seed, then Tables 2–4.
 
     Args:
         methods: the methods to run.

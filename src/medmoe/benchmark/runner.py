@@ -21,7 +21,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,13 +35,13 @@ import torch
 
 from medmoe.atomic import atomic_write_bytes, atomic_write_text
 from medmoe.benchmark.claim import claim, claim_owner
-from medmoe.benchmark.plan import Profile, RunSpec, Subsample
+from medmoe.benchmark.plan import METHOD_BY_NAME, Profile, RunSpec, Subsample
 from medmoe.data.manifest import Manifest, Sample, write_manifest
 from medmoe.engine.checkpoint import META_NAME, Checkpoint, load_checkpoint
 from medmoe.engine.config import RunConfig, load_config
 from medmoe.engine.data import MANIFEST_DIR, resolve_data, select_tasks
 from medmoe.engine.evaluate import EvaluationData, collect, compute_metrics, write_report
-from medmoe.engine.train import RESUME_FILE, task_registry, train
+from medmoe.engine.train import RESUME_FILE, steps_per_epoch, task_registry, train
 from medmoe.errors import ConfigError
 
 _log = logging.getLogger(__name__)
@@ -77,11 +79,29 @@ class BenchmarkContext:
         """The run's folder."""
         return self.out / "runs" / spec.key
 
-    def config_for(self, spec: RunSpec | None = None) -> RunConfig:
-        """The resolved configuration of one run (``None``: the profile's, without a method)."""
+    def config_for(self, spec: RunSpec | None = None, manifests: Sequence[Manifest] = ()) -> RunConfig:
+        """The resolved configuration of one run (``None``: the profile's, without a method).
+
+        An equal-steps method (``Method.equal_steps``) needs the run's ``manifests``: its epochs are
+        :func:`equal_step_epochs` of its task.
+        """
         path = self.config_dir / self.profile.config if self.profile.config else None
-        method = spec.overrides() if spec is not None else ()
-        return load_config(path, (*self.profile.overrides, *method, *self.extra_overrides))
+        overrides = (*self.profile.overrides, *(spec.overrides() if spec is not None else ()), *self.extra_overrides)
+        config = load_config(path, overrides)
+        if spec is None or not METHOD_BY_NAME[spec.method].equal_steps:
+            return config
+        return load_config(path, (*overrides, f"train.epochs={equal_step_epochs(config, manifests, spec.task)}"))
+
+
+def equal_step_epochs(config: RunConfig, manifests: Sequence[Manifest], task: str) -> int:
+    """Epochs on ``task``'s training normals that take as many optimisation steps as
+    ``config.train.epochs`` epochs on every training normal of ``manifests`` (at least that many epochs)."""
+    counts = Counter(s.task for m in manifests for s in m.select(split="train"))
+    if not counts.get(task):
+        raise ConfigError(f"no training images of task '{task}' in the benchmark data")
+    batch = config.train.batch_size
+    steps = config.train.epochs * steps_per_epoch(sum(counts.values()), batch)
+    return math.ceil(steps / steps_per_epoch(counts[task], batch))
 
 
 class ManifestSource:
@@ -129,7 +149,7 @@ def is_done(run_dir: Path) -> bool:
 def execute_run(context: BenchmarkContext, spec: RunSpec, manifests: list[Manifest]) -> Path:
     """Train (or resume) and evaluate one run; returns its folder. A finished run is left as it is."""
     run_dir = context.run_dir(spec)
-    config = context.config_for(spec)
+    config = context.config_for(spec, manifests)
     wanted = {"spec": spec.key, "config": config.to_dict()}
     check_stored_config(run_dir, wanted)
     if is_done(run_dir):
@@ -211,7 +231,8 @@ def run_all(context: BenchmarkContext, specs: Sequence[RunSpec], manifests: Mani
     for number, spec in enumerate(specs, start=1):
         run_dir = context.run_dir(spec)
         if is_done(run_dir):
-            check_stored_config(run_dir, {"spec": spec.key, "config": context.config_for(spec).to_dict()})
+            config = context.config_for(spec, manifests(spec.seed))
+            check_stored_config(run_dir, {"spec": spec.key, "config": config.to_dict()})
             continue
         with claim(run_dir) as mine:
             if not mine:

@@ -24,6 +24,7 @@ TABLE_ROWS = {
     "table1": ("ours", "universal_ae", "ae", "ae_u", "memae"),
     "table2": ("no_hq", "no_prompt", FULL_MODEL),
     "table3": ("k1", "k2", "k3", "k4", FULL_MODEL),
+    "table4": ("ae_steps", "ae_u_steps", "ae", "ae_u", "universal_ae", FULL_MODEL),
 }
 ROW_LABELS = {"table2": {"no_hq": "✗HQ ✓TP (no hallucination map)", "no_prompt": "✓HQ ✗TP (no prompt)",
                          FULL_MODEL: "✓HQ ✓TP (full model)"},
@@ -32,7 +33,11 @@ TITLES = {
     "table1": "Table 1 — our model against single-task and universal baselines",
     "table2": "Table 2 — ablation: hallucination quantification (HQ) and text prompting (TP)",
     "table3": "Table 3 — number of active experts K (N = 5)",
+    "table4": "Table 4 (ours, not in the paper) — budget control: single-task baselines with the steps of a universal run",
 }
+SINGLE_VS_UNIVERSAL = {"table1": ("ae", "ae_u", "memae"), "table4": ("ae_steps", "ae_u_steps", "ae", "ae_u")}
+"""The single-task rows of each table's universal-vs-single section; the first two are paired with
+the universal AE and with ours."""
 
 
 def cell(values: Mapping[int, float], planned: int) -> str:
@@ -69,7 +74,7 @@ def header(results: Mapping[str, Any], table: str) -> str:
     status = (f"complete: all {expected} runs finished" if done == expected
               else f"**partial: {done} of {expected} runs finished** — cells marked (n=k) or n/a lack runs")
     seed_text = (f"seeds {', '.join(map(str, seeds))}, mean ± std over seeds" if len(seeds) > 1
-                 else f"one seed ({seeds[0]})" + (", as in the paper" if table != "table1" else ""))
+                 else f"one seed ({seeds[0]})" + (", as in the paper" if table in ("table2", "table3") else ""))
     lines = [
         f"# {TITLES[table]}",
         "",
@@ -105,7 +110,7 @@ def wide_table(results: Mapping[str, Any], table: str, metrics: Sequence[str], *
                 row[f"{task}:{metric}"] = cell(values, len(seeds))
         rows.append(row)
     if with_paper:
-        for name, numbers in PAPER[table].items():
+        for name, numbers in PAPER.get(table, {}).items():
             row = {"method": f"*paper: {_paper_label(table, name)}*"}
             for task in tasks:
                 for metric, value in zip(PAPER_METRICS, numbers.get(task, ()), strict=False):
@@ -126,16 +131,18 @@ def _paper_label(table: str, name: str) -> str:
     return ROW_LABELS.get(table, {}).get(name) or f"K = {name[1:]}"
 
 
-def universal_vs_single(results: Mapping[str, Any]) -> str:
-    """Per task AUROC of the universal AE, the single-task AE/AE-U/MemAE and ours, with paired Δs."""
+def universal_vs_single(results: Mapping[str, Any], table: str) -> str:
+    """Per task AUROC of the table's single-task rows (:data:`SINGLE_VS_UNIVERSAL`), the universal AE
+    and ours, with Δs paired by seed: universal AE − the first single row, ours − the second."""
     methods = results["methods"]
-    seeds = _table_seeds(results, "table1")
-    pairs = (("universal_ae", "ae", "Δ AUC universal AE − single AE"),
-             ("ours", "ae_u", "Δ AUC ours − single AE-U"))
+    seeds = _table_seeds(results, table)
+    singles = SINGLE_VS_UNIVERSAL[table]
+    pairs = (("universal_ae", singles[0], f"Δ AUC universal AE − {_short(results, singles[0])}"),
+             (FULL_MODEL, singles[1], f"Δ AUC ours − {_short(results, singles[1])}"))
     rows = []
     for task in [*results["tasks"], MEAN]:
         row = {"task": task}
-        for name in ("ae", "ae_u", "memae", "universal_ae", "ours"):
+        for name in (*singles, "universal_ae", FULL_MODEL):
             entry = methods.get(name)
             row[name] = cell(seed_values(entry["per_seed"], task, "auroc", seeds) if entry else {}, len(seeds))
         for a, b, key in pairs:
@@ -144,10 +151,16 @@ def universal_vs_single(results: Mapping[str, Any]) -> str:
                 vb = seed_values(methods[b]["per_seed"], task, "auroc", seeds)
                 row[key] = cell({s: va[s] - vb[s] for s in va.keys() & vb.keys()}, len(seeds))
         rows.append(row)
-    columns = [("task", "Task", ""), ("ae", "AE single", ""), ("ae_u", "AE-U single", ""),
-               ("memae", "MemAE single", ""), ("universal_ae", "AE universal", ""), ("ours", "Ours", "")]
+    columns = [("task", "Task", ""), *((name, _short(results, name), "") for name in singles),
+               ("universal_ae", "AE universal", ""), (FULL_MODEL, "Ours", "")]
     columns += [(key, key, "") for *_, key in pairs]
     return markdown_table(rows, columns)
+
+
+def _short(results: Mapping[str, Any], name: str) -> str:
+    """A method's label without its details: ``"AE-U, single-task (HQ decoder)"`` → ``"AE-U single-task"``."""
+    label = results["methods"].get(name, {}).get("label") or METHOD_BY_NAME[name].label
+    return label.split(" (")[0].replace(",", "")
 
 
 def render_table(results: Mapping[str, Any], table: str) -> str:
@@ -155,8 +168,8 @@ def render_table(results: Mapping[str, Any], table: str) -> str:
     parts = [header(results, table),
              "## Paper protocol: AUROC, F1 and ACC at the best-F1 threshold on the test labels\n",
              wide_table(results, table, PAPER_METRICS, with_paper=True)]
-    if table == "table1":
-        parts += ["\n## Universal vs single-task (AUROC; Δ paired by seed)\n", universal_vs_single(results)]
+    if table in SINGLE_VS_UNIVERSAL:
+        parts += ["\n## Universal vs single-task (AUROC; Δ paired by seed)\n", universal_vs_single(results, table)]
     parts += ["\n## Deployable view: AP, and F1/ACC at the threshold fitted on validation normals\n",
               wide_table(results, table, DEPLOYABLE_METRICS, with_paper=False)]
     parts += [
@@ -170,4 +183,10 @@ def render_table(results: Mapping[str, Any], table: str) -> str:
         "- Single-task baselines train for the same number of epochs on their task's normals only, so "
         "small tasks (breast_us, head_ct: ~90 images) get ~1 optimisation step per epoch.",
     ]
+    if table == "table4":
+        parts.append("- *Steps of a universal run*: each single-task run trains for ⌈E·S_all / S_task⌉ epochs "
+                     "(E: the profile's epochs, S: optimisation steps per epoch — full batches — on all tasks' "
+                     "and on its task's training normals), i.e. as many steps as one run on all tasks; its "
+                     "epochs are in `results.json` (`per_seed.<seed>.runs.<task>.epochs`). Not in the paper: "
+                     "it asks whether the universal models win by sharing data or by taking more steps.")
     return "\n".join(parts) + "\n"

@@ -48,6 +48,10 @@ from medmoe.text import PromptEmbeddingCache
 
 _log = logging.getLogger(__name__)
 RESUME_FILE = Path("checkpoints") / "last.pt"
+RESUME_INTERVAL_S = 30.0
+"""The resume state is written after an epoch when this long has passed since the last write, and
+after the last epoch: tiny training sets run many short epochs, and an interruption then costs at
+most this much training."""
 
 
 @dataclass
@@ -143,6 +147,7 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
     epochs = range(state["epoch"], tc.epochs)
     bar = tqdm(epochs, desc="train", unit="epoch", disable=not progress, initial=state["epoch"],
                total=tc.epochs, dynamic_ncols=True)
+    last_save = time.perf_counter()
     for epoch in bar:
         started = time.perf_counter()
         train_loss = _train_epoch(wrapped, optimizer, train_data, text, config, epoch, per_rank, dist)
@@ -157,7 +162,9 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
             state["seconds"] += record["seconds"]
             state["history"].append(record)
             state["epoch"] = epoch + 1
-            _save_resume(resume_path, config, model, optimizer, state)
+            if epoch + 1 == tc.epochs or time.perf_counter() - last_save >= RESUME_INTERVAL_S:
+                _save_resume(resume_path, config, model, optimizer, state)
+                last_save = time.perf_counter()
             bar.set_postfix(loss=f"{record['loss']:.4f}", rn=f"{record['routing']:.3f}",
                             re=f"{record['reconstruction']:.4f}", val=f"{record['val_loss']:.4f}")
         barrier(dist)
@@ -189,6 +196,12 @@ def _load_split(manifests: list[Manifest], tasks: TaskRegistry, split: str, conf
     if dist.is_main:
         barrier(dist)
     return batch
+
+
+def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    """Optimisation steps of one single-process epoch over ``n_images``: full batches only, or one
+    smaller batch when there are fewer images than a batch (as :func:`_train_epoch` does)."""
+    return max(n_images // batch_size, 1)
 
 
 def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Batch, text: torch.Tensor | None,
