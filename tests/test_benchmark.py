@@ -33,11 +33,11 @@ def test_plan_runs_table1_every_seed_ablations_first_seed_only() -> None:
     by_method = {m.name: [r for r in runs if r.method == m.name] for m in METHODS}
     assert len(by_method["ours"]) == len(by_method["universal_ae"]) == 3
     assert len(by_method["ae"]) == len(by_method["ae_u"]) == len(by_method["memae"]) == 15
-    for name in ("no_hq", "no_prompt", "k1", "k2", "k3", "k4"):
+    for name in ("no_hq", "no_prompt", "router_norm", "k1", "k2", "k3", "k4"):
         assert [(r.seed, r.task) for r in by_method[name]] == [(0, "all")]
     for name in ("ae_steps", "ae_u_steps"):
         assert [(r.seed, r.task) for r in by_method[name]] == [(0, t) for t in tasks]
-    assert len(runs) == 3 * (2 + 15) + 6 + 10 == len({r.key for r in runs})
+    assert len(runs) == 3 * (2 + 15) + 7 + 10 == len({r.key for r in runs})
     assert {r.method for r in runs[-10:]} == {"ae_steps", "ae_u_steps"}  # the budget control comes last
     table1 = [r for r in runs if METHOD_BY_NAME[r.method].table == "table1"]
     assert runs[:len(table1)] == table1  # Table 1 first, seed by seed
@@ -126,7 +126,7 @@ def test_tables_are_generated_from_results_json(bench) -> None:
     assert "*paper: AE*" in table1 and "*80.88*" in table1
     assert "Δ AUC universal AE − AE single-task |" in table1 and "Δ AUC ours − AE-U single-task |" in table1
     table2 = (out / "table2.md").read_text()
-    assert "one seed (0), as in the paper" in table2 and "partial: 2 of 3 runs" in table2
+    assert "one seed (0), as in the paper" in table2 and "partial: 2 of 4 runs" in table2
     assert re.search(r"\| ✗HQ ✓TP \(no hallucination map\) +\| +n/a", table2)
     assert "partial: 1 of 5 runs" in (out / "table3.md").read_text()
 
@@ -214,3 +214,18 @@ def test_equal_step_epochs() -> None:
     assert equal_step_epochs(config, manifests, "b") == 32  # one step per epoch
     with pytest.raises(ConfigError, match="no training images of task 'c'"):
         equal_step_epochs(config, manifests, "c")
+
+
+def test_settings_added_later_at_their_default_still_match(bench, tmp_path: Path) -> None:
+    data, out, _ = bench
+    copy = tmp_path / "bench"
+    shutil.copytree(out, copy)
+    stored = copy / "runs" / "ae/seed0/brain_mri" / runner.RUN_SPEC_FILE
+    spec = json.loads(stored.read_text())
+    del spec["config"]["model"]["router_norm"]  # as written before the setting existed
+    stored.write_text(json.dumps(spec))
+    run_benchmark(_context(data, copy), select_methods(["ae"]), [0, 1], HEADER)  # no error: same run
+    spec["config"]["model"]["router_norm"] = True
+    stored.write_text(json.dumps(spec))
+    with pytest.raises(ConfigError, match="another configuration"):
+        run_benchmark(_context(data, copy), select_methods(["ae"]), [0, 1], HEADER)

@@ -252,6 +252,24 @@ def test_prompt_changes_routing() -> None:
         model(x)
 
 
+@pytest.mark.parametrize("prompt", [True, False])
+def test_router_norm_puts_image_and_prompt_on_one_scale(prompt: bool) -> None:
+    torch.manual_seed(0)
+    plain, normed = PromptMoE(small_config(prompt=prompt)).eval(), PromptMoE(small_config(prompt=prompt, router_norm=True)).eval()
+    normed.load_state_dict(plain.state_dict())  # no new parameters
+    v, text = torch.randn(3, 16) * 30, torch.randn(3, 12) * 0.01
+    raw, balanced = plain.router_input(v, text), normed.router_input(v, text)
+    assert raw.shape == balanced.shape == (3, 16 + (16 if prompt else 0))
+    torch.testing.assert_close(raw[:, :16], v)
+    for part in balanced.split(16, dim=1):  # each part: zero mean, unit variance per image
+        torch.testing.assert_close(part.mean(1), torch.zeros(3), atol=1e-5, rtol=0)
+        torch.testing.assert_close(part.var(1, unbiased=False), torch.ones(3), atol=1e-3, rtol=0)
+    x = torch.rand(3, 1, 32, 32)
+    out = normed(x, text)
+    logits, _ = normed.router(normed.router_input(out.features, text))
+    torch.testing.assert_close(out.router_logits, logits)
+
+
 @pytest.mark.parametrize("bad", [dict(resolution=40), dict(top_k=0), dict(top_k=5, num_experts=4)])
 def test_invalid_config_is_rejected(bad: dict) -> None:
     with pytest.raises(ConfigError):

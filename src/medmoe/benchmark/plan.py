@@ -55,6 +55,8 @@ METHODS: tuple[Method, ...] = (
     Method("memae", "MemAE, single-task", "table1", _baseline("memae", False), single_task=True),
     Method("no_hq", "Ours without HQ (✗HQ ✓TP)", "table2", ("model.hallucination=false",)),
     Method("no_prompt", "Ours without TP (✓HQ ✗TP)", "table2", ("model.prompt=false",)),
+    Method("router_norm", "Ours, router inputs layer-normalised (not in the paper)", "table2",
+           ("model.router_norm=true",)),
     *(Method(f"k{k}", f"K = {k}", "table3", (f"model.top_k={k}",)) for k in range(1, 5)),
     Method("ae_steps", "AE, single-task, steps of a universal run", "table4", _baseline("ae", False),
            single_task=True, equal_steps=True),

@@ -174,12 +174,15 @@ def execute_run(context: BenchmarkContext, spec: RunSpec, manifests: list[Manife
 def check_stored_config(run_dir: Path, wanted: dict[str, Any]) -> None:
     """Raise :class:`ConfigError` if ``run_dir`` holds a run of another configuration.
 
-    The image cache location (``data.cache_dir``) does not change results and is not compared.
+    The image cache location (``data.cache_dir``) does not change results and is not compared; a
+    setting added to the schema after the run was stored counts at its default.
     """
     path = run_dir / RUN_SPEC_FILE
     if not path.is_file():
         return
     stored = json.loads(path.read_text(encoding="utf-8"))
+    # read through today's schema: a setting added since, at its default, is the same run
+    stored["config"] = RunConfig.from_dict(stored["config"]).to_dict()
     if _without_cache(stored) != _without_cache(wanted):
         raise ConfigError(f"run folder '{run_dir}' holds a run with another configuration; delete it or "
                           "use another --out (the settings of a resumed benchmark must not change)")
@@ -193,12 +196,13 @@ def _without_cache(run: dict[str, Any]) -> dict[str, Any]:
 
 @torch.no_grad()
 def router_inputs(checkpoint: Checkpoint, features: np.ndarray, task_indices: np.ndarray) -> np.ndarray | None:
-    """What the MoE's router sees, ``[v, tau]`` ``(n, latent + prompt_dim)``; ``None`` without prompts."""
-    prompt_encoder = getattr(checkpoint.model, "prompt_encoder", None)
-    if prompt_encoder is None or checkpoint.prompt_embeddings is None:
+    """What the MoE's router sees (:meth:`PromptMoE.router_input`), ``(n, latent + prompt_dim)``;
+    ``None`` without prompts."""
+    model = checkpoint.model
+    if getattr(model, "prompt_encoder", None) is None or checkpoint.prompt_embeddings is None:
         return None
-    tau = prompt_encoder(checkpoint.prompt_embeddings).numpy()
-    return np.concatenate([features, tau[task_indices]], axis=1)
+    text = checkpoint.prompt_embeddings[torch.from_numpy(task_indices)]
+    return model.router_input(torch.from_numpy(features), text).numpy()
 
 
 def _predictions_npz(checkpoint: Checkpoint, data: EvaluationData) -> bytes:

@@ -22,12 +22,13 @@ HEADERS = {"auroc": "AUC", "f1_best": "F1†", "acc_best": "ACC†", "ap": "AP",
            "acc_val": "ACC (val thr)"}
 TABLE_ROWS = {
     "table1": ("ours", "universal_ae", "ae", "ae_u", "memae"),
-    "table2": ("no_hq", "no_prompt", FULL_MODEL),
+    "table2": ("no_hq", "no_prompt", FULL_MODEL, "router_norm"),
     "table3": ("k1", "k2", "k3", "k4", FULL_MODEL),
     "table4": ("ae_steps", "ae_u_steps", "ae", "ae_u", "universal_ae", FULL_MODEL),
 }
 ROW_LABELS = {"table2": {"no_hq": "✗HQ ✓TP (no hallucination map)", "no_prompt": "✓HQ ✗TP (no prompt)",
-                         FULL_MODEL: "✓HQ ✓TP (full model)"},
+                         FULL_MODEL: "✓HQ ✓TP (full model)",
+                         "router_norm": "✓HQ ✓TP, router inputs layer-normalised (ours, not in the paper)"},
               "table3": {FULL_MODEL: "K = 5 (full model)"}}
 TITLES = {
     "table1": "Table 1 — our model against single-task and universal baselines",

@@ -27,6 +27,10 @@ class ModelConfig:
         hallucination: experts predict a hallucination map ``sigma`` (False: the paper's ablation,
             plain MSE and a squared-error anomaly map).
         prompt: the router sees the prompt (False: the paper's ablation, router sees ``v`` only).
+        router_norm: layer-normalise ``v`` and ``tau`` (each on its own, no parameters) before the
+            router concatenates them. Not in the paper; off by default. Without it the image feature
+            can dwarf the prompt (after cpu-64 training ``|v| ≈ 26`` against ``|tau| ≈ 0.5``), and the
+            router then decides on the image alone.
         value_range: the intensity range the network works in; images in [0, 1] are mapped to it
             linearly, and reconstructions, hallucination maps, anomaly maps and losses live in it.
             The default [-1, 1] is DDAD's convention (``Normalize(0.5, 0.5)``). It matters for Eq. 5:
@@ -47,6 +51,7 @@ class ModelConfig:
     prompt_dim: int = 16
     hallucination: bool = True
     prompt: bool = True
+    router_norm: bool = False
     value_range: tuple[float, float] = (-1.0, 1.0)
 
     def __post_init__(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medmoe.model.config import ModelConfig
@@ -79,13 +80,7 @@ class PromptMoE(nn.Module):
         """
         z = to_model_range(x, self.config.value_range)
         v = self.encoder(z)
-        if self.prompt_encoder is not None:
-            if text_embedding is None:
-                raise ValueError("this model routes on prompts: pass text_embedding (B, text_dim)")
-            route_in = torch.cat([v, self.prompt_encoder(text_embedding)], dim=1)
-        else:
-            route_in = v
-        logits, weights = self.router(route_in)
+        logits, weights = self.router(self.router_input(v, text_embedding))
         mixed = self.experts.mix(v, weights)  # Σ_k s_k (mu_k, sigma_k): (B, C or 2C, R, R)
         c = self.config.in_channels
         x_hat = mixed[:, :c]
@@ -93,3 +88,15 @@ class PromptMoE(nn.Module):
         amap = anomaly_map(z, x_hat, u)
         return ModelOutput(x_hat=x_hat, u=u, anomaly_map=amap, score=image_score(amap),
                          router_weights=weights, router_logits=logits, features=v)
+
+    def router_input(self, v: torch.Tensor, text_embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """What the router sees: ``[v, tau]`` ``(B, latent + prompt_dim)``, or ``v`` without prompts;
+        each part layer-normalised when ``config.router_norm``."""
+        parts = [v]
+        if self.prompt_encoder is not None:
+            if text_embedding is None:
+                raise ValueError("this model routes on prompts: pass text_embedding (B, text_dim)")
+            parts.append(self.prompt_encoder(text_embedding))
+        if self.config.router_norm:
+            parts = [F.layer_norm(p, p.shape[-1:]) for p in parts]
+        return torch.cat(parts, dim=1)
