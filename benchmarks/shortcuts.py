@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from medmoe.atomic import atomic_write_text
     from medmoe.data.dataset import ImageDataset
+    from medmoe.engine.config import DataConfig
     from medmoe.engine.data import default_cache_dir, resolve_data
     from medmoe.errors import MedmoeError
     from medmoe.metrics import image_metrics
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from medmoe.tasks import default_registry
 
     try:
-        manifests = resolve_data(args.data, seed=args.seed, val_fraction=0.1)
+        manifests = resolve_data(args.data, seed=args.seed, val_fraction=DataConfig().val_fraction)
         tasks = default_registry()
         rows = []
         for task in tasks.ids:
