@@ -25,11 +25,14 @@ from medmoe.tasks import default_registry
 THRESHOLDS = {"chest_xray": 0.05, "brain_mri": 0.05, "fundus": 0.05, "breast_us": 0.05, "head_ct": math.nan}
 
 
-def save_tiny_model(run_dir: Path, *, prompt: bool = True, hallucination: bool = True) -> Path:
-    """Save an untrained 32×32 model (5 experts, top-2) of the five default tasks into ``run_dir``."""
+def save_tiny_model(run_dir: Path, *, prompt: bool = True, hallucination: bool = True,
+                    architecture: str = "moe") -> Path:
+    """Save an untrained model (5 experts, top-2) of the five default tasks into ``run_dir``: the pixel
+    model at 32×32, or ``feature_moe`` (pretrained trunk, narrow bottleneck) at 64×64."""
     tasks = default_registry()
-    config = RunConfig(model=ModelConfig(resolution=32, fc_width=64, top_k=2, prompt=prompt,
-                                         hallucination=hallucination))
+    sizes = {"resolution": 32, "fc_width": 64} if architecture == "moe" else {"resolution": 64, "feature_width": 16}
+    config = RunConfig(model=ModelConfig(architecture=architecture, top_k=2, prompt=prompt,
+                                         hallucination=hallucination, **sizes))
     embeddings = prompt_embeddings_for(config, tasks)
     if embeddings is not None:
         config = with_text_dim(config, embeddings.shape[1])
@@ -44,6 +47,12 @@ def save_tiny_model(run_dir: Path, *, prompt: bool = True, hallucination: bool =
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run folder of a prompt-routed model with hallucination head."""
     return save_tiny_model(tmp_path_factory.mktemp("tiny-run"))
+
+
+@pytest.fixture(scope="session")
+def feature_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run folder of an untrained ``feature_moe`` (pretrained trunk, prompt routing, hallucination head)."""
+    return save_tiny_model(tmp_path_factory.mktemp("feature-run"), architecture="feature_moe")
 
 
 @pytest.fixture(scope="session")

@@ -39,8 +39,8 @@ SCORE_ATOL = 1e-6
 """Tolerance of ONNX vs torch image scores (measured: ≤ 3e-7 relative on the demo model)."""
 
 MAP_ATOL = 1e-5
-"""Absolute tolerance of ONNX vs torch anomaly maps, hallucination maps and router weights
-(measured: ≤ 2e-7)."""
+"""Tolerance of ONNX vs torch anomaly maps, hallucination maps and router weights: absolute, or
+relative to the output's largest value where that exceeds 1 (measured: ≤ 2e-7 on the pixel model)."""
 
 
 @dataclass(frozen=True)
@@ -157,8 +157,11 @@ def _check(reference: TorchBackend, exported: OnnxBackend, spec: ModelSpec) -> t
 
 
 def _max_map_diff(got: RawOutput, want: RawOutput) -> float:
-    """Largest absolute difference over the map and weight outputs present in both."""
+    """Largest difference over the map and weight outputs present in both, each divided by the
+    output's largest magnitude where that exceeds 1 (feature models' maps reach tens: float32 rounding
+    of the trunk then exceeds an absolute 1e-5 while the maps agree to ~1e-6 relative)."""
     pairs = [(got.anomaly_map, want.anomaly_map), (got.hallucination_map, want.hallucination_map),
              (got.router_weights, want.router_weights)]
-    return max(float(np.abs(a - b).max()) for a, b in pairs if a is not None and b is not None)
+    return max(float(np.abs(a - b).max()) / max(1.0, float(np.abs(b).max()))
+               for a, b in pairs if a is not None and b is not None)
 

@@ -6,7 +6,7 @@ import torch
 
 from medmoe.errors import ConfigError
 from medmoe.model.config import ModelConfig
-from medmoe.model.moe import ModelOutput
+from medmoe.model.output import ModelOutput
 from medmoe.model.scoring import anomaly_map, image_score
 
 

@@ -16,15 +16,16 @@ import torch
 from torch import nn
 
 from medmoe.baselines._common import check_config, decoded_output
+from medmoe.model.base import AnomalyModel
 from medmoe.model.config import ModelConfig
-from medmoe.model.moe import ModelOutput
+from medmoe.model.output import ModelOutput
 from medmoe.model.reference import ExpertDecoder
 from medmoe.model.registry import register_model
 from medmoe.model.scoring import to_model_range
 from medmoe.model.vision import VisionEncoder
 
 
-class AutoEncoder(nn.Module):
+class AutoEncoder(AnomalyModel):
     """Encoder + one decoder; the hallucination head follows ``config.hallucination``.
 
     Shapes: ``x (B, C, R, R)`` → :class:`ModelOutput` with ``x_hat (B, C, R, R)``, ``u (B, C, R, R)``
@@ -38,7 +39,7 @@ class AutoEncoder(nn.Module):
         self.encoder = VisionEncoder(config)
         self.decoder = ExpertDecoder(config)
 
-    def forward(self, x: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
+    def forward_prepared(self, x: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
         """Reconstruct and score ``x``; ``text_embedding`` is ignored (no prompts)."""
         z = to_model_range(x, self.config.value_range)
         v = self.encoder(z)

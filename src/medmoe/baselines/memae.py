@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from medmoe.baselines._common import check_config, decoded_output
+from medmoe.model.base import AnomalyModel
 from medmoe.model.config import ModelConfig
-from medmoe.model.moe import ModelOutput
+from medmoe.model.output import ModelOutput
 from medmoe.model.reference import ExpertDecoder
 from medmoe.model.registry import register_model
 from medmoe.model.scoring import to_model_range
@@ -63,7 +64,7 @@ class Memory(nn.Module):
         return weights @ self.items, weights
 
 
-class MemAE(nn.Module):
+class MemAE(AnomalyModel):
     """The paper's encoder, a :class:`Memory` over its feature, one plain decoder.
 
     Shapes: ``x (B, C, R, R)`` → :class:`ModelOutput` (``u`` and router fields ``None``;
@@ -78,7 +79,7 @@ class MemAE(nn.Module):
         self.memory = Memory(MEMORY_SLOTS, config.latent_dim, SHRINK_THRESHOLD)
         self.decoder = ExpertDecoder(config)
 
-    def forward(self, x: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
+    def forward_prepared(self, x: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
         """Reconstruct and score ``x``; ``text_embedding`` is ignored (no prompts)."""
         z = to_model_range(x, self.config.value_range)
         v = self.encoder(z)

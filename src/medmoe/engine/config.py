@@ -38,6 +38,10 @@ class TrainConfig:
         tasks: task ids to train on; empty means every task present in the data.
         num_threads: torch CPU threads (0: torch's default).
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
+        selection: which epoch's weights the run keeps: ``val_loss`` (the lowest validation loss;
+            the paper's models) or ``last``. ``feature_moe`` uses ``last``: its Eq. 5 error is divided
+            by a running temperature that follows the errors down, so its loss stays level while the
+            reconstruction improves and cannot rank epochs.
     """
 
     epochs: int = 250
@@ -52,8 +56,11 @@ class TrainConfig:
     tasks: tuple[str, ...] = ()
     num_threads: int = 0
     device: str = "auto"
+    selection: str = "val_loss"
 
     def __post_init__(self) -> None:
+        if self.selection not in ("val_loss", "last"):
+            raise ConfigError(f"train.selection must be 'val_loss' or 'last', not {self.selection!r}")
         if self.epochs < 1 or self.batch_size < 2:
             raise ConfigError("train.epochs must be ≥ 1 and train.batch_size ≥ 2 (batch norm)")
         if not 0 < self.threshold_percentile <= 100:

@@ -147,7 +147,7 @@ def report_markdown(metrics: dict[str, Any], checkpoint: Checkpoint, split: str)
         f"{checkpoint.config.model.resolution}×{checkpoint.config.model.resolution}, "
         f"N={checkpoint.config.model.num_experts}, K={checkpoint.config.model.top_k}, "
         f"seed {info.get('seed', '?')}, epoch {info.get('best_epoch', '?')} of {info.get('epochs', '?')} "
-        f"(selected by validation loss). Thresholds: {info.get('threshold_rule', '?')}.",
+        f"(selection: {info.get('selection', '?')}). Thresholds: {info.get('threshold_rule', '?')}.",
         "",
         metrics_table(tasks, ("auroc", "ap", "f1_best", "acc_best"),
                       title="Paper protocol: F1/ACC at the best-F1 threshold on the test labels (peeks at test labels)"),
@@ -207,11 +207,15 @@ def write_figures(checkpoint: Checkpoint, data: EvaluationData, folder: str | Pa
         preds = maps_for(checkpoint, data, rows_arr)
         images = data.batch.images[torch.from_numpy(rows_arr)].numpy()
         gray = images.mean(axis=1)
-        x_hat = preds.reconstructions.mean(axis=1)
         u = None if preds.hallucination_maps is None else np.abs(preds.hallucination_maps).mean(axis=1)
         masks = data.batch.masks[torch.from_numpy(rows_arr), 0].numpy() > 0.5
-        low, high = checkpoint.config.model.value_range
-        error = ((gray - x_hat) * (high - low)) ** 2  # in the model's range, like the anomaly map
+        if preds.reconstructions is not None:
+            x_hat = preds.reconstructions.mean(axis=1)
+            low, high = checkpoint.config.model.value_range
+            error = ((gray - x_hat) * (high - low)) ** 2  # in the model's range, like the anomaly map
+        else:  # a feature model: its error before the hallucination discount, on the image grid
+            x_hat = None
+            error = preds.anomaly_maps * (1.0 if u is None else np.exp(u**2))
         titles = [f"{'abnormal' if labels[r] else 'normal'} · score {scores[r]:.4f}" for r in rows_arr]
         written.append(plot_examples(folder / f"examples_{task.id}.png", gray, x_hat, error, u,
                                      preds.anomaly_maps, titles, masks=masks))

@@ -20,7 +20,8 @@ class Predictions:
         router_weights: expert weights ``(n, N)``, or ``None`` without a router.
         features: image features ``v`` ``(n, latent_dim)``.
         anomaly_maps: ``(n, R, R)`` when maps were kept, else ``None``.
-        reconstructions: ``(n, C, R, R)`` in the [0, 1] image range when maps were kept, else ``None``.
+        reconstructions: ``(n, C, R, R)`` in the [0, 1] image range when maps were kept and the model
+            reconstructs pixels, else ``None``.
         hallucination_maps: ``(n, C, R, R)`` when maps were kept and the model has them.
     """
 
@@ -40,7 +41,8 @@ def task_text_embeddings(prompt_embeddings: torch.Tensor | None,
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, text_embeddings: torch.Tensor | None, *,
-            batch_size: int = 64, keep_maps: bool = False, device: torch.device | str = "cpu") -> Predictions:
+            batch_size: int = 64, keep_maps: bool = False, device: torch.device | str = "cpu",
+            prepared: bool = False) -> Predictions:
     """Run ``model`` in eval mode over ``images (n, C, R, R)`` in batches.
 
     Args:
@@ -51,6 +53,7 @@ def predict(model: nn.Module, images: torch.Tensor, text_embeddings: torch.Tenso
         keep_maps: also return anomaly maps, reconstructions and hallucination maps (memory:
             ``n·R²`` floats each).
         device: where to run.
+        prepared: ``images`` already are the model's prepared inputs (trunk features).
     """
     was_training = model.training
     model.eval()
@@ -58,14 +61,15 @@ def predict(model: nn.Module, images: torch.Tensor, text_embeddings: torch.Tenso
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].to(device)
         e = None if text_embeddings is None else text_embeddings[start:start + batch_size].to(device)
-        out = model(x, e)
+        out = model(x, e, prepared=prepared)
         parts["score"].append(out.score.cpu().numpy())
         parts["features"].append(out.features.cpu().numpy())
         if out.router_weights is not None:
             parts["weights"].append(out.router_weights.cpu().numpy())
         if keep_maps:
             parts["map"].append(out.anomaly_map[:, 0].cpu().numpy())
-            parts["x_hat"].append(to_image_range(out.x_hat, model.config.value_range).cpu().numpy())
+            if out.x_hat is not None:
+                parts["x_hat"].append(to_image_range(out.x_hat, model.config.value_range).cpu().numpy())
             if out.u is not None:
                 parts["u"].append(out.u.cpu().numpy())
     model.train(was_training)

@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,13 @@ from medmoe.engine.checkpoint import save_checkpoint
 from medmoe.engine.config import RunConfig, TrainConfig, with_text_dim
 from medmoe.engine.data import default_cache_dir, select_tasks
 from medmoe.engine.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
+from medmoe.engine.features import prepared_inputs
 from medmoe.engine.inference import predict, task_text_embeddings
 from medmoe.errors import CheckpointError, ConfigError, DatasetError
 from medmoe.metrics import fit_threshold
-from medmoe.model.losses import LossParts, total_loss
+from medmoe.model.base import AnomalyModel
+from medmoe.model.losses import LossParts
 from medmoe.model.registry import create_model
-from medmoe.model.scoring import to_model_range
 from medmoe.tasks import TaskRegistry, default_registry, load_task_file
 from medmoe.text import PromptEmbeddingCache
 
@@ -117,7 +118,7 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     tasks = select_tasks(task_registry(config), manifests, tc.tasks)
-    if config.model.architecture == "moe" and config.model.num_experts < len(tasks):
+    if config.model.architecture in ("moe", "feature_moe") and config.model.num_experts < len(tasks):
         raise ConfigError(f"{len(tasks)} tasks need at least as many experts; model.num_experts="
                           f"{config.model.num_experts}")
     embeddings = prompt_embeddings_for(config, tasks)
@@ -131,7 +132,12 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
         raise DatasetError("fewer than 2 training images: check the manifests' train split")
 
     torch.manual_seed(tc.seed)
-    model: nn.Module = create_model(config.model).to(dist.device)
+    model: AnomalyModel = create_model(config.model).to(dist.device)
+    # the frozen part (a pretrained trunk) runs once per image, cached; training sees its output
+    train_data = _prepared(model, train_data, cache_dir, dist, progress)
+    val_data = _prepared(model, val_data, cache_dir, dist, progress)
+    if hasattr(model, "fit_feature_stats") and not resume:
+        model.fit_feature_stats(train_data.images.to(dist.device))
     optimizer = make_optimizer(model, tc, dist.device)
     state = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "history": [], "seconds": 0.0,
              "best_state": None}
@@ -155,7 +161,7 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
         if dist.is_main:
             record["val_loss"] = _validation_loss(model, val_data, text, config, dist.device)
             selection_loss = record["val_loss"] if len(val_data.images) else train_loss["loss"]
-            if selection_loss < state["best_val_loss"]:
+            if tc.selection == "last" or selection_loss < state["best_val_loss"]:
                 state.update(best_val_loss=selection_loss, best_epoch=epoch + 1,
                              best_state={k: v.detach().clone() for k, v in model.state_dict().items()})
             record["seconds"] = time.perf_counter() - started
@@ -198,6 +204,27 @@ def _load_split(manifests: list[Manifest], tasks: TaskRegistry, split: str, conf
     return batch
 
 
+def _prepared(model: AnomalyModel, data: Batch, cache_dir: Path, dist: DistInfo, progress: bool) -> Batch:
+    """``data`` with its images replaced by ``model.prepare`` of them (trunk features; the images
+    themselves for pixel models); rank 0 fills the feature cache first."""
+    if model.frozen_identity() is None:
+        return data
+    if not dist.is_main:
+        barrier(dist)
+    inputs = prepared_inputs(model, data.images, cache_dir=cache_dir, device=dist.device, progress=progress)
+    if dist.is_main:
+        barrier(dist)
+    return replace(data, images=inputs)
+
+
+def batch_loss(model: nn.Module, inputs: torch.Tensor, task_ids: torch.Tensor, text: torch.Tensor | None,
+               config: RunConfig) -> LossParts:
+    """The model's own loss (Eq. 6 and its terms) on one batch of prepared inputs."""
+    core: AnomalyModel = model.module if isinstance(model, DistributedDataParallel) else model
+    out = model(inputs, task_text_embeddings(text, task_ids), prepared=True)  # through DDP's forward
+    return core.loss(out, inputs, task_ids, config.train.alpha, config.train.beta)
+
+
 def steps_per_epoch(n_images: int, batch_size: int) -> int:
     """Optimisation steps of one single-process epoch over ``n_images``: full batches only, or one
     smaller batch when there are fewer images than a batch (as :func:`_train_epoch` does)."""
@@ -222,14 +249,11 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Batch
         index = shard[start:start + per_rank]
         x = data.images[index].to(dist.device, non_blocking=True)
         task_ids = data.task_indices[index].to(dist.device)
-        out = model(x, task_text_embeddings(text, task_ids))
-        target = to_model_range(x, config.model.value_range)  # the losses live in the model's range
-        parts: LossParts = total_loss(target, out.x_hat, out.u, out.router_logits, task_ids, tc.alpha, tc.beta)
-        loss = parts.total if out.aux_loss is None else parts.total + out.aux_loss
+        parts = batch_loss(model, x, task_ids, text, config)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        parts.total.backward()
         optimizer.step()
-        sums["loss"] += loss.item()
+        sums["loss"] += parts.total.item()
         sums["routing"] += parts.routing.item()
         sums["reconstruction"] += parts.reconstruction.item()
         steps += 1
@@ -247,19 +271,16 @@ def _validation_loss(model: nn.Module, data: Batch, text: torch.Tensor | None, c
     for start in range(0, len(data.images), 256):
         x = data.images[start:start + 256].to(device)
         task_ids = data.task_indices[start:start + 256].to(device)
-        out = model(x, task_text_embeddings(text, task_ids))
-        parts = total_loss(to_model_range(x, config.model.value_range), out.x_hat, out.u, out.router_logits,
-                           task_ids, config.train.alpha, config.train.beta)
-        aux = 0.0 if out.aux_loss is None else out.aux_loss.item()
-        total += (parts.total.item() + aux) * len(x)
+        total += batch_loss(model, x, task_ids, text, config).total.item() * len(x)
         count += len(x)
     return total / count
 
 
 def fit_thresholds(model: nn.Module, data: Batch, text: torch.Tensor | None, tasks: TaskRegistry,
                    percentile: float, device: torch.device) -> dict[str, float]:
-    """Per task, the ``percentile`` of the model's scores on ``data`` (normal images only)."""
-    preds = predict(model, data.images, task_text_embeddings(text, data.task_indices), device=device)
+    """Per task, the ``percentile`` of the model's scores on ``data`` (normal images only, as prepared
+    inputs: see :meth:`~medmoe.model.base.AnomalyModel.prepare`)."""
+    preds = predict(model, data.images, task_text_embeddings(text, data.task_indices), device=device, prepared=True)
     thresholds = {}
     for i, task in enumerate(tasks):
         scores = preds.scores[data.task_indices.numpy() == i]
@@ -285,7 +306,8 @@ def _finish(config: RunConfig, model: nn.Module, tasks: TaskRegistry, embeddings
         "best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"],
         "epochs": config.train.epochs, "seed": config.train.seed, "train_seconds": round(state["seconds"], 1),
         "n_train": len(train_data.images), "n_val": len(val_data.images), "threshold_rule": rule,
-        "selection": "lowest validation loss (Eq. 6) over epochs; the test split is never used",
+        "selection": ("lowest validation loss (Eq. 6) over epochs" if config.train.selection == "val_loss"
+                      else "the last epoch") + "; the test split is never used",
     }
     model.to("cpu")
     save_checkpoint(run_dir, model=model, config=config, tasks=tasks, prompt_embeddings=embeddings,

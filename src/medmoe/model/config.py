@@ -37,6 +37,17 @@ class ModelConfig:
             ``e·exp(−u²) + u²`` is minimised by ``u = 0`` wherever the squared error ``e ≤ 1`` (and by
             ``u² = ln e`` above), so in a [0, 1] range, where ``e`` never exceeds 1, the hallucination
             map could never switch on.
+        trunk: frozen pretrained trunk of the feature architectures (``feature_moe`` and the feature
+            peers): ``efficientnet_lite0``, ``_lite1`` or ``_lite2`` (see :mod:`medmoe.model.trunk`).
+        trunk_stages: the trunk's MBConv groups whose outputs are concatenated (0–6; strides 2, 4, 8,
+            16, 16, 32, 32); the feature grid is that of the first.
+        feature_width: channels ``E`` of ``feature_moe``'s shared bottleneck (experts use ``E/2``).
+        feature_dropout: dropout on that bottleneck in training (the noisy bottleneck).
+        feature_error: per-location error of a reconstructed feature map: ``mse`` or ``cosine``.
+        error_quantile: the error temperature of ``feature_moe`` is this quantile of the training
+            normals' errors (Eq. 5 can only switch the hallucination map on where ``e > 1``).
+        score_top_fraction: image score = mean of the largest share of the anomaly map; 0 is the
+            paper's mean of the whole map (§3.5). Used by ``feature_moe``.
     """
 
     architecture: str = "moe"
@@ -53,6 +64,13 @@ class ModelConfig:
     prompt: bool = True
     router_norm: bool = False
     value_range: tuple[float, float] = (-1.0, 1.0)
+    trunk: str = "efficientnet_lite0"
+    trunk_stages: tuple[int, ...] = (2, 4)
+    feature_width: int = 128
+    feature_dropout: float = 0.2
+    feature_error: str = "mse"
+    error_quantile: float = 0.5
+    score_top_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.value_range) != 2 or not self.value_range[0] < self.value_range[1]:
@@ -63,7 +81,13 @@ class ModelConfig:
             raise ConfigError(f"encoder_channels needs 4 entries, got {self.encoder_channels}")
         if not 1 <= self.top_k <= self.num_experts:
             raise ConfigError(f"top_k must be in 1..num_experts={self.num_experts}, not {self.top_k}")
-        for name in ("in_channels", "fc_width", "latent_dim", "num_experts", "text_dim", "prompt_dim"):
+        if self.feature_error not in ("mse", "cosine"):
+            raise ConfigError(f"feature_error must be 'mse' or 'cosine', not {self.feature_error!r}")
+        for name, value in (("feature_dropout", self.feature_dropout), ("error_quantile", self.error_quantile),
+                            ("score_top_fraction", self.score_top_fraction)):
+            if not 0 <= value < 1:
+                raise ConfigError(f"{name} must be in [0, 1), not {value}")
+        for name in ("feature_width", "in_channels", "fc_width", "latent_dim", "num_experts", "text_dim", "prompt_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
 
@@ -77,6 +101,7 @@ class ModelConfig:
         data = asdict(self)
         data["encoder_channels"] = list(self.encoder_channels)
         data["value_range"] = list(self.value_range)
+        data["trunk_stages"] = list(self.trunk_stages)
         return data
 
     @classmethod
@@ -87,7 +112,7 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"unknown model setting(s) {sorted(unknown)}; known: {sorted(known)}")
         values = dict(data)
-        for key in ("encoder_channels", "value_range"):
+        for key in ("encoder_channels", "value_range", "trunk_stages"):
             if key in values:
                 values[key] = tuple(values[key])
         try:

@@ -2,55 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
-from torch import nn
 
+from medmoe.model.base import AnomalyModel
 from medmoe.model.config import ModelConfig
 from medmoe.model.experts import ExpertBank
+from medmoe.model.output import ModelOutput
 from medmoe.model.prompt import PromptEncoder
 from medmoe.model.reference import LoopedExperts
-from medmoe.model.router import Router
+from medmoe.model.router import Router, router_input
 from medmoe.model.scoring import anomaly_map, image_score, to_model_range
 from medmoe.model.vision import VisionEncoder
-
-
-@dataclass(frozen=True)
-class ModelOutput:
-    """Named outputs of :class:`PromptMoE` and of every baseline (B images, C channels, R×R pixels, N experts).
-
-    Attributes:
-        x_hat: reconstruction ``Σ s_k mu_k``, ``(B, C, R, R)``, in the model's value range
-            (:attr:`ModelConfig.value_range`; :func:`~medmoe.model.scoring.to_image_range` maps it back).
-        u: hallucination map ``Σ s_k sigma_k``, ``(B, C, R, R)``; ``None`` without the
-            hallucination head.
-        anomaly_map: ``(x − x_hat)² · exp(−u²)`` averaged over channels, ``(B, 1, R, R)``, with ``x``
-            mapped to the model's value range.
-        score: image anomaly score, the mean of the map, ``(B,)``.
-        router_weights: top-K renormalised expert weights ``s``, ``(B, N)``; ``None`` for
-            models without a router (baselines).
-        router_logits: the router's pre-softmax logits, ``(B, N)``; ``None`` without a router.
-        features: the image feature ``v``, ``(B, latent_dim)``.
-        aux_loss: a model-specific scalar the trainer adds to the Eq. 6 loss (MemAE's entropy
-            term); ``None`` for models without one.
-    """
-
-    x_hat: torch.Tensor
-    u: torch.Tensor | None
-    anomaly_map: torch.Tensor
-    score: torch.Tensor
-    router_weights: torch.Tensor | None
-    router_logits: torch.Tensor | None
-    features: torch.Tensor
-    aux_loss: torch.Tensor | None = None
-
 
 MoEOutput = ModelOutput  # the paper's name for it
 
 
-class PromptMoE(nn.Module):
+class PromptMoE(AnomalyModel):
     """Prompt-driven mixture of hallucination-aware experts.
 
     Args:
@@ -70,7 +37,7 @@ class PromptMoE(nn.Module):
         self.router = Router(router_in, config.num_experts, config.top_k)
         self.experts = ExpertBank(config) if experts == "bank" else LoopedExperts(config)
 
-    def forward(self, x: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
+    def forward_prepared(self, x: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
         """Reconstruct ``x`` and score it.
 
         Args:
@@ -90,13 +57,5 @@ class PromptMoE(nn.Module):
                          router_weights=weights, router_logits=logits, features=v)
 
     def router_input(self, v: torch.Tensor, text_embedding: torch.Tensor | None = None) -> torch.Tensor:
-        """What the router sees: ``[v, tau]`` ``(B, latent + prompt_dim)``, or ``v`` without prompts;
-        each part layer-normalised when ``config.router_norm``."""
-        parts = [v]
-        if self.prompt_encoder is not None:
-            if text_embedding is None:
-                raise ValueError("this model routes on prompts: pass text_embedding (B, text_dim)")
-            parts.append(self.prompt_encoder(text_embedding))
-        if self.config.router_norm:
-            parts = [F.layer_norm(p, p.shape[-1:]) for p in parts]
-        return torch.cat(parts, dim=1)
+        """What the router sees (:func:`~medmoe.model.router.router_input`)."""
+        return router_input(v, self.prompt_encoder, text_embedding, self.config.router_norm)

@@ -48,3 +48,10 @@ def _prompt_moe(config: ModelConfig) -> nn.Module:
     from medmoe.model.moe import PromptMoE
 
     return PromptMoE(config)
+
+
+@register_model("feature_moe")
+def _feature_moe(config: ModelConfig) -> nn.Module:
+    from medmoe.model.feature_moe import FeatureMoE
+
+    return FeatureMoE(config)

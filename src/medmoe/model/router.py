@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -42,3 +43,21 @@ class Router(nn.Module):
         """Router logits (for the routing loss) and the sparse, renormalised expert weights."""
         logits = self.fc(features)
         return logits, top_k_renormalise(logits.softmax(dim=-1), self.top_k)
+
+
+def router_input(v: torch.Tensor, prompt_encoder: nn.Module | None, text_embedding: torch.Tensor | None,
+                 normalise: bool) -> torch.Tensor:
+    """What the router sees: ``[v, tau]`` ``(B, latent + prompt_dim)``, or ``v`` without a prompt
+    encoder; each part layer-normalised (no parameters) when ``normalise``.
+
+    Raises:
+        ValueError: the model routes on prompts but ``text_embedding`` is ``None``.
+    """
+    parts = [v]
+    if prompt_encoder is not None:
+        if text_embedding is None:
+            raise ValueError("this model routes on prompts: pass text_embedding (B, text_dim)")
+        parts.append(prompt_encoder(text_embedding))
+    if normalise:
+        parts = [F.layer_norm(p, p.shape[-1:]) for p in parts]
+    return torch.cat(parts, dim=1)

@@ -87,7 +87,7 @@ def _bare(ax: Axes) -> None:
 def plot_examples(
     path: str | Path,
     images: np.ndarray,
-    reconstructions: np.ndarray,
+    reconstructions: np.ndarray | None,
     error_maps: np.ndarray,
     hallucination_maps: np.ndarray | None,
     anomaly_maps: np.ndarray,
@@ -106,7 +106,9 @@ def plot_examples(
 
     Args:
         path: output file (``.png``, ``.pdf`` or ``.svg``).
-        images, reconstructions, error_maps, anomaly_maps: ``(n, H, W)`` arrays.
+        images, reconstructions, error_maps, anomaly_maps: ``(n, H, W)`` arrays; ``reconstructions``
+            is None for models that reconstruct trunk features (the column is left out and
+            ``error_maps`` is their feature error, upsampled).
         hallucination_maps: ``(n, H, W)`` or None.
         titles: ``n`` row labels (e.g. ``"brain_mri · abnormal · score 0.012"``).
         masks: optional ``(n, H, W)`` bool lesion masks (all-False rows draw no outline).
@@ -117,11 +119,10 @@ def plot_examples(
     images = _stack(images, "images")
     shape = images.shape
     errors = _stack(error_maps, "error_maps", shape)
-    panels: list[tuple[str, np.ndarray, str]] = [  # (column title, maps, kind of scale)
-        ("input", images, "grey"),
-        ("reconstruction", _stack(reconstructions, "reconstructions", shape), "grey"),
-        ("squared error", errors, "error"),
-    ]
+    panels: list[tuple[str, np.ndarray, str]] = [("input", images, "grey")]  # (title, maps, scale)
+    if reconstructions is not None:
+        panels.append(("reconstruction", _stack(reconstructions, "reconstructions", shape), "grey"))
+    panels.append(("squared error" if reconstructions is not None else "feature error", errors, "error"))
     if hallucination_maps is not None:
         u = _stack(hallucination_maps, "hallucination_maps", shape)
         panels.append(("hallucination map u", u, "hallucination"))

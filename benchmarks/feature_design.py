@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+"""Design choices of ``feature_moe``, decided on validation data only.
+
+``python benchmarks/feature_design.py --data ROOT [--variants NAME ...] [--epochs 20]`` trains
+``feature_moe`` (``configs/cpu-feat.yaml`` plus each variant's overrides) on the training normals of
+the five tasks and scores each task's **validation** normals against synthetic anomalies made from
+those same validation normals (:mod:`medmoe.data.anomalies`, seeded). The test split is never
+loaded. It prints and appends to ``benchmarks/results/feature-design.json`` and rewrites
+``feature-design.md`` from all recorded variants, losers included.
+
+Each variant is a list of ``section.field=value`` overrides; see :data:`VARIANTS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+VARIANTS: dict[str, list[str]] = {
+    "base": [],
+    "cosine": ["model.feature_error=cosine"],
+    "no_hallucination": ["model.hallucination=false"],
+    "q0.9": ["model.error_quantile=0.9"],
+    "q0.1": ["model.error_quantile=0.1"],
+    "top1%": ["model.score_top_fraction=0.01"],
+    "top10%": ["model.score_top_fraction=0.1"],
+    "dropout0": ["model.feature_dropout=0.0"],
+    "dropout0.5": ["model.feature_dropout=0.5"],
+    "res64": ["model.resolution=64"],
+    "res224": ["model.resolution=224"],
+    "stages1-3": ["model.trunk_stages=[1,3]"],
+    "stages2-3-4": ["model.trunk_stages=[2,3,4]"],
+    "stages3-5": ["model.trunk_stages=[3,5]"],
+    "width256": ["model.feature_width=256"],
+    "epochs40": ["train.epochs=40"],
+    "router_norm": ["model.router_norm=true"],
+}
+
+
+def validation_auroc(checkpoint, manifests, seed: int) -> dict[str, float]:  # noqa: ANN001
+    """Per task: AUROC of the model's scores, validation normals vs synthetic anomalies made from them."""
+    import numpy as np
+    import torch
+
+    from medmoe.data.anomalies import synthesize_anomalies
+    from medmoe.data.dataset import ImageDataset
+    from medmoe.engine.data import default_cache_dir
+    from medmoe.engine.features import prepared_inputs
+    from medmoe.engine.inference import predict, task_text_embeddings
+    from medmoe.metrics import image_metrics
+
+    model, tasks = checkpoint.model, checkpoint.tasks
+    result = {}
+    for t, task in enumerate(tasks):
+        entries = [(m, s) for m in manifests for s in m.select(split="val", task=task.id)]
+        if len(entries) < 2:
+            continue
+        batch = ImageDataset(entries, tasks, resolution=checkpoint.config.model.resolution,
+                             cache_dir=default_cache_dir(), with_masks=False).materialize(progress=False)
+        normal = batch.images.numpy()
+        abnormal, _ = synthesize_anomalies(normal, np.random.default_rng(seed * 1000 + t))
+        images = torch.cat([batch.images, torch.from_numpy(abnormal)])
+        inputs = prepared_inputs(model, images, cache_dir=None, progress=False)
+        text = task_text_embeddings(checkpoint.prompt_embeddings, torch.full((len(images),), t))
+        scores = predict(model, inputs, text, prepared=True).scores
+        labels = np.r_[np.zeros(len(normal), int), np.ones(len(abnormal), int)]
+        result[task.id] = 100 * image_metrics(scores, labels, threshold_val=None)["auroc"]
+    result["mean"] = float(np.mean(list(result.values())))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", nargs="+", default=[], help="data root or manifests (default: $MEDMOE_DATA)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help="variants to run")
+    parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every variant")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from medmoe.engine.checkpoint import load_checkpoint
+    from medmoe.engine.config import DataConfig, load_config
+    from medmoe.engine.data import resolve_data
+    from medmoe.engine.train import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    manifests = resolve_data(args.data, seed=args.seed, val_fraction=DataConfig().val_fraction)
+    log_path = RESULTS / "feature-design.json"
+    records = json.loads(log_path.read_text()) if log_path.is_file() else []
+    for name in args.variants:
+        overrides = [*VARIANTS[name], *args.set, f"train.seed={args.seed}"]
+        config = load_config(REPO / "configs" / "cpu-feat.yaml", overrides)
+        with tempfile.TemporaryDirectory() as run:
+            started = time.perf_counter()
+            train(config, manifests, run, progress=False)
+            seconds = time.perf_counter() - started
+            auroc = validation_auroc(load_checkpoint(run), manifests, args.seed)
+        record = {"variant": name, "overrides": overrides, "seed": args.seed, "val_synthetic_auroc": auroc,
+                  "train_seconds": round(seconds, 1), "machine": f"{platform.processor() or platform.machine()}, "
+                  f"{torch.get_num_threads()} threads", "when": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        records.append(record)
+        print(json.dumps(record), flush=True)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(json.dumps(records, indent=1) + "\n")
+        write_markdown(records, RESULTS / "feature-design.md")
+    return 0
+
+
+def write_markdown(records: list[dict], path: Path) -> None:
+    """All recorded variants as one table (validation AUROC, synthetic anomalies; never test)."""
+    tasks = [k for k in records[0]["val_synthetic_auroc"] if k != "mean"]
+    lines = ["# feature_moe design choices: validation AUROC (normals vs synthetic anomalies made from them)", "",
+             "Written by `benchmarks/feature_design.py`; the test split is never loaded. Base: "
+             "`configs/cpu-feat.yaml`.", "",
+             "| variant | overrides | " + " | ".join(tasks) + " | mean | train s | seed |",
+             "|---|---|" + "---:|" * (len(tasks) + 3)]
+    for r in records:
+        a = r["val_synthetic_auroc"]
+        extra = [o for o in r["overrides"] if not o.startswith("train.seed=")]
+        lines.append(f"| {r['variant']} | {' '.join(extra) or '–'} | " + " | ".join(f"{a.get(t, float('nan')):.1f}" for t in tasks)
+                     + f" | {a['mean']:.1f} | {r['train_seconds']:.0f} | {r['seed']} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The contract every registered model keeps: a frozen preparation step, a trainable forward, its loss.
+
+Training, validation, threshold fitting and evaluation call these three and nothing
+architecture-specific:
+
+- :meth:`AnomalyModel.prepare` — the frozen part (a pretrained trunk), identity for pixel models.
+  Its output depends on nothing trainable, so the engine computes it once per image and caches it
+  (:mod:`medmoe.engine.features`); :meth:`frozen_identity` names it for the cache key.
+- :meth:`AnomalyModel.forward_prepared` — the trainable part on prepared inputs; ``forward(x, e)``
+  is ``forward_prepared(prepare(x), e)``, which is what detection, the API and ONNX export run.
+- :meth:`AnomalyModel.loss` — the model's own training objective on its outputs (Eq. 6 for the
+  pixel models, in the model's value range), aux terms included.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from medmoe.model.config import ModelConfig
+from medmoe.model.losses import LossParts, total_loss
+from medmoe.model.output import ModelOutput
+from medmoe.model.scoring import to_model_range
+
+
+class AnomalyModel(nn.Module):
+    """Base class of registered models (see the module docstring). Subclasses set ``self.config``
+    and implement :meth:`forward_prepared`."""
+
+    config: ModelConfig
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Frozen preprocessing of images ``(B, C, R, R)`` in [0, 1]; identity here."""
+        return x
+
+    def frozen_identity(self) -> str | None:
+        """A string identifying :meth:`prepare` for the feature cache; ``None``: nothing to cache."""
+        return None
+
+    def forward_prepared(self, inputs: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
+        """The trainable part on :meth:`prepare`'s output."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, text_embedding: torch.Tensor | None = None, *,
+                prepared: bool = False) -> ModelOutput:
+        """Score images ``(B, C, R, R)`` in [0, 1]: ``forward_prepared(prepare(x), text_embedding)``;
+        with ``prepared=True`` ``x`` already is :meth:`prepare`'s output (the trainer's cached
+        features; a keyword so that ``DistributedDataParallel`` can pass it through)."""
+        return self.forward_prepared(x if prepared else self.prepare(x), text_embedding)
+
+    def loss(self, out: ModelOutput, inputs: torch.Tensor, task_ids: torch.Tensor,
+             alpha: float, beta: float) -> LossParts:
+        """Eq. 6 in the model's value range (``alpha·L_rn + beta·L_re``) plus the output's ``aux_loss``.
+
+        Args:
+            out: :meth:`forward_prepared`'s ``ModelOutput`` for ``inputs``.
+            inputs: the prepared inputs (here the images in [0, 1]).
+            task_ids: ``(B,)`` task indices (the routing target).
+            alpha: weight of the routing loss.
+            beta: weight of the reconstruction loss.
+        """
+        target = to_model_range(inputs, self.config.value_range)
+        parts = total_loss(target, out.x_hat, out.u, out.router_logits, task_ids, alpha, beta)
+        if out.aux_loss is None:
+            return parts
+        return LossParts(total=parts.total + out.aux_loss, routing=parts.routing,
+                         reconstruction=parts.reconstruction)

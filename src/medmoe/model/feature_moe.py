@@ -1,0 +1,189 @@
+"""The paper's prompt-driven mixture of hallucination-aware experts over a frozen pretrained trunk.
+
+``x → FrozenTrunk → F (B, D, h, w)``, standardised per channel with statistics of the training
+normals ``z = (F − m) / s``. The rest is the paper's model (§3) moved into feature space:
+
+- **shared encoder** ``z → b (B, E, h/2, w/2)`` (1×1 conv, 3×3 stride-2 conv), the bottleneck every
+  expert decodes; in training ``b`` passes through dropout (Dinomaly's noisy bottleneck: it keeps the
+  decoders from learning the identity, so they reconstruct normal patterns, not anomalies);
+  ``v = FC(mean-pool(b))`` is the image feature the router sees;
+- **prompt encoder and router** as in the pixel model: ``s = TopK(softmax([v, tau] W + b))``, with
+  the routing loss (Eq. 4) pairing task ``i`` with expert ``i``;
+- **N hallucination-aware experts**, one grouped-convolution bank: each decodes ``b`` into
+  ``mu_k (D, h, w)`` (the reconstructed feature map) and ``sigma_k (1, h, w)``; ``mu = Σ s_k mu_k``,
+  ``u = Σ s_k sigma_k``;
+- **error** per location ``e = d(z, mu) / T`` with ``d`` the mean squared error over channels
+  (``feature_error: mse``) or ``1 − cos`` (``cosine``), and ``T`` a temperature: the running
+  ``error_quantile`` of ``d`` on training normals (a buffer updated like batch-norm statistics, fixed
+  in eval). Eq. 5's optimum is ``u = 0`` wherever ``e ≤ 1`` and ``u² = ln e`` above, so without ``T``
+  (errors of a good reconstruction are far below 1) the hallucination map could never switch on; with
+  ``T`` at the median, half of the normal locations are where the experts are allowed to hallucinate;
+- **Eq. 5** ``mean(e·exp(−u²) + u²)`` (plain ``mean(e)`` without the hallucination head), **Eq. 6**
+  ``alpha·L_rn + beta·L_re``;
+- **anomaly map** ``e·exp(−u²)`` upsampled (bilinear) to the image; **score** its mean (§3.5) or,
+  with ``score_top_fraction = q > 0``, the mean of its largest ``q`` share (small lesions vanish in a
+  full mean).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medmoe.errors import ConfigError
+from medmoe.model.base import AnomalyModel
+from medmoe.model.config import ModelConfig
+from medmoe.model.losses import LossParts, routing_loss
+from medmoe.model.output import ModelOutput
+from medmoe.model.prompt import PromptEncoder
+from medmoe.model.router import Router, router_input
+from medmoe.model.trunk import FrozenTrunk
+
+ERROR_MOMENTUM = 0.05
+"""Update rate of the running error temperature (per training step)."""
+
+
+def top_fraction_mean(amap: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Mean of the largest ``fraction`` of each map's values (all of them for ``fraction`` 0 or 1).
+
+    Shapes: ``(B, 1, H, W)`` → ``(B,)``.
+    """
+    flat = amap.flatten(1)
+    if fraction <= 0 or fraction >= 1:
+        return flat.mean(dim=1)
+    k = max(1, round(fraction * flat.shape[1]))
+    return flat.topk(k, dim=1).values.mean(dim=1)
+
+
+class FeatureEncoder(nn.Module):
+    """Shared encoder: ``z (B, D, h, w)`` → bottleneck ``b (B, E, h/2, w/2)`` and ``v (B, latent)``."""
+
+    def __init__(self, in_channels: int, width: int, latent_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(in_channels, width, 1, bias=False), nn.BatchNorm2d(width), nn.GELU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.GELU(),
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(width, latent_dim)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = self.conv(z)
+        return self.dropout(b), self.fc(b.mean(dim=(2, 3)))
+
+
+class FeatureExpertBank(nn.Module):
+    """N feature decoders as grouped convolutions: ``b (B, E, h/2, w/2)`` → ``(B, N, D + 1, h, w)``.
+
+    Each expert: 4×4 stride-2 transposed conv ``E → W`` (BN, GELU), 3×3 conv ``W → W`` (BN, GELU),
+    1×1 conv ``W → D + 1`` (``mu``, then ``sigma``). ``groups=N`` with per-channel batch norm makes it
+    exactly N separate decoders.
+    """
+
+    def __init__(self, num_experts: int, in_width: int, width: int, out_channels: int,
+                 hallucination: bool) -> None:
+        super().__init__()
+        n = num_experts
+        self.num_experts = n
+        self.out_channels = out_channels + (1 if hallucination else 0)
+        self.layers = nn.Sequential(
+            nn.ConvTranspose2d(n * in_width, n * width, 4, stride=2, padding=1, groups=n, bias=False),
+            nn.BatchNorm2d(n * width), nn.GELU(),
+            nn.Conv2d(n * width, n * width, 3, padding=1, groups=n, bias=False),
+            nn.BatchNorm2d(n * width), nn.GELU(),
+            nn.Conv2d(n * width, n * self.out_channels, 1, groups=n),
+        )
+
+    def forward(self, b: torch.Tensor) -> torch.Tensor:
+        out = self.layers(b.repeat(1, self.num_experts, 1, 1))
+        return out.unflatten(1, (self.num_experts, self.out_channels))
+
+    def mix(self, b: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``Σ_k s_k expert_k(b)``: ``(B, D + 1, h, w)`` (or ``(B, D, h, w)`` without ``sigma``)."""
+        return torch.einsum("bn,bnchw->bchw", weights, self(b))
+
+
+class FeatureMoE(AnomalyModel):
+    """Prompt-driven hallucination-aware experts on frozen trunk features (module docstring).
+
+    Args:
+        config: architecture (``trunk``, ``trunk_stages``, ``feature_width``, ``feature_dropout``,
+            ``feature_error``, ``error_quantile``, ``score_top_fraction`` and the paper's fields).
+        pretrained: load the trunk's ImageNet weights (``False`` for shape-only tests).
+    """
+
+    def __init__(self, config: ModelConfig, pretrained: bool = True) -> None:
+        super().__init__()
+        if config.in_channels != 1:
+            raise ConfigError("feature_moe reads gray images: set model.in_channels: 1")
+        self.config = config
+        self.trunk = FrozenTrunk(config.trunk, config.trunk_stages, pretrained=pretrained)
+        d, e = self.trunk.channels, config.feature_width
+        self.register_buffer("feature_mean", torch.zeros(d))
+        self.register_buffer("feature_std", torch.ones(d))
+        self.register_buffer("error_scale", torch.ones(()))
+        self.encoder = FeatureEncoder(d, e, config.latent_dim, config.feature_dropout)
+        self.prompt_encoder = PromptEncoder(config) if config.prompt else None
+        router_in = config.latent_dim + (config.prompt_dim if config.prompt else 0)
+        self.router = Router(router_in, config.num_experts, config.top_k)
+        self.experts = FeatureExpertBank(config.num_experts, e, max(e // 2, 8), d, config.hallucination)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk features ``(B, D, R/stride, R/stride)`` of gray images ``(B, 1, R, R)`` in [0, 1]."""
+        return self.trunk(x)
+
+    def frozen_identity(self) -> str:
+        """The trunk's identity for the feature cache (variant and stages)."""
+        return f"{self.config.trunk}|stages={list(self.trunk.stages)}"
+
+    @torch.no_grad()
+    def fit_feature_stats(self, features: torch.Tensor) -> None:
+        """Set the per-channel standardisation from training-normal features ``(n, D, h, w)``."""
+        self.feature_mean.copy_(features.mean(dim=(0, 2, 3)))
+        self.feature_std.copy_(features.std(dim=(0, 2, 3)).clamp_min(1e-6))
+
+    def distance(self, z: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        """Per-location error ``(B, 1, h, w)`` of a reconstruction ``mu`` of ``z`` (both ``(B, D, h, w)``)."""
+        if self.config.feature_error == "cosine":
+            return 1.0 - F.cosine_similarity(z, mu, dim=1).unsqueeze(1)
+        return (z - mu).square().mean(dim=1, keepdim=True)
+
+    def forward_prepared(self, inputs: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
+        """Score trunk features ``(B, D, h, w)``; the map comes back at the image resolution."""
+        z = (inputs - self.feature_mean.view(1, -1, 1, 1)) / self.feature_std.view(1, -1, 1, 1)
+        b, v = self.encoder(z)
+        logits, weights = self.router(self.router_input(v, text_embedding))
+        mixed = self.experts.mix(b, weights)
+        d = z.shape[1]
+        mu, u = mixed[:, :d], (mixed[:, d:] if self.config.hallucination else None)
+        raw = self.distance(z, mu)
+        if self.training:
+            with torch.no_grad():
+                q = torch.quantile(raw.detach().flatten().float(), self.config.error_quantile)
+                self.error_scale.lerp_(q.clamp_min(1e-8), ERROR_MOMENTUM)
+        e = raw / self.error_scale
+        amap = e if u is None else e * torch.exp(-u.square())
+        size = self.config.resolution
+        up = F.interpolate(amap, size=(size, size), mode="bilinear", align_corners=False)
+        u_up = None if u is None else F.interpolate(u, size=(size, size), mode="bilinear", align_corners=False)
+        return ModelOutput(x_hat=None, u=u_up, anomaly_map=up,
+                           score=top_fraction_mean(up, self.config.score_top_fraction),
+                           router_weights=weights, router_logits=logits, features=v,
+                           reconstruction_loss=self._eq5(e, u))
+
+    def _eq5(self, e: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+        """Eq. 5 in feature space on the feature grid (plain mean error without ``u``)."""
+        return e.mean() if u is None else (e * torch.exp(-u.square()) + u.square()).mean()
+
+    def router_input(self, v: torch.Tensor, text_embedding: torch.Tensor | None = None) -> torch.Tensor:
+        """What the router sees (:func:`~medmoe.model.router.router_input`)."""
+        return router_input(v, self.prompt_encoder, text_embedding, self.config.router_norm)
+
+    def loss(self, out: ModelOutput, inputs: torch.Tensor, task_ids: torch.Tensor,
+             alpha: float, beta: float) -> LossParts:
+        """Eq. 6 in feature space: ``alpha·L_rn + beta·`` Eq. 5 on the feature grid."""
+        assert out.reconstruction_loss is not None and out.router_logits is not None
+        rn = routing_loss(out.router_logits, task_ids)
+        rec = out.reconstruction_loss
+        return LossParts(total=alpha * rn + beta * rec, routing=rn.detach(), reconstruction=rec.detach())

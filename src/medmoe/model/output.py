@@ -1,0 +1,42 @@
+"""The named outputs every registered model returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """Named outputs of :class:`PromptMoE` and of every baseline (B images, C channels, R×R pixels, N experts).
+
+    Attributes:
+        x_hat: reconstruction ``Σ s_k mu_k``, ``(B, C, R, R)``, in the model's value range
+            (:attr:`ModelConfig.value_range`; :func:`~medmoe.model.scoring.to_image_range` maps it back);
+            ``None`` for models that reconstruct trunk features rather than pixels.
+        u: hallucination map ``Σ s_k sigma_k``, ``(B, C, R, R)`` (``(B, 1, R, R)``, upsampled from the
+            feature grid, for feature models); ``None`` without the hallucination head.
+        anomaly_map: ``(x − x_hat)² · exp(−u²)`` averaged over channels, ``(B, 1, R, R)``, with ``x``
+            mapped to the model's value range.
+        score: image anomaly score, the mean of the map, ``(B,)``.
+        router_weights: top-K renormalised expert weights ``s``, ``(B, N)``; ``None`` for
+            models without a router (baselines).
+        router_logits: the router's pre-softmax logits, ``(B, N)``; ``None`` without a router.
+        features: the image feature ``v``, ``(B, latent_dim)``.
+        aux_loss: a model-specific scalar its loss adds to Eq. 6 (MemAE's entropy term); ``None``
+            for models without one.
+        reconstruction_loss: the reconstruction term computed inside the forward pass, for models
+            whose error lives where the output fields do not reach (``feature_moe``: Eq. 5 on the
+            feature grid); ``None`` for pixel models, whose loss is computed from ``x_hat`` and ``u``.
+    """
+
+    x_hat: torch.Tensor | None
+    u: torch.Tensor | None
+    anomaly_map: torch.Tensor
+    score: torch.Tensor
+    router_weights: torch.Tensor | None
+    router_logits: torch.Tensor | None
+    features: torch.Tensor
+    aux_loss: torch.Tensor | None = None
+    reconstruction_loss: torch.Tensor | None = None
