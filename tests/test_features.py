@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
-from medmoe.baselines.patchcore import FeatureNN, PatchCore, greedy_coreset, nearest_distance
+from medmoe.baselines.patchcore import FAR, FeatureNN, PatchCore, greedy_coreset, nearest_distance
 from medmoe.engine.features import feature_key, prepared_inputs
 from medmoe.model.config import ModelConfig
 from medmoe.model.feature_moe import FeatureMoE
@@ -86,23 +87,55 @@ def test_greedy_coreset_covers_every_cluster() -> None:
     assert sorted((points[chosen] / 10).round().abs().tolist()) == sorted(centers.div(10).tolist())
 
 
-def test_nearest_distance_matches_brute_force() -> None:
-    q, bank = torch.randn(37, 5), torch.randn(11, 5)
-    expected = torch.cdist(q, bank).min(dim=1).values
-    assert torch.allclose(nearest_distance(q, bank, chunk=8), expected, atol=1e-5)
+def test_nearest_distance_matches_brute_force_and_honours_the_penalty() -> None:
+    q, bank = torch.randn(2, 37, 5), torch.randn(11, 5)
+    expected = torch.cdist(q, bank).min(dim=-1).values
+    assert torch.allclose(nearest_distance(q, bank), expected, atol=1e-5)
+    penalty = torch.zeros(2, 11)
+    penalty[:, :10] = FAR  # only the last row counts
+    assert torch.allclose(nearest_distance(q, bank, penalty), torch.cdist(q, bank[10:]).squeeze(-1), atol=1e-4)
 
 
-def test_patchcore_and_feature_nn_score_an_outlier_highest() -> None:
+def _memory_model(cls: type, prompt: bool) -> PatchCore | FeatureNN:
+    config = ModelConfig(architecture="patchcore", resolution=32, hallucination=False, prompt=prompt,
+                         trunk_stages=(3,))
+    return cls(config, pretrained=False).eval()
+
+
+@pytest.mark.parametrize("prompt", [True, False])
+def test_patchcore_scores_and_localises_an_outlier(prompt: bool) -> None:
     torch.manual_seed(0)
-    train = torch.randn(20, 6, 8, 8) * 0.1
+    model = _memory_model(PatchCore, prompt)
+    train = torch.randn(20, 80, 8, 8) * 0.1
     tasks = torch.tensor([0] * 10 + [1] * 10)
-    test = torch.randn(4, 6, 8, 8) * 0.1
+    embeddings = torch.eye(2, 384)
+    model.fit_memory(train, tasks, embeddings if prompt else None, seed=0)
+    assert set(model.memory_task.tolist()) == ({0, 1} if prompt else {0})
+    test = torch.randn(4, 80, 8, 8) * 0.1
     test[1, :, 2:4, 2:4] += 3.0  # a local anomaly
-    test_tasks = torch.tensor([0, 0, 1, 1])
-    for per_task in (True, False):
-        scores, maps = PatchCore(0.5, per_task=per_task, resolution=32).fit(train, tasks).score(test, test_tasks)
-        assert int(scores.argmax()) == 1 and maps.shape == (4, 1, 32, 32)
-        peak = maps[1, 0].flatten().argmax()
-        assert 4 <= int(peak // 32) <= 19 and 4 <= int(peak % 32) <= 19  # near the anomalous patch
-    pooled = FeatureNN().fit(train, tasks).score(test, test_tasks)
-    assert int(pooled.argmax()) == 1
+    out = model.forward_prepared(test, embeddings[[0, 0, 1, 1]] if prompt else None)
+    assert int(out.score.argmax()) == 1 and out.anomaly_map.shape == (4, 1, 32, 32)
+    peak = int(out.anomaly_map[1, 0].flatten().argmax())
+    assert 4 <= peak // 32 <= 19 and 4 <= peak % 32 <= 19  # near the anomalous patch
+
+
+def test_per_task_memory_follows_the_prompt() -> None:
+    model = _memory_model(FeatureNN, prompt=True)
+    train = torch.cat([torch.zeros(5, 80, 4, 4), torch.ones(5, 80, 4, 4)])
+    model.fit_memory(train, torch.tensor([0] * 5 + [1] * 5), torch.eye(2, 384), seed=0)
+    image = torch.zeros(1, 80, 4, 4)  # like task 0's normals, unlike task 1's
+    own = model.forward_prepared(image, torch.eye(2, 384)[:1]).score
+    other = model.forward_prepared(image, torch.eye(2, 384)[1:]).score
+    assert float(own) == pytest.approx(0.0, abs=1e-3) and float(other) == pytest.approx(80**0.5, rel=1e-3)
+
+
+def test_memory_survives_a_checkpoint_round_trip(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    model = _memory_model(PatchCore, prompt=True)
+    model.fit_memory(torch.randn(6, 80, 4, 4), torch.tensor([0, 0, 0, 1, 1, 1]), torch.eye(2, 384), seed=0)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "m.safetensors")
+    fresh = _memory_model(PatchCore, prompt=True)
+    fresh.load_state_dict(load_file(tmp_path / "m.safetensors"))
+    x = torch.randn(2, 80, 4, 4)
+    assert torch.equal(model.forward_prepared(x, torch.eye(2, 384)).score, fresh.forward_prepared(x, torch.eye(2, 384)).score)

@@ -4,13 +4,17 @@ Importing this package registers them with :func:`medmoe.model.registry.create_m
 
 - ``ae`` — encoder + one plain decoder, MSE (set ``model.hallucination: false``);
 - ``ae_u`` — encoder + one hallucination-aware decoder, Eq. 5 (``model.hallucination: true``);
-- ``memae`` — MemAE, 25 memory items over the latent (``model.hallucination: false``).
+- ``memae`` — MemAE, 25 memory items over the latent (``model.hallucination: false``);
+- ``patchcore`` — PatchCore on the frozen trunk's features: per-task banks chosen by prompt
+  (``model.prompt: true``) or one universal bank (``false``);
+- ``feature_nn`` — per-task 1-NN on the trunk's pooled feature (``model.prompt: true``).
 
-All need ``model.prompt: false`` (they have no router and no prompt). Train one per task with
+The AE family needs ``model.prompt: false`` (no router, no prompt). Train one per task with
 ``train.tasks=[<task>]`` for a single-task baseline, or on all tasks for a universal one.
 """
 
 from medmoe.baselines.ae import AutoEncoder
 from medmoe.baselines.memae import MemAE, Memory, attention_entropy, hard_shrink
+from medmoe.baselines.patchcore import FeatureNN, PatchCore
 
-__all__ = ["AutoEncoder", "MemAE", "Memory", "attention_entropy", "hard_shrink"]
+__all__ = ["AutoEncoder", "FeatureNN", "MemAE", "Memory", "PatchCore", "attention_entropy", "hard_shrink"]

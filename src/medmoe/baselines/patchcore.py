@@ -1,25 +1,43 @@
 """The peers a user would pick instead of a trained model: PatchCore and image-level 1-NN, on the same
-frozen trunk features as ``feature_moe`` (no training, only a memory of normal features).
+frozen trunk features as ``feature_moe`` (no gradient training: "training" fills a memory of normal
+features, stored in the checkpoint like weights, so detect, serve, evaluate and export run them as
+they run every other architecture).
 
 - :class:`PatchCore` (Roth et al. 2022, as anomalib implements it): each location's trunk feature,
   averaged over its 3×3 neighbourhood (local aggregation), is a patch; the memory bank is a greedy
   k-center coreset (``coreset_ratio`` of the training patches, chosen on a random projection to 128
   dimensions, as anomalib does); a patch's anomaly is the distance to its nearest memory patch; the
   image score is the maximum over patches, the map the patch distances upsampled and smoothed
-  (Gaussian, σ = 4 px). One bank per task (``per_task=True``, the task named by the user) or one bank
-  over every task (universal, no prompt).
+  (Gaussian, σ = 4 px). ``model.prompt: true``: one bank per task, the task being the one whose prompt
+  embedding is nearest to the given one (the user names the task, as for per-task PatchCore);
+  ``model.prompt: false``: one universal bank over every task.
 - :class:`FeatureNN`: the image's mean-pooled trunk feature, scored by its distance to the nearest
-  training image of its task.
+  training image of its task (``model.prompt: true``).
 
-Both take prepared inputs ``(B, D, h, w)`` (:meth:`medmoe.model.trunk.FrozenTrunk.forward`).
+Both score prepared inputs ``(B, D, h, w)`` (:meth:`medmoe.model.trunk.FrozenTrunk.forward`).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from medmoe.errors import ConfigError
+from medmoe.model.base import AnomalyModel
+from medmoe.model.config import ModelConfig
+from medmoe.model.losses import LossParts
+from medmoe.model.output import ModelOutput
+from medmoe.model.registry import register_model
+from medmoe.model.trunk import FrozenTrunk, trunk_identity
+
+COVERAGE = 0.01
+"""Share of training patches PatchCore keeps (anomalib's default is 0.1; greedy selection costs
+``n·ratio·n`` distance evaluations, so on a CPU we keep 0.01)."""
+FAR = 1e30
+"""Squared distance given to memory rows of other tasks (a finite stand-in for infinity)."""
 
 
 def patches(features: torch.Tensor) -> torch.Tensor:
@@ -55,15 +73,15 @@ def greedy_coreset(points: torch.Tensor, size: int, *, projection_dim: int = 128
     return chosen
 
 
-def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """Euclidean distance of each query ``(q, D)`` to its nearest row of ``bank (m, D)``: ``(q,)``."""
-    out = torch.empty(len(queries))
-    bank_sq = bank.square().sum(dim=1)
-    for start in range(0, len(queries), chunk):
-        q = queries[start:start + chunk]
-        d2 = q.square().sum(dim=1, keepdim=True) - 2 * q @ bank.T + bank_sq
-        out[start:start + chunk] = d2.min(dim=1).values.clamp_min(0).sqrt()
-    return out
+def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, penalty: torch.Tensor | None = None) -> torch.Tensor:
+    """Euclidean distance of each query ``(B, q, D)`` to its nearest row of ``bank (m, D)``: ``(B, q)``.
+
+    ``penalty (B, m)`` is added to the squared distances (:data:`FAR` excludes a row for an image).
+    """
+    d2 = queries.square().sum(dim=-1, keepdim=True) - 2 * queries @ bank.T + bank.square().sum(dim=1)
+    if penalty is not None:
+        d2 = d2 + penalty[:, None, :]
+    return d2.min(dim=-1).values.clamp_min(0).sqrt()
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -77,69 +95,140 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(out, kernel.view(1, 1, -1, 1))
 
 
-class PatchCore:
-    """PatchCore on prepared trunk features (see the module docstring).
+class MemoryModel(AnomalyModel):
+    """What PatchCore and FeatureNN share: the trunk, a memory of normal features with the task of each
+    row, and the prompt → task matching. Subclasses implement :meth:`entries` and :meth:`forward_prepared`.
 
-    Args:
-        coreset_ratio: share of training patches kept in each memory bank. anomalib's default is 0.1;
-            greedy selection costs ``n·ratio·n`` distance evaluations, so on a CPU the harness uses 0.01
-            (``benchmarks/results/cpu-feat`` states the setting it ran).
-        per_task: one bank per task (the caller passes each image's task); else one universal bank.
-        resolution: side of the anomaly maps (the image resolution).
-        seed: seeds the coreset's projection and start.
+    The memory's size is known only after :meth:`fit_memory`; loading a checkpoint resizes the empty
+    buffers to the stored ones first.
     """
 
-    def __init__(self, coreset_ratio: float = 0.01, *, per_task: bool = True, resolution: int = 128,
-                 seed: int = 0) -> None:
-        self.coreset_ratio = coreset_ratio
-        self.per_task = per_task
-        self.resolution = resolution
-        self.seed = seed
-        self.banks: dict[int, torch.Tensor] = {}
+    def __init__(self, config: ModelConfig, pretrained: bool = True) -> None:
+        super().__init__()
+        if config.in_channels != 1:
+            raise ConfigError(f"{config.architecture} reads gray images: set model.in_channels: 1")
+        self.config = config
+        self.trunk = FrozenTrunk(config.trunk, config.trunk_stages, pretrained=pretrained)
+        self.register_buffer("memory", torch.zeros(0, self.trunk.channels))
+        self.register_buffer("memory_task", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("task_embeddings", torch.zeros(0, config.text_dim))
 
-    def fit(self, features: torch.Tensor, task_ids: torch.Tensor) -> PatchCore:
-        """Build the memory bank(s) from training-normal features ``(n, D, h, w)`` and tasks ``(n,)``."""
-        groups = task_ids.unique().tolist() if self.per_task else [-1]
-        for task in groups:
-            rows = features if task == -1 else features[task_ids == task]
-            points = patches(rows).flatten(0, 1)
-            size = max(1, int(len(points) * self.coreset_ratio))
-            self.banks[task] = points[greedy_coreset(points, size, seed=self.seed)].contiguous()
-        return self
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk features ``(B, D, h, w)`` of gray images ``(B, 1, R, R)`` in [0, 1]."""
+        return self.trunk(x)
+
+    def frozen_identity(self) -> str:
+        """The trunk's identity for the feature cache."""
+        return trunk_identity(self.config)
+
+    def entries(self, features: torch.Tensor) -> torch.Tensor:
+        """The memory entries of ``features (n, D, h, w)``: ``(n, k, D)``."""
+        raise NotImplementedError
+
+    def select(self, entries: torch.Tensor, seed: int) -> torch.Tensor:
+        """Which of a task's ``entries (m, D)`` to keep (all of them here)."""
+        return torch.arange(len(entries))
 
     @torch.no_grad()
-    def score(self, features: torch.Tensor, task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image scores ``(B,)`` and anomaly maps ``(B, 1, R, R)`` of features ``(B, D, h, w)``."""
-        b, _, h, w = features.shape
-        dist = torch.empty(b, h * w)
-        query = patches(features)
-        for task in task_ids.unique().tolist():
-            rows = task_ids == task
-            bank = self.banks[task if self.per_task else -1]
-            dist[rows] = nearest_distance(query[rows].flatten(0, 1), bank).view(-1, h * w)
-        maps = F.interpolate(dist.view(b, 1, h, w), size=(self.resolution, self.resolution), mode="bilinear",
-                             align_corners=False)
-        return dist.max(dim=1).values, gaussian_blur(maps, sigma=4.0)
+    def fit_memory(self, features: torch.Tensor, task_ids: torch.Tensor, task_embeddings: torch.Tensor | None,
+                   seed: int = 0) -> None:
+        """Fill the memory from training-normal features ``(n, D, h, w)`` with tasks ``(n,)``.
+
+        Args:
+            features: prepared inputs of the training normals.
+            task_ids: their task indices.
+            task_embeddings: ``(T, text_dim)`` prompt embeddings of the tasks (per-task memories), or
+                ``None`` for one universal memory.
+            seed: seeds the coreset selection.
+        """
+        groups = task_ids.unique().tolist() if self.config.prompt else [0]
+        rows, tasks = [], []
+        for task in groups:
+            mine = features[task_ids == task] if self.config.prompt else features
+            points = self.entries(mine).flatten(0, 1)
+            kept = points[self.select(points, seed)]
+            rows.append(kept)
+            tasks.append(torch.full((len(kept),), task, dtype=torch.long))
+        self.memory = torch.cat(rows).contiguous()
+        self.memory_task = torch.cat(tasks)
+        if self.config.prompt:
+            if task_embeddings is None:
+                raise ConfigError(f"{self.config.architecture} with model.prompt: true needs the tasks' prompts")
+            self.task_embeddings = F.normalize(task_embeddings.float(), dim=1)
+
+    def penalty(self, text_embedding: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """``(B, m)``: :data:`FAR` on memory rows of other tasks than the prompt's nearest task."""
+        if not self.config.prompt:
+            return None
+        if text_embedding is None:
+            raise ValueError(f"{self.config.architecture} chooses its memory by prompt: pass text_embedding")
+        task = (F.normalize(text_embedding, dim=1) @ self.task_embeddings.T).argmax(dim=1)  # (B,)
+        return (self.memory_task[None, :] != task[:, None]).float() * FAR
+
+    def loss(self, out: ModelOutput, inputs: torch.Tensor, task_ids: torch.Tensor,
+             alpha: float, beta: float) -> LossParts:
+        """Memory models have no loss: their training is :meth:`fit_memory`."""
+        raise NotImplementedError(f"{self.config.architecture} is fitted with fit_memory, not by gradient")
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        for name in ("memory", "memory_task", "task_embeddings"):
+            stored = state_dict.get(prefix + name)
+            if stored is not None:
+                setattr(self, name, torch.empty_like(stored))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
-class FeatureNN:
+class PatchCore(MemoryModel):
+    """PatchCore (see the module docstring); ``model.prompt`` chooses per-task or universal banks."""
+
+    def entries(self, features: torch.Tensor) -> torch.Tensor:
+        return patches(features)
+
+    def select(self, entries: torch.Tensor, seed: int) -> torch.Tensor:
+        return greedy_coreset(entries, max(1, int(len(entries) * COVERAGE)), seed=seed)
+
+    def forward_prepared(self, inputs: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
+        """Score trunk features ``(B, D, h, w)``: max patch distance, smoothed distance map."""
+        b, _, h, w = inputs.shape
+        dist = nearest_distance(patches(inputs), self.memory, self.penalty(text_embedding, b))  # (B, h·w)
+        size = self.config.resolution
+        maps = F.interpolate(dist.view(b, 1, h, w), size=(size, size), mode="bilinear", align_corners=False)
+        return ModelOutput(x_hat=None, u=None, anomaly_map=gaussian_blur(maps, sigma=4.0),
+                           score=dist.max(dim=1).values, router_weights=None, router_logits=None,
+                           features=inputs.mean(dim=(2, 3)))
+
+
+class FeatureNN(MemoryModel):
     """Per-task 1-NN on the mean-pooled trunk feature (see the module docstring)."""
 
-    def __init__(self) -> None:
-        self.banks: dict[int, torch.Tensor] = {}
+    def entries(self, features: torch.Tensor) -> torch.Tensor:
+        return features.mean(dim=(2, 3))[:, None, :]
 
-    def fit(self, features: torch.Tensor, task_ids: torch.Tensor) -> FeatureNN:
-        """Remember the pooled features ``(n, D)`` of each task's training normals."""
-        pooled = features.mean(dim=(2, 3))
-        self.banks = {t: pooled[task_ids == t] for t in task_ids.unique().tolist()}
-        return self
+    def forward_prepared(self, inputs: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
+        """Score trunk features ``(B, D, h, w)``: distance of the pooled feature to its nearest neighbour
+        (the map is that distance everywhere: an image-level method does not localise)."""
+        b = inputs.shape[0]
+        pooled = self.entries(inputs)  # (B, 1, D)
+        score = nearest_distance(pooled, self.memory, self.penalty(text_embedding, b))[:, 0]
+        size = self.config.resolution
+        return ModelOutput(x_hat=None, u=None, anomaly_map=score.view(b, 1, 1, 1).expand(b, 1, size, size),
+                           score=score, router_weights=None, router_logits=None, features=pooled[:, 0])
 
-    @torch.no_grad()
-    def score(self, features: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-        """Distance ``(B,)`` of each image's pooled feature to its task's nearest training image."""
-        pooled = features.mean(dim=(2, 3))
-        out = torch.empty(len(pooled))
-        for task in task_ids.unique().tolist():
-            rows = task_ids == task
-            out[rows] = nearest_distance(pooled[rows], self.banks[task])
-        return out
+
+def _check_memory_config(config: ModelConfig, name: str, *, prompt: bool | None) -> None:
+    if config.hallucination:
+        raise ConfigError(f"architecture {name!r} has no hallucination head: set model.hallucination: false")
+    if prompt is not None and config.prompt != prompt:
+        raise ConfigError(f"architecture {name!r} needs model.prompt: {str(prompt).lower()}")
+
+
+@register_model("patchcore")
+def _patchcore(config: ModelConfig) -> PatchCore:
+    _check_memory_config(config, "patchcore", prompt=None)
+    return PatchCore(config)
+
+
+@register_model("feature_nn")
+def _feature_nn(config: ModelConfig) -> FeatureNN:
+    _check_memory_config(config, "feature_nn", prompt=True)
+    return FeatureNN(config)

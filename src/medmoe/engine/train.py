@@ -138,6 +138,10 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
     val_data = _prepared(model, val_data, cache_dir, dist, progress)
     if hasattr(model, "fit_feature_stats") and not resume:
         model.fit_feature_stats(train_data.images.to(dist.device))
+    if dist.is_main:
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if not any(p.requires_grad for p in model.parameters()):
+        return _fit_memory_model(config, model, tasks, embeddings, train_data, val_data, run_dir, dist)
     optimizer = make_optimizer(model, tc, dist.device)
     state = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "history": [], "seconds": 0.0,
              "best_state": None}
@@ -145,8 +149,6 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
     if resume:
         state = _load_resume(resume_path, config, model, optimizer)
     wrapped = DistributedDataParallel(model) if dist.world_size > 1 else model
-    if dist.is_main:
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
 
     text = embeddings.to(dist.device) if embeddings is not None else None
     per_rank = max(2, tc.batch_size // dist.world_size)
@@ -182,6 +184,23 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
     barrier(dist)
     return result if result is not None else TrainResult(run_dir, state["best_epoch"], state["best_val_loss"],
                                                          {}, state["seconds"], state["history"])
+
+
+def _fit_memory_model(config: RunConfig, model: nn.Module, tasks: TaskRegistry, embeddings: torch.Tensor | None,
+                      train_data: Batch, val_data: Batch, run_dir: Path, dist: DistInfo) -> TrainResult:
+    """A model without trainable parameters (PatchCore, feature 1-NN): fill its memory from the
+    training normals, fit thresholds, write the checkpoint (rank 0)."""
+    started = time.perf_counter()
+    if dist.is_main:
+        model.fit_memory(train_data.images.to(dist.device), train_data.task_indices.to(dist.device),
+                         None if embeddings is None else embeddings.to(dist.device), seed=config.train.seed)
+    state = {"epoch": 0, "best_val_loss": math.nan, "best_epoch": 0, "history": [],
+             "seconds": time.perf_counter() - started, "best_state": None}
+    result = None
+    if dist.is_main:
+        result = _finish(config, model, tasks, embeddings, state, val_data, train_data, run_dir, dist.device)
+    barrier(dist)
+    return result if result is not None else TrainResult(run_dir, 0, math.nan, {}, state["seconds"], [])
 
 
 def _load_split(manifests: list[Manifest], tasks: TaskRegistry, split: str, config: RunConfig,
@@ -306,8 +325,7 @@ def _finish(config: RunConfig, model: nn.Module, tasks: TaskRegistry, embeddings
         "best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"],
         "epochs": config.train.epochs, "seed": config.train.seed, "train_seconds": round(state["seconds"], 1),
         "n_train": len(train_data.images), "n_val": len(val_data.images), "threshold_rule": rule,
-        "selection": ("lowest validation loss (Eq. 6) over epochs" if config.train.selection == "val_loss"
-                      else "the last epoch") + "; the test split is never used",
+        "selection": _selection_rule(config, model) + "; the test split is never used",
     }
     model.to("cpu")
     save_checkpoint(run_dir, model=model, config=config, tasks=tasks, prompt_embeddings=embeddings,
@@ -315,6 +333,12 @@ def _finish(config: RunConfig, model: nn.Module, tasks: TaskRegistry, embeddings
     atomic_write_text(run_dir / "history.json", json.dumps(state["history"], indent=1) + "\n")
     return TrainResult(run_dir, state["best_epoch"], state["best_val_loss"], thresholds, state["seconds"],
                        state["history"])
+
+
+def _selection_rule(config: RunConfig, model: nn.Module) -> str:
+    if not any(p.requires_grad for p in model.parameters()):
+        return "no training: a memory of the training normals"
+    return "lowest validation loss (Eq. 6) over epochs" if config.train.selection == "val_loss" else "the last epoch"
 
 
 def _save_resume(path: Path, config: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer,

@@ -38,7 +38,7 @@ from medmoe.model.losses import LossParts, routing_loss
 from medmoe.model.output import ModelOutput
 from medmoe.model.prompt import PromptEncoder
 from medmoe.model.router import Router, router_input
-from medmoe.model.trunk import FrozenTrunk
+from medmoe.model.trunk import FrozenTrunk, trunk_identity
 
 ERROR_MOMENTUM = 0.05
 """Update rate of the running error temperature (per training step)."""
@@ -135,7 +135,7 @@ class FeatureMoE(AnomalyModel):
 
     def frozen_identity(self) -> str:
         """The trunk's identity for the feature cache (variant and stages)."""
-        return f"{self.config.trunk}|stages={list(self.trunk.stages)}"
+        return trunk_identity(self.config)
 
     @torch.no_grad()
     def fit_feature_stats(self, features: torch.Tensor) -> None:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medmoe.errors import ConfigError
+from medmoe.model.config import ModelConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -233,6 +234,11 @@ class FrozenTrunk(nn.Module):
         size = maps[0].shape[-2:]
         return torch.cat([maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False)
                                       for m in maps[1:]], dim=1)
+
+
+def trunk_identity(config: ModelConfig) -> str:
+    """What identifies a model's trunk features for the feature cache: variant and stages."""
+    return f"{config.trunk}|stages={sorted(config.trunk_stages)}"
 
 
 def normalise_rgb(x: torch.Tensor) -> torch.Tensor:
