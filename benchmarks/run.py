@@ -43,7 +43,7 @@ def _machine(threads: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="cpu-64", help="cpu-64 (default), paper-256 or quick")
+    parser.add_argument("--profile", default="cpu-64", help="cpu-64 (default), cpu-feat, paper-256, quick or quick-feat")
     parser.add_argument("--quick", action="store_true", help="same as --profile quick: a smoke run of every table")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="seeds of Table 1; the first also serves Tables 2 and 3 (default 0 1 2)")
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         provenance={k: provenance[k] for k in ("commit", "machine")},
     )
     try:
-        methods = select_methods(args.methods)
+        methods = select_methods(args.methods, context.profile.tables)
         if args.report_only:
             tasks = ManifestSource(context).task_ids(args.seeds[0])
             results = write_outputs(context, methods, args.seeds, tasks, provenance)

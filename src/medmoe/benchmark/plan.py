@@ -6,6 +6,11 @@ methods run for every seed; the ablations (Table 2) and the K sweep (Table 3) fo
 only, as in the paper. Table 2's full model and Table 3's K = 5 are Table 1's ``ours``. Table 4, a
 budget control of ours, retrains the single-task AE and AE-U for as many optimisation steps as one
 run on all tasks (first seed only).
+
+The ``cpu-feat`` profile has tables of its own: ``feat1`` (``feature_moe`` against the peers a user
+would pick instead — per-task and universal PatchCore, per-task feature 1-NN — on the same trunk
+features and splits, plus the pixel model; every seed), ``feat2`` (its hallucination and prompt
+ablations) and ``feat3`` (K = 1…4 and N = 8 experts), the last two for the first seed.
 """
 
 from __future__ import annotations
@@ -15,7 +20,11 @@ from dataclasses import dataclass
 
 from medmoe.errors import ConfigError
 
-TABLES = ("table1", "table2", "table3", "table4")
+TABLES = ("table1", "table2", "table3", "table4", "feat1", "feat2", "feat3")
+PAPER_TABLES = TABLES[:4]
+FEATURE_TABLES = TABLES[4:]
+ALL_SEED_TABLES = ("table1", "feat1")
+"""Tables whose methods run for every seed (the others for the first)."""
 UNIVERSAL = "all"
 """The ``task`` of a run trained on every task."""
 
@@ -23,6 +32,15 @@ UNIVERSAL = "all"
 def _baseline(architecture: str, hallucination: bool) -> tuple[str, ...]:
     return (f"model.architecture={architecture}", f"model.hallucination={str(hallucination).lower()}",
             "model.prompt=false")
+
+
+def _memory(architecture: str, prompt: bool) -> tuple[str, ...]:
+    return (f"model.architecture={architecture}", "model.hallucination=false", f"model.prompt={str(prompt).lower()}")
+
+
+PIXEL_MODEL = ("model.architecture=moe", "model.resolution=64", "train.epochs=40", "train.lr=5e-4",
+               "train.selection=val_loss")
+"""The paper's pixel model with the cpu-64 profile's settings, as a row of the feature tables."""
 
 
 @dataclass(frozen=True)
@@ -62,11 +80,22 @@ METHODS: tuple[Method, ...] = (
            single_task=True, equal_steps=True),
     Method("ae_u_steps", "AE-U, single-task, steps of a universal run", "table4", _baseline("ae_u", True),
            single_task=True, equal_steps=True),
+    Method("feature_moe", "Ours on trunk features (feature_moe, HQ, N=K=5)", "feat1"),
+    Method("patchcore", "PatchCore, per task (the prompt picks the bank)", "feat1", _memory("patchcore", True)),
+    Method("patchcore_universal", "PatchCore, one universal bank (no prompt)", "feat1", _memory("patchcore", False)),
+    Method("feature_nn", "1-NN on the pooled trunk feature, per task", "feat1", _memory("feature_nn", True)),
+    Method("pixel_ours", "Ours, the paper's pixel model (64×64, 40 epochs)", "feat1", PIXEL_MODEL),
+    Method("feat_no_hq", "feature_moe without HQ (✗HQ ✓TP)", "feat2", ("model.hallucination=false",)),
+    Method("feat_no_prompt", "feature_moe without TP (✓HQ ✗TP)", "feat2", ("model.prompt=false",)),
+    *(Method(f"feat_k{k}", f"K = {k}", "feat3", (f"model.top_k={k}",)) for k in range(1, 5)),
+    Method("feat_n8", "N = 8 experts, K = 8", "feat3", ("model.num_experts=8", "model.top_k=8")),
 )
 """Every method, in run order within a seed."""
 METHOD_BY_NAME = {m.name: m for m in METHODS}
 FULL_MODEL = "ours"
 """Table 2's ``✓HQ ✓TP`` row and Table 3's ``K = 5`` row."""
+FEATURE_MODEL = "feature_moe"
+"""The same for the feature tables (``feat2``, ``feat3``)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +117,7 @@ class Profile:
         overrides: applied to every run, before the method's.
         subsample: shrink the data (smoke runs), or ``None`` for all of it.
         description: one line for the README and table headers.
+        tables: the tables it runs (their methods, when none are named).
     """
 
     name: str
@@ -95,6 +125,7 @@ class Profile:
     overrides: tuple[str, ...] = ()
     subsample: Subsample | None = None
     description: str = ""
+    tables: tuple[str, ...] = PAPER_TABLES
 
 
 PROFILES: dict[str, Profile] = {
@@ -106,6 +137,12 @@ PROFILES: dict[str, Profile] = {
                      Subsample(train=48, val=8, test_per_class=16),
                      description="smoke run: 32×32, 1 epoch, ≤48 training normals and ≤16 test images "
                                  "per class per task — exercises every table, numbers mean nothing"),
+    "cpu-feat": Profile("cpu-feat", "cpu-feat.yaml", tables=FEATURE_TABLES,
+                        description="feature_moe and its peers on frozen EfficientNet-Lite0 features, "
+                                    "configs/cpu-feat.yaml, sized for a 2-core CPU"),
+    "quick-feat": Profile("quick-feat", "cpu-feat.yaml", ("train.epochs=1", "model.resolution=64"),
+                          Subsample(train=48, val=8, test_per_class=16), tables=FEATURE_TABLES,
+                          description="smoke run of the feature tables — numbers mean nothing"),
 }
 
 
@@ -137,14 +174,14 @@ class RunSpec:
 
 
 def method_seeds(method: Method, seeds: Sequence[int]) -> tuple[int, ...]:
-    """Seeds a method runs for: all for Table 1, the first for the ablation tables."""
-    return tuple(seeds) if method.table == "table1" else tuple(seeds[:1])
+    """Seeds a method runs for: all for Tables 1 and feat1, the first for the ablation tables."""
+    return tuple(seeds) if method.table in ALL_SEED_TABLES else tuple(seeds[:1])
 
 
-def select_methods(names: Sequence[str] | None) -> tuple[Method, ...]:
-    """The named methods (all when ``names`` is empty), in :data:`METHODS` order."""
+def select_methods(names: Sequence[str] | None, tables: Sequence[str] = PAPER_TABLES) -> tuple[Method, ...]:
+    """The named methods (when ``names`` is empty, those of ``tables``), in :data:`METHODS` order."""
     if not names:
-        return METHODS
+        return tuple(m for m in METHODS if m.table in tables)
     unknown = sorted(set(names) - set(METHOD_BY_NAME))
     if unknown:
         raise ConfigError(f"unknown method(s) {unknown}; known: {', '.join(METHOD_BY_NAME)}")

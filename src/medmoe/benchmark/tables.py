@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from medmoe.benchmark.paper import PAPER, PAPER_DATA_NOTE, PAPER_DATASETS
-from medmoe.benchmark.plan import FULL_MODEL, METHOD_BY_NAME
+from medmoe.benchmark.plan import ALL_SEED_TABLES, FEATURE_MODEL, FULL_MODEL, METHOD_BY_NAME
 from medmoe.benchmark.results import MEAN, seed_values
 from medmoe.metrics import summarise_seeds
 from medmoe.report.tables import MISSING, TEST_PEEKING_NOTE, VALIDATION_NOTE, format_mean_std, markdown_table
@@ -25,20 +25,45 @@ TABLE_ROWS = {
     "table2": ("no_hq", "no_prompt", FULL_MODEL, "router_norm"),
     "table3": ("k1", "k2", "k3", "k4", FULL_MODEL),
     "table4": ("ae_steps", "ae_u_steps", "ae", "ae_u", "universal_ae", FULL_MODEL),
+    "feat1": (FEATURE_MODEL, "patchcore", "patchcore_universal", "feature_nn", "pixel_ours"),
+    "feat2": ("feat_no_hq", "feat_no_prompt", FEATURE_MODEL),
+    "feat3": ("feat_k1", "feat_k2", "feat_k3", "feat_k4", FEATURE_MODEL, "feat_n8"),
 }
 ROW_LABELS = {"table2": {"no_hq": "✗HQ ✓TP (no hallucination map)", "no_prompt": "✓HQ ✗TP (no prompt)",
                          FULL_MODEL: "✓HQ ✓TP (full model)",
                          "router_norm": "✓HQ ✓TP, router inputs layer-normalised (ours, not in the paper)"},
-              "table3": {FULL_MODEL: "K = 5 (full model)"}}
+              "table3": {FULL_MODEL: "K = 5 (full model)"},
+              "feat2": {"feat_no_hq": "✗HQ ✓TP (no hallucination map)", "feat_no_prompt": "✓HQ ✗TP (no prompt)",
+                        FEATURE_MODEL: "✓HQ ✓TP (full feature_moe)"},
+              "feat3": {FEATURE_MODEL: "K = 5, N = 5 (full feature_moe)"}}
 TITLES = {
     "table1": "Table 1 — our model against single-task and universal baselines",
     "table2": "Table 2 — ablation: hallucination quantification (HQ) and text prompting (TP)",
     "table3": "Table 3 — number of active experts K (N = 5)",
     "table4": "Table 4 (ours, not in the paper) — budget control: single-task baselines with the steps of a universal run",
+    "feat1": "Feature Table 1 — feature_moe against PatchCore, feature 1-NN and the pixel model, on one trunk and one split",
+    "feat2": "Feature Table 2 — feature_moe ablation: hallucination quantification (HQ) and text prompting (TP)",
+    "feat3": "Feature Table 3 — feature_moe: active experts K (N = 5) and N = 8 experts for five tasks",
 }
+AGAINST = {"feat1": (FEATURE_MODEL, "patchcore")}
+"""Tables with a Δ section: (ours, the peer), AUROC paired by seed."""
 SINGLE_VS_UNIVERSAL = {"table1": ("ae", "ae_u", "memae"), "table4": ("ae_steps", "ae_u_steps", "ae", "ae_u")}
 """The single-task rows of each table's universal-vs-single section; the first two are paired with
 the universal AE and with ours."""
+
+
+FEATURE_NOTES = {
+    "feat1": ("Every feature method reads the same cached EfficientNet-Lite0 features (stages and resolution of "
+              "`configs/cpu-feat.yaml`) of the same split. PatchCore keeps 1 % of the training patches per bank "
+              "(greedy coreset; anomalib's default is 10 %), scores the maximum patch distance; 1-NN scores the "
+              "distance of the mean-pooled feature; neither trains. The pixel model is the paper's, at 64×64 "
+              "with the cpu-64 profile's 40 epochs.",
+              "No paper rows: the paper has no feature-space model. Italic paper rows are in `benchmarks/results/cpu-64`."),
+    "feat2": ("The paper's Table 2 for feature_moe (no hallucination map: plain mean error; no prompt: the router "
+              "sees the image feature only).",),
+    "feat3": ("K = 1…4 keep the K largest router weights (renormalised); N = 8 gives the router three experts no "
+              "task is matched to by the routing loss.",),
+}
 
 
 def cell(values: Mapping[int, float], planned: int) -> str:
@@ -52,7 +77,7 @@ def cell(values: Mapping[int, float], planned: int) -> str:
 
 def _table_seeds(results: Mapping[str, Any], table: str) -> list[int]:
     seeds = results["seeds"]
-    return list(seeds) if table == "table1" else list(seeds[:1])
+    return list(seeds) if table in ALL_SEED_TABLES else list(seeds[:1])
 
 
 def table_progress(results: Mapping[str, Any], table: str) -> tuple[int, int]:
@@ -75,7 +100,8 @@ def header(results: Mapping[str, Any], table: str) -> str:
     status = (f"complete: all {expected} runs finished" if done == expected
               else f"**partial: {done} of {expected} runs finished** — cells marked (n=k) or n/a lack runs")
     seed_text = (f"seeds {', '.join(map(str, seeds))}, mean ± std over seeds" if len(seeds) > 1
-                 else f"one seed ({seeds[0]})" + (", as in the paper" if table in ("table2", "table3") else ""))
+                 else f"one seed ({seeds[0]})" + (", as in the paper" if table in ("table2", "table3", "feat2", "feat3")
+                                                  else ""))
     lines = [
         f"# {TITLES[table]}",
         "",
@@ -158,6 +184,24 @@ def universal_vs_single(results: Mapping[str, Any], table: str) -> str:
     return markdown_table(rows, columns)
 
 
+def paired_delta(results: Mapping[str, Any], table: str) -> str:
+    """Per task AUROC of ours and the peer of :data:`AGAINST` and their difference, paired by seed."""
+    ours, peer = AGAINST[table]
+    methods = results["methods"]
+    seeds = _table_seeds(results, table)
+    key = f"Δ AUC {_short(results, ours)} − {_short(results, peer)}"
+    rows = []
+    for task in [*results["tasks"], MEAN]:
+        values = {name: seed_values(methods[name]["per_seed"], task, "auroc", seeds) if name in methods else {}
+                  for name in (ours, peer)}
+        row = {"task": task, **{name: cell(v, len(seeds)) for name, v in values.items()}}
+        common = values[ours].keys() & values[peer].keys()
+        row[key] = cell({s: values[ours][s] - values[peer][s] for s in common}, len(seeds))
+        rows.append(row)
+    columns = [("task", "Task", ""), (ours, _short(results, ours), ""), (peer, _short(results, peer), ""), (key, key, "")]
+    return markdown_table(rows, columns)
+
+
 def _short(results: Mapping[str, Any], name: str) -> str:
     """A method's label without its details: ``"AE-U, single-task (HQ decoder)"`` → ``"AE-U single-task"``."""
     label = results["methods"].get(name, {}).get("label") or METHOD_BY_NAME[name].label
@@ -171,6 +215,8 @@ def render_table(results: Mapping[str, Any], table: str) -> str:
              wide_table(results, table, PAPER_METRICS, with_paper=True)]
     if table in SINGLE_VS_UNIVERSAL:
         parts += ["\n## Universal vs single-task (AUROC; Δ paired by seed)\n", universal_vs_single(results, table)]
+    if table in AGAINST:
+        parts += ["\n## Against the peer (AUROC; Δ paired by seed)\n", paired_delta(results, table)]
     parts += ["\n## Deployable view: AP, and F1/ACC at the threshold fitted on validation normals\n",
               wide_table(results, table, DEPLOYABLE_METRICS, with_paper=False)]
     parts += [
@@ -181,9 +227,12 @@ def render_table(results: Mapping[str, Any], table: str) -> str:
         "- fundus scores exclude glaucoma images from other sources than the normals (source confound); "
         "`results.json` also has every task's `dedup` view (test images byte-identical to a training "
         "image removed) and, for fundus, `all_sources`.",
-        "- Single-task baselines train for the same number of epochs on their task's normals only, so "
-        "small tasks (breast_us, head_ct: ~90 images) get ~1 optimisation step per epoch.",
     ]
+    if table in FEATURE_NOTES:
+        parts += [f"- {note}" for note in FEATURE_NOTES[table]]
+    else:
+        parts.append("- Single-task baselines train for the same number of epochs on their task's normals only, so "
+                     "small tasks (breast_us, head_ct: ~90 images) get ~1 optimisation step per epoch.")
     if table == "table4":
         parts.append("- *Steps of a universal run*: each single-task run trains for ⌈E·S_all / S_task⌉ epochs "
                      "(E: the profile's epochs, S: optimisation steps per epoch — full batches — on all tasks' "
