@@ -42,6 +42,15 @@ VARIANTS: dict[str, list[str]] = {
     "width256": ["model.feature_width=256"],
     "epochs40": ["train.epochs=40"],
     "router_norm": ["model.router_norm=true"],
+    "retrieve": ["model.feature_expert=retrieve", "train.epochs=5"],
+    "retrieve_top10%": ["model.feature_expert=retrieve", "train.epochs=5", "model.score_top_fraction=0.1"],
+    "retrieve_top1%": ["model.feature_expert=retrieve", "train.epochs=5", "model.score_top_fraction=0.01"],
+    "retrieve_top10%_no_hq": ["model.feature_expert=retrieve", "train.epochs=5", "model.score_top_fraction=0.1",
+                              "model.hallucination=false"],
+    "retrieve_top10%_q0.9": ["model.feature_expert=retrieve", "train.epochs=5", "model.score_top_fraction=0.1",
+                             "model.error_quantile=0.9"],
+    "retrieve_top10%_e10": ["model.feature_expert=retrieve", "train.epochs=10", "model.score_top_fraction=0.1"],
+    "reconstruct_top10%": ["model.score_top_fraction=0.1"],
 }
 
 

@@ -29,8 +29,10 @@ METHOD_NAMES = ("ours", "universal_ae", "ae", "no_prompt", "ae_steps")
 
 def test_plan_runs_table1_every_seed_ablations_first_seed_only() -> None:
     tasks = ("a", "b", "c", "d", "e")
-    runs = plan_runs(METHODS, [0, 1, 2], tasks)
-    by_method = {m.name: [r for r in runs if r.method == m.name] for m in METHODS}
+    paper = select_methods(None)  # the paper profiles' tables
+    assert {m.table for m in paper} == {"table1", "table2", "table3", "table4"}
+    runs = plan_runs(paper, [0, 1, 2], tasks)
+    by_method = {m.name: [r for r in runs if r.method == m.name] for m in paper}
     assert len(by_method["ours"]) == len(by_method["universal_ae"]) == 3
     assert len(by_method["ae"]) == len(by_method["ae_u"]) == len(by_method["memae"]) == 15
     for name in ("no_hq", "no_prompt", "router_norm", "k1", "k2", "k3", "k4"):
@@ -43,6 +45,19 @@ def test_plan_runs_table1_every_seed_ablations_first_seed_only() -> None:
     assert runs[:len(table1)] == table1  # Table 1 first, seed by seed
     assert [r.seed for r in table1] == sorted(r.seed for r in table1)
     assert RunSpec("ae", 1, "b").overrides()[-2:] == ("train.seed=1", "train.tasks=[b]")
+
+
+def test_feature_profile_plans_its_own_tables() -> None:
+    from medmoe.benchmark.plan import FEATURE_TABLES, PROFILES
+
+    methods = select_methods(None, PROFILES["cpu-feat"].tables)
+    assert {m.table for m in methods} == set(FEATURE_TABLES)
+    runs = plan_runs(methods, [0, 1, 2], ("a", "b"))
+    by_method = {m.name: [r.seed for r in runs if r.method == m.name] for m in methods}
+    for name in ("feature_moe", "patchcore", "patchcore_universal", "feature_nn", "pixel_ours"):
+        assert by_method[name] == [0, 1, 2]  # universal runs, every seed
+    for name in ("feat_no_hq", "feat_no_prompt", "feat_k1", "feat_n8"):
+        assert by_method[name] == [0]
 
 
 def test_plan_and_method_errors() -> None:

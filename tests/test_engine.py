@@ -155,3 +155,20 @@ def test_single_task_training(data, tmp_path: Path) -> None:
     result = train(fast_config(tmp_path, "train.epochs=1", "train.tasks=[head_ct]", "model.num_experts=1",
                                "model.top_k=1"), [data], tmp_path / "r", progress=False)
     assert list(result.thresholds) == ["head_ct"] and not math.isnan(result.thresholds["head_ct"])
+
+
+def test_task_channels_that_differ_from_the_model_are_a_config_error(data, tmp_path: Path) -> None:
+    """A tasks file with ``channels: 3`` under the default ``model.in_channels=1`` is refused before
+    training (it used to end in a raw torch RuntimeError inside the first batch)."""
+    from dataclasses import replace
+
+    from medmoe.data.manifest import Manifest
+
+    tasks_file = tmp_path / "tasks.yaml"
+    tasks_file.write_text("tasks:\n  - {id: colour_ct, organ: brain, modality: CT, prompt: Colour CT slice., channels: 3}\n")
+    colour = Manifest(root=data.root, samples=[replace(s, task="colour_ct") for s in data.select(task="head_ct")])
+    config = fast_config(tmp_path, "train.epochs=1", "model.num_experts=1", "model.top_k=1",
+                         f"data.tasks_file={tasks_file}")
+    with pytest.raises(ConfigError, match=r"task channels \(colour_ct: 3\) differ from model.in_channels=1"):
+        train(config, [colour], tmp_path / "r", progress=False)
+    assert not (tmp_path / "r" / "model.json").exists()

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from medmoe.baselines.patchcore import FAR, FeatureNN, PatchCore, greedy_coreset, nearest_distance
+from medmoe.baselines.patchcore import FeatureNN, PatchCore
+from medmoe.model.memory import FAR, greedy_coreset, nearest_distance
 from medmoe.engine.features import feature_key, prepared_inputs
 from medmoe.model.config import ModelConfig
 from medmoe.model.feature_moe import FeatureMoE
@@ -109,7 +110,7 @@ def test_patchcore_scores_and_localises_an_outlier(prompt: bool) -> None:
     train = torch.randn(20, 80, 8, 8) * 0.1
     tasks = torch.tensor([0] * 10 + [1] * 10)
     embeddings = torch.eye(2, 384)
-    model.fit_memory(train, tasks, embeddings if prompt else None, seed=0)
+    model.fit_data(train, tasks, embeddings if prompt else None, seed=0)
     assert set(model.memory_task.tolist()) == ({0, 1} if prompt else {0})
     test = torch.randn(4, 80, 8, 8) * 0.1
     test[1, :, 2:4, 2:4] += 3.0  # a local anomaly
@@ -122,7 +123,7 @@ def test_patchcore_scores_and_localises_an_outlier(prompt: bool) -> None:
 def test_per_task_memory_follows_the_prompt() -> None:
     model = _memory_model(FeatureNN, prompt=True)
     train = torch.cat([torch.zeros(5, 80, 4, 4), torch.ones(5, 80, 4, 4)])
-    model.fit_memory(train, torch.tensor([0] * 5 + [1] * 5), torch.eye(2, 384), seed=0)
+    model.fit_data(train, torch.tensor([0] * 5 + [1] * 5), torch.eye(2, 384), seed=0)
     image = torch.zeros(1, 80, 4, 4)  # like task 0's normals, unlike task 1's
     own = model.forward_prepared(image, torch.eye(2, 384)[:1]).score
     other = model.forward_prepared(image, torch.eye(2, 384)[1:]).score
@@ -133,7 +134,7 @@ def test_memory_survives_a_checkpoint_round_trip(tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     model = _memory_model(PatchCore, prompt=True)
-    model.fit_memory(torch.randn(6, 80, 4, 4), torch.tensor([0, 0, 0, 1, 1, 1]), torch.eye(2, 384), seed=0)
+    model.fit_data(torch.randn(6, 80, 4, 4), torch.tensor([0, 0, 0, 1, 1, 1]), torch.eye(2, 384), seed=0)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "m.safetensors")
     fresh = _memory_model(PatchCore, prompt=True)
     fresh.load_state_dict(load_file(tmp_path / "m.safetensors"))

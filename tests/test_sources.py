@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from medmoe.cli import app
 from medmoe.data.manifest import Manifest, read_manifest, write_manifest
 from medmoe.data.sources import SOURCES, TASK_SOURCES, prepare_all, prepare_source
-from medmoe.data.sources._base import image_stem, image_suffix, list_images
+from medmoe.data.sources._base import list_images
+from medmoe.io.formats import image_format, image_stem, image_suffix
 from medmoe.errors import ConfigError, DatasetError
 
 # ---------------------------------------------------------------- helpers
@@ -213,6 +214,15 @@ def test_image_files_by_suffix_case_insensitive(tmp_path: Path) -> None:
     assert image_suffix("scan.NII.GZ") == ".nii.gz"
     assert image_stem("scan.nii.gz") == "scan"
     assert image_suffix("notes.txt") is None
+
+
+def test_prepare_and_detect_agree_on_every_suffix(tmp_path: Path) -> None:
+    """A file ``medmoe detect`` reads is listed by ``medmoe prepare`` (``.dicom`` was skipped by it)."""
+    for suffix in (".png", ".tiff", ".dcm", ".dicom", ".nii.gz", ".NII", ".DICOM"):
+        write(tmp_path / f"scan{suffix}")
+    listed = {p.name for p in list_images(tmp_path)}
+    assert listed == {p.name for p in tmp_path.iterdir() if image_format(p) is not None}
+    assert "scan.dicom" in listed and image_stem("study/scan.DICOM") == "study/scan"
 
 
 # ---------------------------------------------------------------- headct

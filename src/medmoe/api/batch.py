@@ -27,7 +27,7 @@ from medmoe.api.results import DetectionResult
 from medmoe.atomic import atomic_write_bytes, atomic_write_text
 from medmoe.errors import MedmoeError
 from medmoe.io import is_image_file
-from medmoe.io.formats import file_suffix
+from medmoe.io.formats import image_stem
 
 RESULTS_NAME = "results.csv"
 TOP_EXPERTS = 2
@@ -66,7 +66,7 @@ def collect_inputs(paths: Sequence[str | Path], exclude: str | Path | None = Non
     skip = Path(exclude).resolve() if exclude is not None else None
     for given in map(Path, paths):
         if not given.is_dir():
-            found.append((given, _strip_suffix(given.name)))
+            found.append((given, image_stem(given.name)))
             continue
         for file in sorted(given.rglob("*")):
             relative = file.relative_to(given)
@@ -75,14 +75,8 @@ def collect_inputs(paths: Sequence[str | Path], exclude: str | Path | None = Non
             if skip is not None and file.resolve().is_relative_to(skip):
                 continue
             if is_image_file(file):
-                found.append((file, _strip_suffix(relative.as_posix())))
+                found.append((file, image_stem(relative.as_posix())))
     return _unique(found)
-
-
-def _strip_suffix(name: str) -> str:
-    """``a/b.nii.gz`` → ``a/b``."""
-    suffix = file_suffix(name)
-    return name[: len(name) - len(suffix)] if suffix else name
 
 
 def _unique(found: Iterable[tuple[Path, str]]) -> list[InputFile]:

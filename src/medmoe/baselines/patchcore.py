@@ -19,7 +19,6 @@ Both score prepared inputs ``(B, D, h, w)`` (:meth:`medmoe.model.trunk.FrozenTru
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -29,77 +28,18 @@ from medmoe.errors import ConfigError
 from medmoe.model.base import AnomalyModel
 from medmoe.model.config import ModelConfig
 from medmoe.model.losses import LossParts
+from medmoe.model.memory import COVERAGE, FAR, gaussian_blur, greedy_coreset, nearest_distance, patches
 from medmoe.model.output import ModelOutput
 from medmoe.model.registry import register_model
 from medmoe.model.trunk import FrozenTrunk, trunk_identity
 
-COVERAGE = 0.01
-"""Share of training patches PatchCore keeps (anomalib's default is 0.1; greedy selection costs
-``n·ratio·n`` distance evaluations, so on a CPU we keep 0.01)."""
-FAR = 1e30
-"""Squared distance given to memory rows of other tasks (a finite stand-in for infinity)."""
-
-
-def patches(features: torch.Tensor) -> torch.Tensor:
-    """Locally aggregated patch features: ``(B, D, h, w)`` → ``(B, h·w, D)`` (3×3 mean, stride 1)."""
-    pooled = F.avg_pool2d(features, 3, stride=1, padding=1, count_include_pad=False)
-    return pooled.flatten(2).transpose(1, 2)
-
-
-def greedy_coreset(points: torch.Tensor, size: int, *, projection_dim: int = 128, seed: int = 0) -> torch.Tensor:
-    """Indices of a greedy k-center coreset of ``points (n, D)`` (``size`` of them).
-
-    Distances are taken on a Gaussian random projection to ``projection_dim`` (Johnson–Lindenstrauss),
-    as PatchCore does, starting from a seeded random point.
-    """
-    n = len(points)
-    if size >= n:
-        return torch.arange(n)
-    generator = torch.Generator().manual_seed(seed)
-    if points.shape[1] > projection_dim:
-        proj = torch.randn(points.shape[1], projection_dim, generator=generator) / math.sqrt(projection_dim)
-        points = points @ proj
-    points = points.contiguous()
-    norms = points.square().sum(dim=1)
-    chosen = torch.empty(size, dtype=torch.long)
-    chosen[0] = int(torch.randint(n, (1,), generator=generator))
-    nearest = torch.full((n,), math.inf)
-    for i in range(size):
-        if i:
-            chosen[i] = int(nearest.argmax())
-        c = chosen[i]
-        # ||p − c||² = ||p||² − 2 p·c + ||c||², one matrix-vector product per step
-        torch.minimum(nearest, norms - 2 * (points @ points[c]) + norms[c], out=nearest)
-    return chosen
-
-
-def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, penalty: torch.Tensor | None = None) -> torch.Tensor:
-    """Euclidean distance of each query ``(B, q, D)`` to its nearest row of ``bank (m, D)``: ``(B, q)``.
-
-    ``penalty (B, m)`` is added to the squared distances (:data:`FAR` excludes a row for an image).
-    """
-    d2 = queries.square().sum(dim=-1, keepdim=True) - 2 * queries @ bank.T + bank.square().sum(dim=1)
-    if penalty is not None:
-        d2 = d2 + penalty[:, None, :]
-    return d2.min(dim=-1).values.clamp_min(0).sqrt()
-
-
-def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(B, 1, H, W)`` maps (reflect padding, radius 4σ)."""
-    radius = max(1, int(4 * sigma + 0.5))
-    x = torch.arange(-radius, radius + 1, dtype=maps.dtype)
-    kernel = torch.exp(-x.square() / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    padded = F.pad(maps, (radius, radius, radius, radius), mode="reflect")
-    out = F.conv2d(padded, kernel.view(1, 1, 1, -1))
-    return F.conv2d(out, kernel.view(1, 1, -1, 1))
 
 
 class MemoryModel(AnomalyModel):
     """What PatchCore and FeatureNN share: the trunk, a memory of normal features with the task of each
     row, and the prompt → task matching. Subclasses implement :meth:`entries` and :meth:`forward_prepared`.
 
-    The memory's size is known only after :meth:`fit_memory`; loading a checkpoint resizes the empty
+    The memory's size is known only after :meth:`fit_data`; loading a checkpoint resizes the empty
     buffers to the stored ones first.
     """
 
@@ -130,8 +70,8 @@ class MemoryModel(AnomalyModel):
         return torch.arange(len(entries))
 
     @torch.no_grad()
-    def fit_memory(self, features: torch.Tensor, task_ids: torch.Tensor, task_embeddings: torch.Tensor | None,
-                   seed: int = 0) -> None:
+    def fit_data(self, features: torch.Tensor, task_ids: torch.Tensor, task_embeddings: torch.Tensor | None,
+                 seed: int = 0) -> None:
         """Fill the memory from training-normal features ``(n, D, h, w)`` with tasks ``(n,)``.
 
         Args:
@@ -167,8 +107,8 @@ class MemoryModel(AnomalyModel):
 
     def loss(self, out: ModelOutput, inputs: torch.Tensor, task_ids: torch.Tensor,
              alpha: float, beta: float) -> LossParts:
-        """Memory models have no loss: their training is :meth:`fit_memory`."""
-        raise NotImplementedError(f"{self.config.architecture} is fitted with fit_memory, not by gradient")
+        """Memory models have no loss: their training is :meth:`fit_data`."""
+        raise NotImplementedError(f"{self.config.architecture} is fitted with fit_data, not by gradient")
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         for name in ("memory", "memory_task", "task_embeddings"):

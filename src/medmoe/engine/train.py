@@ -81,6 +81,15 @@ def prompt_embeddings_for(config: RunConfig, tasks: TaskRegistry) -> torch.Tenso
     return torch.from_numpy(cache.embed(tasks.prompts))
 
 
+def check_channels(tasks: TaskRegistry, config: RunConfig) -> None:
+    """Raise :class:`ConfigError` unless every task's image channels equal ``model.in_channels``."""
+    wrong = {t.id: t.channels for t in tasks if t.channels != config.model.in_channels}
+    if wrong:
+        detail = ", ".join(f"{k}: {v}" for k, v in wrong.items())
+        raise ConfigError(f"task channels ({detail}) differ from model.in_channels={config.model.in_channels}: "
+                          f"set model.in_channels to match or change the tasks file")
+
+
 def make_optimizer(model: nn.Module, tc: TrainConfig, device: torch.device) -> torch.optim.Adam:
     """The paper's Adam (``tc.lr``, ``tc.weight_decay``).
 
@@ -118,6 +127,7 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     tasks = select_tasks(task_registry(config), manifests, tc.tasks)
+    check_channels(tasks, config)
     if config.model.architecture in ("moe", "feature_moe") and config.model.num_experts < len(tasks):
         raise ConfigError(f"{len(tasks)} tasks need at least as many experts; model.num_experts="
                           f"{config.model.num_experts}")
@@ -136,12 +146,13 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
     # the frozen part (a pretrained trunk) runs once per image, cached; training sees its output
     train_data = _prepared(model, train_data, cache_dir, dist, progress)
     val_data = _prepared(model, val_data, cache_dir, dist, progress)
-    if hasattr(model, "fit_feature_stats") and not resume:
-        model.fit_feature_stats(train_data.images.to(dist.device))
+    if not resume:  # feature statistics and memories (a resumed run has them in its state)
+        model.fit_data(train_data.images.to(dist.device), train_data.task_indices.to(dist.device),
+                       None if embeddings is None else embeddings.to(dist.device), seed=tc.seed)
     if dist.is_main:
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     if not any(p.requires_grad for p in model.parameters()):
-        return _fit_memory_model(config, model, tasks, embeddings, train_data, val_data, run_dir, dist)
+        return _memory_model_checkpoint(config, model, tasks, embeddings, train_data, val_data, run_dir, dist)
     optimizer = make_optimizer(model, tc, dist.device)
     state = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "history": [], "seconds": 0.0,
              "best_state": None}
@@ -186,16 +197,12 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
                                                          {}, state["seconds"], state["history"])
 
 
-def _fit_memory_model(config: RunConfig, model: nn.Module, tasks: TaskRegistry, embeddings: torch.Tensor | None,
+def _memory_model_checkpoint(config: RunConfig, model: nn.Module, tasks: TaskRegistry, embeddings: torch.Tensor | None,
                       train_data: Batch, val_data: Batch, run_dir: Path, dist: DistInfo) -> TrainResult:
-    """A model without trainable parameters (PatchCore, feature 1-NN): fill its memory from the
-    training normals, fit thresholds, write the checkpoint (rank 0)."""
-    started = time.perf_counter()
-    if dist.is_main:
-        model.fit_memory(train_data.images.to(dist.device), train_data.task_indices.to(dist.device),
-                         None if embeddings is None else embeddings.to(dist.device), seed=config.train.seed)
-    state = {"epoch": 0, "best_val_loss": math.nan, "best_epoch": 0, "history": [],
-             "seconds": time.perf_counter() - started, "best_state": None}
+    """A model without trainable parameters (PatchCore, feature 1-NN), its memory filled by
+    ``fit_data``: fit thresholds and write the checkpoint (rank 0)."""
+    state = {"epoch": 0, "best_val_loss": math.nan, "best_epoch": 0, "history": [], "seconds": 0.0,
+             "best_state": None}
     result = None
     if dist.is_main:
         result = _finish(config, model, tasks, embeddings, state, val_data, train_data, run_dir, dist.device)

@@ -34,6 +34,19 @@ def file_suffix(path: str | Path) -> str:
     return Path(name).suffix
 
 
+def image_suffix(name: str | Path) -> str | None:
+    """The image suffix medmoe reads of a file name (lower case, ``.nii.gz`` as one), or ``None``."""
+    suffix = file_suffix(name)
+    return suffix if suffix in _FORMAT_OF_SUFFIX else None
+
+
+def image_stem(name: str) -> str:
+    """A file name (or relative path) without its image suffix: ``a/scan.nii.gz`` → ``a/scan``;
+    names without one are returned unchanged."""
+    suffix = image_suffix(name)
+    return name[: len(name) - len(suffix)] if suffix else name
+
+
 def is_dicom(path: str | Path) -> bool:
     """True if the file starts with the DICOM Part 10 preamble (128 bytes, then ``DICM``).
 

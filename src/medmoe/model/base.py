@@ -10,6 +10,9 @@ architecture-specific:
   is ``forward_prepared(prepare(x), e)``, which is what detection, the API and ONNX export run.
 - :meth:`AnomalyModel.loss` — the model's own training objective on its outputs (Eq. 6 for the
   pixel models, in the model's value range), aux terms included.
+- :meth:`AnomalyModel.fit_data` — what the model takes from the prepared training normals before
+  gradient training (feature statistics, memories); a model without trainable parameters is
+  trained by this call alone.
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ class AnomalyModel(nn.Module):
     def frozen_identity(self) -> str | None:
         """A string identifying :meth:`prepare` for the feature cache; ``None``: nothing to cache."""
         return None
+
+    def fit_data(self, inputs: torch.Tensor, task_ids: torch.Tensor, task_embeddings: torch.Tensor | None,
+                 seed: int = 0) -> None:
+        """Take statistics or memories from the training normals' prepared ``inputs`` and task indices
+        ``(n,)`` (``task_embeddings (T, text_dim)``: the tasks' prompt embeddings, if the model uses
+        prompts); nothing here."""
 
     def forward_prepared(self, inputs: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
         """The trainable part on :meth:`prepare`'s output."""

@@ -11,7 +11,11 @@ normals ``z = (F − m) / s``. The rest is the paper's model (§3) moved into fe
   the routing loss (Eq. 4) pairing task ``i`` with expert ``i``;
 - **N hallucination-aware experts**, one grouped-convolution bank: each decodes ``b`` into
   ``mu_k (D, h, w)`` (the reconstructed feature map) and ``sigma_k (1, h, w)``; ``mu = Σ s_k mu_k``,
-  ``u = Σ s_k sigma_k``;
+  ``u = Σ s_k sigma_k``. With ``feature_expert: retrieve`` an expert's ``mu_k`` is instead each
+  location's nearest patch in its memory of normal patches (3×3-aggregated trunk features of
+  task ``k mod T``'s training normals, a 1 % greedy coreset as PatchCore keeps), and the mixed error is
+  ``Σ s_k d(z, mu_k)``; the experts still predict ``sigma_k`` from ``b``, so the hallucination map is a
+  learned allowance for where normal patches sit far from every remembered one (boundaries);
 - **error** per location ``e = d(z, mu) / T`` with ``d`` the mean squared error over channels
   (``feature_error: mse``) or ``1 − cos`` (``cosine``), and ``T`` a temperature: the running
   ``error_quantile`` of ``d`` on training normals (a buffer updated like batch-norm statistics, fixed
@@ -27,6 +31,8 @@ normals ``z = (F − m) / s``. The rest is the paper's model (§3) moved into fe
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,6 +41,7 @@ from medmoe.errors import ConfigError
 from medmoe.model.base import AnomalyModel
 from medmoe.model.config import ModelConfig
 from medmoe.model.losses import LossParts, routing_loss
+from medmoe.model.memory import COVERAGE, greedy_coreset, nearest_distance, patches
 from medmoe.model.output import ModelOutput
 from medmoe.model.prompt import PromptEncoder
 from medmoe.model.router import Router, router_input
@@ -127,7 +134,12 @@ class FeatureMoE(AnomalyModel):
         self.prompt_encoder = PromptEncoder(config) if config.prompt else None
         router_in = config.latent_dim + (config.prompt_dim if config.prompt else 0)
         self.router = Router(router_in, config.num_experts, config.top_k)
-        self.experts = FeatureExpertBank(config.num_experts, e, max(e // 2, 8), d, config.hallucination)
+        self.retrieve = config.feature_expert == "retrieve"
+        decoded = 0 if self.retrieve else d
+        self.experts = (FeatureExpertBank(config.num_experts, e, max(e // 2, 8), decoded, config.hallucination)
+                        if decoded or config.hallucination else None)
+        self.register_buffer("memory", torch.zeros(0, d))
+        self.register_buffer("memory_counts", torch.zeros(config.num_experts, dtype=torch.long))
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Trunk features ``(B, D, R/stride, R/stride)`` of gray images ``(B, 1, R, R)`` in [0, 1]."""
@@ -138,10 +150,39 @@ class FeatureMoE(AnomalyModel):
         return trunk_identity(self.config)
 
     @torch.no_grad()
-    def fit_feature_stats(self, features: torch.Tensor) -> None:
-        """Set the per-channel standardisation from training-normal features ``(n, D, h, w)``."""
-        self.feature_mean.copy_(features.mean(dim=(0, 2, 3)))
-        self.feature_std.copy_(features.std(dim=(0, 2, 3)).clamp_min(1e-6))
+    def fit_data(self, inputs: torch.Tensor, task_ids: torch.Tensor, task_embeddings: torch.Tensor | None,
+                 seed: int = 0) -> None:
+        """Per-channel standardisation from the training normals' features ``(n, D, h, w)`` and, for
+        retrieval experts, each expert's memory (expert ``k``: task ``k mod T``)."""
+        self.feature_mean.copy_(inputs.mean(dim=(0, 2, 3)))
+        self.feature_std.copy_(inputs.std(dim=(0, 2, 3)).clamp_min(1e-6))
+        if not self.retrieve:
+            return
+        n_tasks = int(task_ids.max()) + 1
+        banks = []
+        for k in range(self.config.num_experts):
+            points = patches(inputs[task_ids == k % n_tasks]).flatten(0, 1)
+            banks.append(points[greedy_coreset(points, max(1, int(len(points) * COVERAGE)), seed=seed + k)])
+        self.memory = torch.cat(banks).contiguous()
+        self.memory_counts = torch.tensor([len(b) for b in banks], dtype=torch.long)
+
+    def standardise(self, features: torch.Tensor) -> torch.Tensor:
+        """``(F − m) / s`` per channel, ``(B, D, h, w)``."""
+        return (features - self.feature_mean.view(1, -1, 1, 1)) / self.feature_std.view(1, -1, 1, 1)
+
+    def retrieval_errors(self, features: torch.Tensor) -> torch.Tensor:
+        """Each expert's error ``(B, N, h, w)``: squared distance of every location's patch of the trunk
+        features ``(B, D, h, w)`` to its nearest patch in the expert's memory, over ``D``. Distances are
+        taken on the trunk's own scale, as PatchCore does (standardised channels lost 2.6 validation
+        AUROC: ``benchmarks/results/feature-design.md``)."""
+        b, d, h, w = features.shape
+        query = patches(features)  # (B, h·w, D)
+        errors, start = [], 0
+        for count in self.memory_counts.tolist():
+            bank = self.memory[start:start + count]
+            errors.append(nearest_distance(query, bank).square().view(b, h, w) / d)
+            start += count
+        return torch.stack(errors, dim=1)
 
     def distance(self, z: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         """Per-location error ``(B, 1, h, w)`` of a reconstruction ``mu`` of ``z`` (both ``(B, D, h, w)``)."""
@@ -151,13 +192,17 @@ class FeatureMoE(AnomalyModel):
 
     def forward_prepared(self, inputs: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
         """Score trunk features ``(B, D, h, w)``; the map comes back at the image resolution."""
-        z = (inputs - self.feature_mean.view(1, -1, 1, 1)) / self.feature_std.view(1, -1, 1, 1)
+        z = self.standardise(inputs)
         b, v = self.encoder(z)
         logits, weights = self.router(self.router_input(v, text_embedding))
-        mixed = self.experts.mix(b, weights)
-        d = z.shape[1]
-        mu, u = mixed[:, :d], (mixed[:, d:] if self.config.hallucination else None)
-        raw = self.distance(z, mu)
+        mixed = self.experts.mix(b, weights) if self.experts is not None else None
+        if self.retrieve:
+            raw = torch.einsum("bn,bnhw->bhw", weights, self.retrieval_errors(inputs)).unsqueeze(1)
+            u = mixed
+        else:
+            d = z.shape[1]
+            raw = self.distance(z, mixed[:, :d])
+            u = mixed[:, d:] if self.config.hallucination else None
         if self.training:
             with torch.no_grad():
                 q = torch.quantile(raw.detach().flatten().float(), self.config.error_quantile)
@@ -179,6 +224,12 @@ class FeatureMoE(AnomalyModel):
     def router_input(self, v: torch.Tensor, text_embedding: torch.Tensor | None = None) -> torch.Tensor:
         """What the router sees (:func:`~medmoe.model.router.router_input`)."""
         return router_input(v, self.prompt_encoder, text_embedding, self.config.router_norm)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        stored = state_dict.get(prefix + "memory")
+        if stored is not None:  # the memory's size is known only once filled
+            self.memory = torch.empty_like(stored)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def loss(self, out: ModelOutput, inputs: torch.Tensor, task_ids: torch.Tensor,
              alpha: float, beta: float) -> LossParts:

@@ -1,4 +1,4 @@
-"""What every dataset layout shares: the :class:`Source` interface, image-file rules, layout errors."""
+"""What every dataset layout shares: the :class:`Source` interface, image listing, layout errors."""
 
 from __future__ import annotations
 
@@ -11,21 +11,7 @@ from typing import ClassVar
 from medmoe.data.manifest import Sample
 from medmoe.data.splits import ContentHashes, joint_groups, seeded_pick, seeded_rng
 from medmoe.errors import DatasetError
-
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".nii", ".nii.gz")
-
-
-def image_suffix(name: str) -> str | None:
-    """The image suffix of a file name (case-insensitive, ``.nii.gz`` as one), or ``None``."""
-    lower = name.lower()
-    return next((s for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True) if lower.endswith(s)), None)
-
-
-def image_stem(name: str) -> str:
-    """A file name without its image suffix (``scan.nii.gz`` → ``scan``)."""
-    suffix = image_suffix(name)
-    return name[: -len(suffix)] if suffix else name
-
+from medmoe.io.formats import image_stem, image_suffix
 
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     """Image files in ``folder`` (by suffix), sorted; hidden files (``.DS_Store``, ``._x.png``) skipped.

@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""How should a patch memory's distances become an image score? Decided on validation data only.
+
+``python benchmarks/retrieval_scores.py --data ROOT`` builds, per task, a 1 % greedy-coreset memory of
+the training normals' 3×3-aggregated trunk features (``configs/cpu-feat.yaml``'s trunk, stages and
+resolution), on the trunk's own scale or standardised per channel, and scores validation normals
+against synthetic anomalies made from them (as ``benchmarks/feature_design.py`` does, same seeds) with
+five aggregations of the per-patch distances: max (PatchCore), mean (§3.5's mean of the map), mean of
+squares, and the means of the largest 1 % and 10 %. No training; the test split is never loaded.
+Writes ``benchmarks/results/retrieval-scores.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", nargs="+", default=[], help="data root or manifests (default: $MEDMOE_DATA)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import torch
+
+    from medmoe.atomic import atomic_write_text
+    from medmoe.data.anomalies import synthesize_anomalies
+    from medmoe.data.dataset import ImageDataset
+    from medmoe.engine.config import DataConfig, load_config
+    from medmoe.engine.data import default_cache_dir, resolve_data, select_tasks
+    from medmoe.engine.features import prepared_inputs
+    from medmoe.metrics import image_metrics
+    from medmoe.model.memory import COVERAGE, greedy_coreset, nearest_distance, patches
+    from medmoe.model.registry import create_model
+    from medmoe.report.tables import markdown_table
+    from medmoe.tasks import default_registry
+
+    torch.set_num_threads(args.threads)
+    config = load_config(REPO / "configs" / "cpu-feat.yaml")
+    manifests = resolve_data(args.data, seed=args.seed, val_fraction=DataConfig().val_fraction)
+    tasks = select_tasks(default_registry(), manifests)
+    model = create_model(config.model)
+    cache = default_cache_dir()
+
+    def features(split: str, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+        entries = [(m, s) for m in manifests for s in m.select(split=split, task=task)]
+        batch = ImageDataset(entries, tasks, resolution=config.model.resolution, cache_dir=cache,
+                             with_masks=False).materialize(progress=False)
+        return batch.images, prepared_inputs(model, batch.images, cache_dir=cache, progress=False)
+
+    _, all_train = zip(*(features("train", t) for t in tasks.ids))
+    stacked = torch.cat(all_train)
+    mean, std = stacked.mean(dim=(0, 2, 3)).view(1, -1, 1, 1), stacked.std(dim=(0, 2, 3)).view(1, -1, 1, 1)
+    aggregations = {
+        "max": lambda d: d.max(dim=1).values,
+        "mean": lambda d: d.mean(dim=1),
+        "mean of squares": lambda d: d.square().mean(dim=1),
+        "top 1 %": lambda d: d.topk(max(1, round(0.01 * d.shape[1])), dim=1).values.mean(dim=1),
+        "top 10 %": lambda d: d.topk(max(1, round(0.1 * d.shape[1])), dim=1).values.mean(dim=1),
+    }
+    auroc: dict[tuple[str, str], dict[str, float]] = {}
+    for t, task in enumerate(tasks.ids):
+        images, _ = features("val", task)
+        abnormal, _ = synthesize_anomalies(images.numpy(), np.random.default_rng(args.seed * 1000 + t))
+        query_images = torch.cat([images, torch.from_numpy(abnormal)])
+        query = prepared_inputs(model, query_images, cache_dir=None, progress=False)
+        labels = np.r_[np.zeros(len(images), int), np.ones(len(abnormal), int)]
+        for scale in ("trunk scale", "standardised"):
+            train = all_train[t] if scale == "trunk scale" else (all_train[t] - mean) / std
+            q = query if scale == "trunk scale" else (query - mean) / std
+            points = patches(train).flatten(0, 1)
+            bank = points[greedy_coreset(points, max(1, int(len(points) * COVERAGE)), seed=args.seed)]
+            dist = torch.cat([nearest_distance(patches(q[i:i + 32]), bank) for i in range(0, len(q), 32)])
+            for name, aggregate in aggregations.items():
+                scores = aggregate(dist).numpy()
+                auroc.setdefault((scale, name), {})[task] = 100 * image_metrics(scores, labels, threshold_val=None)["auroc"]
+        print(task, flush=True)
+    rows = [{"scale": scale, "score": name, **{t: f"{v[t]:.1f}" for t in tasks.ids}, "mean": f"{np.mean(list(v.values())):.1f}"}
+            for (scale, name), v in auroc.items()]
+    table = markdown_table(rows, [("scale", "distances on", ""), ("score", "image score", ""),
+                                  *((t, t, "") for t in tasks.ids), ("mean", "mean", "")])
+    text = ("# Patch-memory scores: validation AUROC (normals vs synthetic anomalies made from them)\n\n"
+            f"Written by `python benchmarks/retrieval_scores.py --data ROOT --seed {args.seed}`; memory: 1 % greedy "
+            f"coreset per task; {config.model.trunk}, stages {list(config.model.trunk_stages)}, "
+            f"{config.model.resolution}×{config.model.resolution}. No training; the test split is never loaded.\n\n"
+            f"{table}\n")
+    print(text)
+    atomic_write_text(REPO / "benchmarks" / "results" / "retrieval-scores.md", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

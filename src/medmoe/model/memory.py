@@ -1,0 +1,72 @@
+"""Memories of normal features: local patch aggregation, greedy coreset, nearest-neighbour distances.
+
+Shared by the retrieval experts of ``feature_moe`` and by the PatchCore and 1-NN peers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+COVERAGE = 0.01
+"""Share of training patches a memory keeps (PatchCore; anomalib's default is 0.1, but greedy selection
+costs ``n·ratio·n`` distance evaluations, so on a CPU we keep 0.01)."""
+FAR = 1e30
+"""Squared distance given to memory rows an image may not use (a finite stand-in for infinity)."""
+
+
+def patches(features: torch.Tensor) -> torch.Tensor:
+    """Locally aggregated patch features: ``(B, D, h, w)`` → ``(B, h·w, D)`` (3×3 mean, stride 1)."""
+    pooled = F.avg_pool2d(features, 3, stride=1, padding=1, count_include_pad=False)
+    return pooled.flatten(2).transpose(1, 2)
+
+
+def greedy_coreset(points: torch.Tensor, size: int, *, projection_dim: int = 128, seed: int = 0) -> torch.Tensor:
+    """Indices of a greedy k-center coreset of ``points (n, D)`` (``size`` of them).
+
+    Distances are taken on a Gaussian random projection to ``projection_dim`` (Johnson–Lindenstrauss),
+    as PatchCore does, starting from a seeded random point.
+    """
+    n = len(points)
+    if size >= n:
+        return torch.arange(n)
+    generator = torch.Generator().manual_seed(seed)
+    if points.shape[1] > projection_dim:
+        proj = torch.randn(points.shape[1], projection_dim, generator=generator) / math.sqrt(projection_dim)
+        points = points @ proj
+    points = points.contiguous()
+    norms = points.square().sum(dim=1)
+    chosen = torch.empty(size, dtype=torch.long)
+    chosen[0] = int(torch.randint(n, (1,), generator=generator))
+    nearest = torch.full((n,), math.inf)
+    for i in range(size):
+        if i:
+            chosen[i] = int(nearest.argmax())
+        c = chosen[i]
+        # ||p − c||² = ||p||² − 2 p·c + ||c||², one matrix-vector product per step
+        torch.minimum(nearest, norms - 2 * (points @ points[c]) + norms[c], out=nearest)
+    return chosen
+
+
+def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, penalty: torch.Tensor | None = None) -> torch.Tensor:
+    """Euclidean distance of each query ``(B, q, D)`` to its nearest row of ``bank (m, D)``: ``(B, q)``.
+
+    ``penalty (B, m)`` is added to the squared distances (:data:`FAR` excludes a row for an image).
+    """
+    d2 = queries.square().sum(dim=-1, keepdim=True) - 2 * queries @ bank.T + bank.square().sum(dim=1)
+    if penalty is not None:
+        d2 = d2 + penalty[:, None, :]
+    return d2.min(dim=-1).values.clamp_min(0).sqrt()
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, 1, H, W)`` maps (reflect padding, radius 4σ)."""
+    radius = max(1, int(4 * sigma + 0.5))
+    x = torch.arange(-radius, radius + 1, dtype=maps.dtype)
+    kernel = torch.exp(-x.square() / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    padded = F.pad(maps, (radius, radius, radius, radius), mode="reflect")
+    out = F.conv2d(padded, kernel.view(1, 1, 1, -1))
+    return F.conv2d(out, kernel.view(1, 1, -1, 1))
