@@ -2,7 +2,7 @@
 """Design choices of ``feature_moe``, decided on validation data only.
 
 ``python benchmarks/feature_design.py --data ROOT [--variants NAME ...] [--epochs 20]`` trains
-``feature_moe`` (``configs/cpu-feat.yaml`` plus each variant's overrides) on the training normals of
+``feature_moe`` (``the cpu-feat profile`` plus each variant's overrides) on the training normals of
 the five tasks and scores each task's **validation** normals against synthetic anomalies made from
 those same validation normals (:mod:`medmoe.data.anomalies`, seeded). The test split is never
 loaded. It prints and appends to ``benchmarks/results/feature-design.json`` and rewrites
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     records = json.loads(log_path.read_text()) if log_path.is_file() else []
     for name in args.variants:
         overrides = [*VARIANTS[name], *args.set, f"train.seed={args.seed}"]
-        config = load_config(REPO / "configs" / "cpu-feat.yaml", overrides)
+        config = load_config("cpu-feat", overrides)
         with tempfile.TemporaryDirectory() as run:
             started = time.perf_counter()
             train(config, manifests, run, progress=False)
@@ -131,7 +131,7 @@ def write_markdown(records: list[dict], path: Path) -> None:
     tasks = [k for k in records[0]["val_synthetic_auroc"] if k != "mean"]
     lines = ["# feature_moe design choices: validation AUROC (normals vs synthetic anomalies made from them)", "",
              "Written by `benchmarks/feature_design.py`; the test split is never loaded. Base: "
-             "`configs/cpu-feat.yaml`.", "",
+             "`the cpu-feat profile`.", "",
              "| variant | overrides | " + " | ".join(tasks) + " | mean | train s | seed |",
              "|---|---|" + "---:|" * (len(tasks) + 3)]
     for r in records:

@@ -2,7 +2,7 @@
 """How should a patch memory's distances become an image score? Decided on validation data only.
 
 ``python benchmarks/retrieval_scores.py --data ROOT`` builds, per task, a 1 % greedy-coreset memory of
-the training normals' 3×3-aggregated trunk features (``configs/cpu-feat.yaml``'s trunk, stages and
+the training normals' 3×3-aggregated trunk features (``the cpu-feat profile``'s trunk, stages and
 resolution), on the trunk's own scale or standardised per channel, and scores validation normals
 against synthetic anomalies made from them (as ``benchmarks/feature_design.py`` does, same seeds) with
 five aggregations of the per-patch distances: max (PatchCore), mean (§3.5's mean of the map), mean of
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from medmoe.tasks import default_registry
 
     torch.set_num_threads(args.threads)
-    config = load_config(REPO / "configs" / "cpu-feat.yaml")
+    config = load_config("cpu-feat")
     manifests = resolve_data(args.data, seed=args.seed, val_fraction=DataConfig().val_fraction)
     tasks = select_tasks(default_registry(), manifests)
     model = create_model(config.model)

@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from medmoe.benchmark import PROFILES, BenchmarkContext, run_benchmark, write_outputs
     from medmoe.benchmark.plan import select_methods
     from medmoe.benchmark.runner import ManifestSource
+    from medmoe.engine.config import PROFILE_DIR
     from medmoe.errors import MedmoeError
 
     profile_name = "quick" if args.quick else args.profile
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": _machine(args.threads),
     }
     context = BenchmarkContext(
-        profile=PROFILES[profile_name], config_dir=REPO / "configs", data=tuple(args.data),
+        profile=PROFILES[profile_name], config_dir=PROFILE_DIR, data=tuple(args.data),
         out=args.out or REPO / "benchmarks" / "results" / profile_name,
         extra_overrides=tuple(args.overrides), progress=args.progress,
         provenance={k: provenance[k] for k in ("commit", "machine")},

@@ -113,7 +113,7 @@ MIN_AUROC = 0.6
 @pytest.mark.slow
 def test_short_training_on_trunk_features_detects_phantom_lesions(tmp_path: Path) -> None:
     data = synthetic(tmp_path / "data", n_train=60, n_test=20)
-    config = load_config(Path(__file__).parent.parent / "configs" / "cpu-feat.yaml",
+    config = load_config("cpu-feat",
                          ["model.resolution=64", "train.epochs=15", "train.batch_size=32",
                           f"data.cache_dir={tmp_path / 'cache'}"])
     train(config, [data], tmp_path / "run", progress=False)

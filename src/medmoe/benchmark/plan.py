@@ -113,7 +113,8 @@ class Profile:
 
     Attributes:
         name: results go to ``benchmarks/results/<name>/``.
-        config: YAML config under ``configs/`` (``None``: the built-in defaults).
+        config: YAML file of a packaged profile (:data:`medmoe.engine.config.PROFILE_DIR`; ``None``: the
+            built-in defaults).
         overrides: applied to every run, before the method's.
         subsample: shrink the data (smoke runs), or ``None`` for all of it.
         description: one line for the README and table headers.
@@ -130,7 +131,7 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "cpu-64": Profile("cpu-64", "cpu-64.yaml",
-                      description="64×64, epochs of configs/cpu-64.yaml, sized for a 2-core CPU"),
+                      description="64×64, epochs of the cpu-64 profile, sized for a 2-core CPU"),
     "paper-256": Profile("paper-256", "paper-256.yaml",
                          description="the paper's 256×256 and 250 epochs (needs a GPU)"),
     "quick": Profile("quick", "cpu-64.yaml", ("train.epochs=1", "model.resolution=32"),
@@ -139,7 +140,7 @@ PROFILES: dict[str, Profile] = {
                                  "per class per task — exercises every table, numbers mean nothing"),
     "cpu-feat": Profile("cpu-feat", "cpu-feat.yaml", tables=FEATURE_TABLES,
                         description="feature_moe and its peers on frozen EfficientNet-Lite0 features, "
-                                    "configs/cpu-feat.yaml, sized for a 2-core CPU"),
+                                    "the cpu-feat profile, sized for a 2-core CPU"),
     "quick-feat": Profile("quick-feat", "cpu-feat.yaml", ("train.epochs=1", "model.resolution=64"),
                           Subsample(train=48, val=8, test_per_class=16), tables=FEATURE_TABLES,
                           description="smoke run of the feature tables — numbers mean nothing"),

@@ -54,7 +54,7 @@ the universal AE and with ours."""
 
 FEATURE_NOTES = {
     "feat1": ("Every feature method reads the same cached EfficientNet-Lite0 features (stages and resolution of "
-              "`configs/cpu-feat.yaml`) of the same split. PatchCore keeps 1 % of the training patches per bank "
+              "`the cpu-feat profile`) of the same split. PatchCore keeps 1 % of the training patches per bank "
               "(greedy coreset; anomalib's default is 10 %), scores the maximum patch distance; 1-NN scores the "
               "distance of the mean-pooled feature; neither trains. The pixel model is the paper's, at 64×64 "
               "with the cpu-64 profile's 40 epochs.",

@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
-
-#: The demo's settings: the paper's model at 64×64, a short schedule sized for 2 CPU cores.
-DEMO_OVERRIDES = (
-    "model.resolution=64",
-    "train.batch_size=32",
-    "train.lr=1.0e-3",
-)
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +14,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the synthetic data, the model and the report.")] = Path("demo_output"),
-        epochs: Annotated[int, typer.Option(help="Training epochs.")] = 25,
+        config: Annotated[str, typer.Option("--config", "-c", help="Profile name (cpu-feat, cpu-64) or a YAML file.")] = "cpu-feat",
+        epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default: the profile's).")] = None,
         n_train: Annotated[int, typer.Option(help="Synthetic training normals per task.")] = 160,
         seed: Annotated[int, typer.Option(help="Seed of the data and the training run.")] = 0,
     ) -> None:
@@ -42,10 +36,11 @@ def register(app: typer.Typer) -> None:
         console.print(f"1/3 writing synthetic phantoms of 5 tasks to {out / 'data'} …")
         manifest = write_synthetic_dataset(out / "data", n_train=n_train, n_test_normal=40,
                                            n_test_abnormal=40, size=128, seed=seed)
-        config = load_config(None, [*DEMO_OVERRIDES, f"train.epochs={epochs}", f"train.seed={seed}",
-                                    f"data.cache_dir={out / 'cache'}"])
-        console.print(f"2/3 training one model on all five tasks ({epochs} epochs) …")
-        train(config, [manifest], out / "run")
+        overrides = [f"train.seed={seed}", f"data.cache_dir={out / 'cache'}"]
+        run_config = load_config(config, [*overrides, *([f"train.epochs={epochs}"] if epochs else [])])
+        console.print(f"2/3 training one {run_config.model.architecture} model on all five tasks "
+                      f"({config} profile, {run_config.train.epochs} epochs) …")
+        train(run_config, [manifest], out / "run")
         console.print("3/3 evaluating on the held-out phantoms …")
         checkpoint = load_checkpoint(out / "run")
         data = collect(checkpoint, [manifest], split="test", cache_dir=out / "cache")

@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def train(
         out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write the model and logs to.")],
-        config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config, e.g. configs/cpu-64.yaml.")] = None,
+        config: Annotated[str, typer.Option("--config", "-c", help="Profile name (cpu-feat, cpu-64, paper-256) or a YAML file.")] = "cpu-feat",
         data: Annotated[Optional[list[str]], typer.Option("--data", "-d", help="Data root (standard dataset folders), folder with manifest.csv, or manifest CSV; repeatable. Default: $MEDMOE_DATA.")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field, e.g. --set train.epochs=5; repeatable.")] = None,
         epochs: Annotated[Optional[int], typer.Option(help="Shortcut for --set train.epochs=N.")] = None,

@@ -1,5 +1,10 @@
 """Run configuration: YAML files mapped onto dataclasses, with ``section.field=value`` overrides.
 
+Named profiles ship with the package (``src/medmoe/profiles/<name>.yaml``): ``cpu-feat`` (the default
+of ``medmoe train``: ``feature_moe`` on a frozen pretrained trunk), ``cpu-64`` (the paper's pixel model
+at 64×64 for a CPU) and ``paper-256`` (the paper's setting, for a GPU). ``--config`` takes a profile
+name or a path to a YAML file of one's own.
+
 A config file has up to three sections, each optional (defaults are the paper's settings)::
 
     model:   {resolution: 64, num_experts: 5, top_k: 5, hallucination: true, prompt: true}
@@ -109,18 +114,39 @@ class RunConfig:
         )
 
 
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
+DEFAULT_PROFILE = "cpu-feat"
+"""What ``medmoe train``, ``medmoe demo`` and the README's quick start use without ``--config``."""
+
+
+def profiles() -> list[str]:
+    """Names of the packaged profiles."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def config_path(name_or_path: str | Path) -> Path:
+    """The YAML file of a profile name (``cpu-feat``) or of a path; raise if it is neither."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = PROFILE_DIR / f"{name_or_path}.yaml"
+    if packaged.is_file():
+        return packaged
+    raise ConfigError(f"config '{name_or_path}' is neither a YAML file nor a profile "
+                      f"(profiles: {', '.join(profiles())})")
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
-    """Read a YAML config (or the defaults when ``path`` is None) and apply ``key=value`` overrides.
+    """Read a YAML config (or the built-in defaults, the paper's settings, when ``path`` is None) and
+    apply ``key=value`` overrides.
 
     Args:
-        path: YAML file.
+        path: a YAML file or a profile name (see :func:`profiles`).
         overrides: items like ``train.epochs=3`` or ``model.top_k=1``; values are parsed as YAML.
     """
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file '{path}' does not exist")
+        path = config_path(path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
