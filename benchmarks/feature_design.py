@@ -51,6 +51,7 @@ VARIANTS: dict[str, list[str]] = {
                              "model.error_quantile=0.9"],
     "retrieve_top10%_e10": ["model.feature_expert=retrieve", "train.epochs=10", "model.score_top_fraction=0.1"],
     "reconstruct_top10%": ["model.score_top_fraction=0.1"],
+    "hybrid_top10%": ["model.feature_expert=hybrid", "model.score_top_fraction=0.1"],
 }
 
 

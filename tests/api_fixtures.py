@@ -30,7 +30,8 @@ def save_tiny_model(run_dir: Path, *, prompt: bool = True, hallucination: bool =
     """Save an untrained model (5 experts, top-2) of the five default tasks into ``run_dir``: the pixel
     model at 32×32, or ``feature_moe`` (pretrained trunk, narrow bottleneck) at 64×64."""
     tasks = default_registry()
-    sizes = {"resolution": 32, "fc_width": 64} if architecture == "moe" else {"resolution": 64, "feature_width": 16}
+    sizes = {"resolution": 32, "fc_width": 64} if architecture == "moe" else \
+        {"resolution": 64, "feature_width": 16, "feature_expert": "retrieve", "score_top_fraction": 0.1}
     config = RunConfig(model=ModelConfig(architecture=architecture, top_k=2, prompt=prompt,
                                          hallucination=hallucination, **sizes))
     embeddings = prompt_embeddings_for(config, tasks)
@@ -38,6 +39,9 @@ def save_tiny_model(run_dir: Path, *, prompt: bool = True, hallucination: bool =
         config = with_text_dim(config, embeddings.shape[1])
     torch.manual_seed(0)
     model = create_model(config.model).eval()
+    if architecture != "moe":  # statistics and memories from a few random "normals"
+        features = model.prepare(torch.rand(2 * len(tasks), 1, config.model.resolution, config.model.resolution))
+        model.fit_data(features, torch.arange(len(tasks)).repeat(2), embeddings, seed=0)
     save_checkpoint(run_dir, model=model, config=config, tasks=tasks, prompt_embeddings=embeddings,
                     thresholds=THRESHOLDS, info={"note": "untrained test model"})
     return run_dir

@@ -88,6 +88,49 @@ def test_prompt_changes_routing_and_no_prompt_ignores_it() -> None:
     assert torch.equal(plain.forward_prepared(feats, None).score, plain.forward_prepared(feats, torch.randn(2, 384)).score)
 
 
+def test_retrieval_experts_measure_distance_to_their_own_tasks_memory(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from medmoe.model.memory import patches
+
+    model = small(feature_expert="retrieve", num_experts=3, top_k=3).eval()
+    train = model.prepare(torch.rand(6, 1, 64, 64))
+    tasks = torch.tensor([0, 0, 1, 1, 0, 1])
+    model.fit_data(train, tasks, None, seed=0)
+    assert model.memory_counts.tolist()[2] == model.memory_counts.tolist()[0]  # expert 2 remembers task 0
+    query = model.prepare(torch.rand(2, 1, 64, 64))
+    errors = model.retrieval_errors(query)  # (B, N, h, w)
+    q = patches(query)
+    start = 0
+    for k, count in enumerate(model.memory_counts.tolist()):
+        bank = model.memory[start:start + count]
+        brute = torch.cdist(q, bank).min(dim=-1).values.square() / query.shape[1]
+        assert torch.allclose(errors[:, k].flatten(1), brute, rtol=1e-3, atol=1e-4)
+        start += count
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "m.safetensors")
+    fresh = small(feature_expert="retrieve", num_experts=3, top_k=3).eval()
+    fresh.load_state_dict(load_file(tmp_path / "m.safetensors"))
+    text = torch.randn(2, 384)
+    assert torch.equal(model.forward_prepared(query, text).score, fresh.forward_prepared(query, text).score)
+
+
+def test_hybrid_averages_the_discounted_reconstruction_and_the_scaled_retrieval_error() -> None:
+    model = small(feature_expert="hybrid", score_top_fraction=0.0)
+    train = model.prepare(torch.rand(10, 1, 64, 64))
+    model.fit_data(train, torch.arange(5).repeat(2), None, seed=0)
+    assert float(model.retrieval_scale) > 0 and len(model.memory) > 0
+    model.eval()
+    query, text = model.prepare(torch.rand(2, 1, 64, 64)), torch.randn(2, 384)
+    out = model.forward_prepared(query, text)
+    reconstruct_only = small(feature_expert="reconstruct", score_top_fraction=0.0)
+    reconstruct_only.load_state_dict(model.state_dict(), strict=False)
+    reconstruct_only.eval()
+    rec = reconstruct_only.forward_prepared(query, text).anomaly_map
+    ret = torch.einsum("bn,bnhw->bhw", out.router_weights, model.retrieval_errors(query)).unsqueeze(1)
+    ret = torch.nn.functional.interpolate(ret / model.retrieval_scale, size=(64, 64), mode="bilinear", align_corners=False)
+    assert torch.allclose(out.anomaly_map, 0.5 * (rec + ret), rtol=1e-4, atol=1e-6)
+
+
 def test_top_fraction_score_is_the_mean_of_the_largest_values() -> None:
     amap = torch.arange(100, dtype=torch.float32).view(1, 1, 10, 10)
     assert float(top_fraction_mean(amap, 0.05)) == pytest.approx(np.mean([95, 96, 97, 98, 99]))
@@ -113,9 +156,8 @@ MIN_AUROC = 0.6
 @pytest.mark.slow
 def test_short_training_on_trunk_features_detects_phantom_lesions(tmp_path: Path) -> None:
     data = synthetic(tmp_path / "data", n_train=60, n_test=20)
-    config = load_config("cpu-feat",
-                         ["model.resolution=64", "train.epochs=15", "train.batch_size=32",
-                          f"data.cache_dir={tmp_path / 'cache'}"])
+    config = load_config("cpu-feat", ["model.resolution=64", "train.epochs=10", "train.batch_size=32",
+                                      f"data.cache_dir={tmp_path / 'cache'}"])  # the default profile
     train(config, [data], tmp_path / "run", progress=False)
     assert (tmp_path / "cache" / "features").is_dir()  # trunk features were cached
     checkpoint = load_checkpoint(tmp_path / "run")

@@ -46,8 +46,9 @@ class ModelConfig:
         feature_error: per-location error of a reconstructed feature map: ``mse`` or ``cosine``.
         feature_expert: what ``feature_moe``'s experts do: ``reconstruct`` the feature map from the
             shared bottleneck, or ``retrieve`` each location's nearest normal patch from the expert's
-            memory (expert ``k`` remembers task ``k mod T``'s training patches); either way each
-            expert also predicts its hallucination map from the bottleneck.
+            memory (expert ``k`` remembers task ``k mod T``'s training patches), or ``hybrid``: both,
+            their errors averaged at inference; each expert also predicts its hallucination map from
+            the bottleneck.
         error_quantile: the error temperature of ``feature_moe`` is this quantile of the training
             normals' errors (Eq. 5 can only switch the hallucination map on where ``e > 1``).
         score_top_fraction: image score = mean of the largest share of the anomaly map; 0 is the
@@ -86,10 +87,9 @@ class ModelConfig:
             raise ConfigError(f"encoder_channels needs 4 entries, got {self.encoder_channels}")
         if not 1 <= self.top_k <= self.num_experts:
             raise ConfigError(f"top_k must be in 1..num_experts={self.num_experts}, not {self.top_k}")
-        if self.feature_expert not in ("reconstruct", "retrieve"):
-            raise ConfigError(f"feature_expert must be 'reconstruct' or 'retrieve', not {self.feature_expert!r}")
-        if self.feature_expert == "retrieve" and self.feature_error != "mse":
-            raise ConfigError("feature_expert: retrieve measures squared distances: set feature_error: mse")
+        if self.feature_expert not in ("reconstruct", "retrieve", "hybrid"):
+            raise ConfigError("feature_expert must be 'reconstruct', 'retrieve' or 'hybrid', "
+                              f"not {self.feature_expert!r}")
         if self.feature_error not in ("mse", "cosine"):
             raise ConfigError(f"feature_error must be 'mse' or 'cosine', not {self.feature_error!r}")
         for name, value in (("feature_dropout", self.feature_dropout), ("error_quantile", self.error_quantile),

@@ -16,6 +16,11 @@ normals ``z = (F − m) / s``. The rest is the paper's model (§3) moved into fe
   task ``k mod T``'s training normals, a 1 % greedy coreset as PatchCore keeps), and the mixed error is
   ``Σ s_k d(z, mu_k)``; the experts still predict ``sigma_k`` from ``b``, so the hallucination map is a
   learned allowance for where normal patches sit far from every remembered one (boundaries);
+- ``feature_expert: hybrid`` does both: the experts reconstruct (trained as above), and at inference
+  each location's retrieval error, divided by its median on training normals, is averaged with the
+  hallucination-discounted reconstruction error. The memory has nothing to learn, so training skips
+  its search (the costliest part of a step). Reconstruction and retrieval fail on different tasks
+  (``benchmarks/results/feature-design.md``), which is why the two are combined;
 - **error** per location ``e = d(z, mu) / T`` with ``d`` the mean squared error over channels
   (``feature_error: mse``) or ``1 − cos`` (``cosine``), and ``T`` a temperature: the running
   ``error_quantile`` of ``d`` on training normals (a buffer updated like batch-norm statistics, fixed
@@ -49,6 +54,8 @@ from medmoe.model.trunk import FrozenTrunk, trunk_identity
 
 ERROR_MOMENTUM = 0.05
 """Update rate of the running error temperature (per training step)."""
+HYBRID_SCALE_IMAGES = 64
+"""Training normals per task whose retrieval errors set the hybrid's retrieval scale."""
 
 
 def top_fraction_mean(amap: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -59,7 +66,7 @@ def top_fraction_mean(amap: torch.Tensor, fraction: float) -> torch.Tensor:
     flat = amap.flatten(1)
     if fraction <= 0 or fraction >= 1:
         return flat.mean(dim=1)
-    k = max(1, round(fraction * flat.shape[1]))
+    k = max(1, round(fraction * int(flat.shape[1])))  # a constant when traced for ONNX (fixed resolution)
     return flat.topk(k, dim=1).values.mean(dim=1)
 
 
@@ -130,12 +137,13 @@ class FeatureMoE(AnomalyModel):
         self.register_buffer("feature_mean", torch.zeros(d))
         self.register_buffer("feature_std", torch.ones(d))
         self.register_buffer("error_scale", torch.ones(()))
+        self.register_buffer("retrieval_scale", torch.ones(()))
         self.encoder = FeatureEncoder(d, e, config.latent_dim, config.feature_dropout)
         self.prompt_encoder = PromptEncoder(config) if config.prompt else None
         router_in = config.latent_dim + (config.prompt_dim if config.prompt else 0)
         self.router = Router(router_in, config.num_experts, config.top_k)
-        self.retrieve = config.feature_expert == "retrieve"
-        decoded = 0 if self.retrieve else d
+        self.retrieve = config.feature_expert in ("retrieve", "hybrid")
+        decoded = 0 if config.feature_expert == "retrieve" else d
         self.experts = (FeatureExpertBank(config.num_experts, e, max(e // 2, 8), decoded, config.hallucination)
                         if decoded or config.hallucination else None)
         self.register_buffer("memory", torch.zeros(0, d))
@@ -165,6 +173,11 @@ class FeatureMoE(AnomalyModel):
             banks.append(points[greedy_coreset(points, max(1, int(len(points) * COVERAGE)), seed=seed + k)])
         self.memory = torch.cat(banks).contiguous()
         self.memory_counts = torch.tensor([len(b) for b in banks], dtype=torch.long)
+        if self.config.feature_expert == "hybrid":  # the retrieval error's scale: its training-normal median
+            rows = torch.cat([torch.nonzero(task_ids == t).flatten()[:HYBRID_SCALE_IMAGES] for t in range(n_tasks)])
+            errors = torch.cat([self.retrieval_errors(inputs[rows[i:i + 32]]) for i in range(0, len(rows), 32)])
+            own = errors[torch.arange(len(rows)), task_ids[rows]]  # each image against its own task's expert
+            self.retrieval_scale.copy_(own.flatten().median().clamp_min(1e-8))
 
     def standardise(self, features: torch.Tensor) -> torch.Tensor:
         """``(F − m) / s`` per channel, ``(B, D, h, w)``."""
@@ -196,7 +209,7 @@ class FeatureMoE(AnomalyModel):
         b, v = self.encoder(z)
         logits, weights = self.router(self.router_input(v, text_embedding))
         mixed = self.experts.mix(b, weights) if self.experts is not None else None
-        if self.retrieve:
+        if self.config.feature_expert == "retrieve":
             raw = torch.einsum("bn,bnhw->bhw", weights, self.retrieval_errors(inputs)).unsqueeze(1)
             u = mixed
         else:
@@ -209,6 +222,9 @@ class FeatureMoE(AnomalyModel):
                 self.error_scale.lerp_(q.clamp_min(1e-8), ERROR_MOMENTUM)
         e = raw / self.error_scale
         amap = e if u is None else e * torch.exp(-u.square())
+        if self.config.feature_expert == "hybrid" and not self.training:
+            retrieved = torch.einsum("bn,bnhw->bhw", weights, self.retrieval_errors(inputs)).unsqueeze(1)
+            amap = 0.5 * (amap + retrieved / self.retrieval_scale)
         size = self.config.resolution
         up = F.interpolate(amap, size=(size, size), mode="bilinear", align_corners=False)
         u_up = None if u is None else F.interpolate(u, size=(size, size), mode="bilinear", align_corners=False)
