@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", type=Path, help="a run folder (model.json + model.safetensors + manifests/)")
     parser.add_argument("--out", type=Path, help="Markdown file to write (default: print only)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--per-class", type=int, default=100,
+                        help="score at most this many normal and abnormal test images per task (seeded; 0: all)")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -42,7 +44,20 @@ def main(argv: list[str] | None = None) -> int:
     if checkpoint.prompt_embeddings is None:
         print("this model uses no prompt: nothing to measure", file=sys.stderr)
         return 2
-    data = collect(checkpoint, run_manifests(args.run), progress=False)
+    manifests = run_manifests(args.run)
+    if args.per_class:
+        from medmoe.data.manifest import Manifest
+
+        rng = np.random.default_rng(0)
+        keep = []
+        for m in manifests:
+            for task in m.tasks:
+                for label in (0, 1):
+                    rows = [s for s in m.select(split="test", task=task) if s.label == label
+                            and "other_source" not in s.flags]
+                    keep += [rows[i] for i in sorted(rng.permutation(len(rows))[:args.per_class])]
+        manifests = [Manifest(root=m.root, samples=[s for s in m.samples if s in keep]) for m in manifests]
+    data = collect(checkpoint, manifests, progress=False)
     primary = np.array(["other_source" not in s.flags for s in data.samples])
     inputs = prepared_inputs(checkpoint.model, data.batch.images, cache_dir=default_cache_dir(), progress=False)
     task_idx = data.batch.task_indices.numpy()
@@ -67,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(rows, [("task", "Task", ""), ("tv", "router weights moved (TV, right → wrong prompt)", ""),
                                   ("ratio", "score ratio wrong / right (median)", ""),
                                   ("auc_right", "AUROC, right prompt", ""), ("auc_wrong", "AUROC, wrong prompts (mean)", "")])
-    text = (f"# Prompt effect: `{args.run}`\n\nEach task's test images (primary view) scored with their own "
-            f"prompt and with each of the other {len(tasks) - 1}. Written by `benchmarks/prompt_effect.py {args.run}`.\n\n"
+    subset = f"at most {args.per_class} normal and {args.per_class} abnormal (seeded)" if args.per_class else "all"
+    text = (f"# Prompt effect: `{args.run}`\n\nEach task's test images (primary view; {subset} per task) scored "
+            f"with their own prompt and with each of the other {len(tasks) - 1}. Written by "
+            f"`python benchmarks/prompt_effect.py {args.run} --per-class {args.per_class}`.\n\n"
             f"{table}\n")
     print(text)
     if args.out:

@@ -172,3 +172,25 @@ def test_task_channels_that_differ_from_the_model_are_a_config_error(data, tmp_p
     with pytest.raises(ConfigError, match=r"task channels \(colour_ct: 3\) differ from model.in_channels=1"):
         train(config, [colour], tmp_path / "r", progress=False)
     assert not (tmp_path / "r" / "model.json").exists()
+
+
+def test_profiles_ship_with_the_package_and_cpu_feat_is_the_default(tmp_path: Path, capsys, monkeypatch) -> None:
+    import sys
+
+    from medmoe.cli import main
+    from medmoe.engine.config import DEFAULT_PROFILE, config_path, profiles
+
+    assert {"cpu-feat", "cpu-64", "paper-256"} <= set(profiles()) and DEFAULT_PROFILE == "cpu-feat"
+    feat = load_config("cpu-feat")
+    assert feat.model.architecture == "feature_moe" and feat.model.feature_expert == "hybrid"
+    assert load_config("cpu-64").model.architecture == "moe"
+    own = tmp_path / "mine.yaml"
+    own.write_text("train: {epochs: 3}\n")
+    assert load_config(own).train.epochs == 3
+    with pytest.raises(ConfigError, match="neither a YAML file nor a profile .*cpu-feat"):
+        config_path("cpu-999")
+    monkeypatch.setattr(sys, "argv", ["medmoe", "train", "--help"])
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        main()
+    assert "default: cpu-feat" in " ".join(capsys.readouterr().out.split())
