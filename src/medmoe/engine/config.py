@@ -132,6 +132,8 @@ def config_path(name_or_path: str | Path) -> Path:
     packaged = PROFILE_DIR / f"{name_or_path}.yaml"
     if packaged.is_file():
         return packaged
+    if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        raise ConfigError(f"config file '{path}' does not exist")
     raise ConfigError(f"config '{name_or_path}' is neither a YAML file nor a profile "
                       f"(profiles: {', '.join(profiles())})")
 
