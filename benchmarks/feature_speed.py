@@ -5,7 +5,8 @@
 folder (e.g. ``feature_moe`` and ``patchcore`` runs of ``benchmarks/run.py --profile cpu-feat``):
 
 - trunk extraction, images/s at the run's resolution (batch 64, torch eager);
-- the run's training time (``model.json`` ``info.train_seconds``, epochs, seconds per epoch);
+- the run's training time (``model.json`` ``info.train_seconds``: the epochs) and, for a benchmark run,
+  its whole wall time (``done.json``: trunk features, memories, training, thresholds, evaluation);
 - scoring throughput in images/s at batch 64 and batch-1 latency (median of ``--rounds`` timed rounds
   after one warm-up) for the torch model and, exported with ``medmoe export``, for onnxruntime — the
   model alone on preprocessed tensors, so file decoding and overlays are excluded;
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", type=Path, nargs="+")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--note", default="", help="conditions to state in the output (e.g. other load)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cpu-feat" / "speed.md")
     args = parser.parse_args(argv)
 
@@ -78,10 +80,13 @@ def main(argv: list[str] | None = None) -> int:
                                           args.rounds * 4)
         info = checkpoint.info
         epochs = info.get("epochs") if info.get("best_epoch") else 0
+        done = run / "done.json"  # a benchmark run: its wall time, memory fit and evaluation included
+        wall = json.loads(done.read_text()).get("seconds_this_session") if done.is_file() else None
         rows.append({
             "run": f"{config.model.architecture} (`{run}`)",
             "trunk": f"{64 / trunk:.0f}",
-            "train": f"{info.get('train_seconds', float('nan')):.0f} s" + (f" / {epochs} epochs" if epochs else " (memory fit)"),
+            "train": (f"{info.get('train_seconds', float('nan')):.0f} s / {epochs} epochs" if epochs else "memory fit")
+                     + (f"; run {wall:.0f} s" if wall else ""),
             "torch64": f"{64 / batch:.0f}", "torch1": f"{1000 * single:.1f}",
             "onnx64": f"{64 / onnx_batch:.0f}", "onnx1": f"{1000 * onnx_single:.1f}",
         })
@@ -98,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{names[0] if names else cpu}, {args.threads} torch thread(s), torch {torch.__version__}. Medians of "
             f"{args.rounds} rounds (batch 1: {args.rounds * 4}) after a warm-up; the model alone on preprocessed "
             f"tensors (no decoding, no overlays). Peak resident memory of the process: {peak:.0f} MiB. "
-            "Training time is the run's own (`model.json`), on whatever else the machine was doing then.\n\n"
+            "Training time is the run's own (`model.json`), on whatever else the machine was doing then."
+            f"{' ' + args.note if args.note else ''}\n\n"
             f"{table}\n")
     print(text)
     atomic_write_text(args.out, text)

@@ -146,13 +146,15 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
     # the frozen part (a pretrained trunk) runs once per image, cached; training sees its output
     train_data = _prepared(model, train_data, cache_dir, dist, progress)
     val_data = _prepared(model, val_data, cache_dir, dist, progress)
+    fit_started = time.perf_counter()
     if not resume:  # feature statistics and memories (a resumed run has them in its state)
         model.fit_data(train_data.images.to(dist.device), train_data.task_indices.to(dist.device),
                        None if embeddings is None else embeddings.to(dist.device), seed=tc.seed)
     if dist.is_main:
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     if not any(p.requires_grad for p in model.parameters()):
-        return _memory_model_checkpoint(config, model, tasks, embeddings, train_data, val_data, run_dir, dist)
+        return _memory_model_checkpoint(config, model, tasks, embeddings, train_data, val_data, run_dir, dist,
+                                        seconds=time.perf_counter() - fit_started)
     optimizer = make_optimizer(model, tc, dist.device)
     state = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "history": [], "seconds": 0.0,
              "best_state": None}
@@ -197,11 +199,12 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
                                                          {}, state["seconds"], state["history"])
 
 
-def _memory_model_checkpoint(config: RunConfig, model: nn.Module, tasks: TaskRegistry, embeddings: torch.Tensor | None,
-                      train_data: Batch, val_data: Batch, run_dir: Path, dist: DistInfo) -> TrainResult:
+def _memory_model_checkpoint(config: RunConfig, model: nn.Module, tasks: TaskRegistry,
+                             embeddings: torch.Tensor | None, train_data: Batch, val_data: Batch, run_dir: Path,
+                             dist: DistInfo, *, seconds: float) -> TrainResult:
     """A model without trainable parameters (PatchCore, feature 1-NN), its memory filled by
     ``fit_data``: fit thresholds and write the checkpoint (rank 0)."""
-    state = {"epoch": 0, "best_val_loss": math.nan, "best_epoch": 0, "history": [], "seconds": 0.0,
+    state = {"epoch": 0, "best_val_loss": math.nan, "best_epoch": 0, "history": [], "seconds": seconds,
              "best_state": None}
     result = None
     if dist.is_main:
