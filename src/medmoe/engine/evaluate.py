@@ -213,7 +213,9 @@ def write_figures(checkpoint: Checkpoint, data: EvaluationData, folder: str | Pa
             x_hat = preds.reconstructions.mean(axis=1)
             low, high = checkpoint.config.model.value_range
             error = ((gray - x_hat) * (high - low)) ** 2  # in the model's range, like the anomaly map
-        else:  # a feature model: its error before the hallucination discount, on the image grid
+        else:  # a feature model: the map with the hallucination discount undone, on the image grid (the
+            # error itself for reconstruct/retrieve experts; for hybrid ones, whose map also averages in
+            # the undiscounted retrieval error, an upper bound of it)
             x_hat = None
             error = preds.anomaly_maps * (1.0 if u is None else np.exp(u**2))
         titles = [f"{'abnormal' if labels[r] else 'normal'} · score {scores[r]:.4f}" for r in rows_arr]
