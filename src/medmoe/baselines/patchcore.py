@@ -28,7 +28,8 @@ from medmoe.errors import ConfigError
 from medmoe.model.base import AnomalyModel
 from medmoe.model.config import ModelConfig
 from medmoe.model.losses import LossParts
-from medmoe.model.memory import COVERAGE, FAR, gaussian_blur, greedy_coreset, nearest_distance, patches
+from medmoe.model.memory import (COVERAGE, FAR, gaussian_blur, greedy_coreset, nearest_distance, patches,
+                                 resize_to_stored)
 from medmoe.model.output import ModelOutput
 from medmoe.model.registry import register_model
 from medmoe.model.trunk import FrozenTrunk, trunk_identity
@@ -96,7 +97,7 @@ class MemoryModel(AnomalyModel):
                 raise ConfigError(f"{self.config.architecture} with model.prompt: true needs the tasks' prompts")
             self.task_embeddings = F.normalize(task_embeddings.float(), dim=1)
 
-    def penalty(self, text_embedding: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    def penalty(self, text_embedding: torch.Tensor | None) -> torch.Tensor | None:
         """``(B, m)``: :data:`FAR` on memory rows of other tasks than the prompt's nearest task."""
         if not self.config.prompt:
             return None
@@ -111,10 +112,7 @@ class MemoryModel(AnomalyModel):
         raise NotImplementedError(f"{self.config.architecture} is fitted with fit_data, not by gradient")
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        for name in ("memory", "memory_task", "task_embeddings"):
-            stored = state_dict.get(prefix + name)
-            if stored is not None:
-                setattr(self, name, torch.empty_like(stored))
+        resize_to_stored(self, state_dict, prefix, ("memory", "memory_task", "task_embeddings"))
         super()._load_from_state_dict(state_dict, prefix, *args)
 
 
@@ -130,7 +128,7 @@ class PatchCore(MemoryModel):
     def forward_prepared(self, inputs: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
         """Score trunk features ``(B, D, h, w)``: max patch distance, smoothed distance map."""
         b, _, h, w = inputs.shape
-        dist = nearest_distance(patches(inputs), self.memory, self.penalty(text_embedding, b))  # (B, h·w)
+        dist = nearest_distance(patches(inputs), self.memory, self.penalty(text_embedding))  # (B, h·w)
         size = self.config.resolution
         maps = F.interpolate(dist.view(b, 1, h, w), size=(size, size), mode="bilinear", align_corners=False)
         return ModelOutput(x_hat=None, u=None, anomaly_map=gaussian_blur(maps, sigma=4.0),
@@ -149,7 +147,7 @@ class FeatureNN(MemoryModel):
         (the map is that distance everywhere: an image-level method does not localise)."""
         b = inputs.shape[0]
         pooled = self.entries(inputs)  # (B, 1, D)
-        score = nearest_distance(pooled, self.memory, self.penalty(text_embedding, b))[:, 0]
+        score = nearest_distance(pooled, self.memory, self.penalty(text_embedding))[:, 0]
         size = self.config.resolution
         return ModelOutput(x_hat=None, u=None, anomaly_map=score.view(b, 1, 1, 1).expand(b, 1, size, size),
                            score=score, router_weights=None, router_logits=None, features=pooled[:, 0])

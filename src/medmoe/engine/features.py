@@ -7,7 +7,7 @@ each image's feature map on disk so a second run (another seed, another ablation
 
 Cache key: SHA-256 of the preprocessed image as the trunk sees it (its ``float16`` bytes, which
 already carry the file's content, resolution, channels and intensity window) together with the
-trunk's identity (:meth:`identity` of the frozen part: variant, stages, weight checksum) and
+trunk's identity (the model's ``frozen_identity()``: trunk variant and stages) and
 :data:`FEATURE_VERSION`; entries are ``float16`` ``.npy`` files under ``<cache_dir>/features/``,
 written atomically, so changing any of those misses the cache and nothing stale is ever read. An
 unreadable entry or one of the wrong shape is recomputed. Models without a frozen part get their

@@ -152,7 +152,7 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
                        None if embeddings is None else embeddings.to(dist.device), seed=tc.seed)
     if dist.is_main:
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-    if not any(p.requires_grad for p in model.parameters()):
+    if not model.trains_by_gradient():
         return _memory_model_checkpoint(config, model, tasks, embeddings, train_data, val_data, run_dir, dist,
                                         seconds=time.perf_counter() - fit_started)
     optimizer = make_optimizer(model, tc, dist.device)
@@ -199,7 +199,7 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
                                                          {}, state["seconds"], state["history"])
 
 
-def _memory_model_checkpoint(config: RunConfig, model: nn.Module, tasks: TaskRegistry,
+def _memory_model_checkpoint(config: RunConfig, model: AnomalyModel, tasks: TaskRegistry,
                              embeddings: torch.Tensor | None, train_data: Batch, val_data: Batch, run_dir: Path,
                              dist: DistInfo, *, seconds: float) -> TrainResult:
     """A model without trainable parameters (PatchCore, feature 1-NN), its memory filled by
@@ -317,7 +317,7 @@ def fit_thresholds(model: nn.Module, data: Batch, text: torch.Tensor | None, tas
     return thresholds
 
 
-def _finish(config: RunConfig, model: nn.Module, tasks: TaskRegistry, embeddings: torch.Tensor | None,
+def _finish(config: RunConfig, model: AnomalyModel, tasks: TaskRegistry, embeddings: torch.Tensor | None,
             state: dict[str, Any], val_data: Batch, train_data: Batch, run_dir: Path,
             device: torch.device) -> TrainResult:
     """Restore the selected weights, fit thresholds on validation normals, write the checkpoint."""
@@ -345,8 +345,8 @@ def _finish(config: RunConfig, model: nn.Module, tasks: TaskRegistry, embeddings
                        state["history"])
 
 
-def _selection_rule(config: RunConfig, model: nn.Module) -> str:
-    if not any(p.requires_grad for p in model.parameters()):
+def _selection_rule(config: RunConfig, model: AnomalyModel) -> str:
+    if not model.trains_by_gradient():
         return "no training: a memory of the training normals"
     return "lowest validation loss (Eq. 6) over epochs" if config.train.selection == "val_loss" else "the last epoch"
 

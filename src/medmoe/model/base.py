@@ -40,6 +40,10 @@ class AnomalyModel(nn.Module):
         """A string identifying :meth:`prepare` for the feature cache; ``None``: nothing to cache."""
         return None
 
+    def trains_by_gradient(self) -> bool:
+        """Whether the model has trainable parameters (memory models are fitted by :meth:`fit_data` alone)."""
+        return any(p.requires_grad for p in self.parameters())
+
     def fit_data(self, inputs: torch.Tensor, task_ids: torch.Tensor, task_embeddings: torch.Tensor | None,
                  seed: int = 0) -> None:
         """Take statistics or memories from the training normals' prepared ``inputs`` and task indices

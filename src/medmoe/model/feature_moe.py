@@ -46,7 +46,7 @@ from medmoe.errors import ConfigError
 from medmoe.model.base import AnomalyModel
 from medmoe.model.config import ModelConfig
 from medmoe.model.losses import LossParts, routing_loss
-from medmoe.model.memory import COVERAGE, greedy_coreset, nearest_distance, patches
+from medmoe.model.memory import COVERAGE, greedy_coreset, nearest_distance, patches, resize_to_stored
 from medmoe.model.output import ModelOutput
 from medmoe.model.prompt import PromptEncoder
 from medmoe.model.router import Router, router_input
@@ -242,9 +242,7 @@ class FeatureMoE(AnomalyModel):
         return router_input(v, self.prompt_encoder, text_embedding, self.config.router_norm)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        stored = state_dict.get(prefix + "memory")
-        if stored is not None:  # the memory's size is known only once filled
-            self.memory = torch.empty_like(stored)
+        resize_to_stored(self, state_dict, prefix, ("memory",))
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def loss(self, out: ModelOutput, inputs: torch.Tensor, task_ids: torch.Tensor,

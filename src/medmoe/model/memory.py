@@ -6,8 +6,10 @@ Shared by the retrieval experts of ``feature_moe`` and by the PatchCore and 1-NN
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import torch
+from torch import nn
 import torch.nn.functional as F
 
 COVERAGE = 0.01
@@ -70,3 +72,13 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     padded = F.pad(maps, (radius, radius, radius, radius), mode="reflect")
     out = F.conv2d(padded, kernel.view(1, 1, 1, -1))
     return F.conv2d(out, kernel.view(1, 1, -1, 1))
+
+
+def resize_to_stored(module: nn.Module, state_dict: Mapping[str, torch.Tensor], prefix: str,
+                     names: Sequence[str]) -> None:
+    """Give ``module``'s buffers ``names`` the shapes stored in ``state_dict`` (call from
+    ``_load_from_state_dict``): a memory's size is known only once it has been filled."""
+    for name in names:
+        stored = state_dict.get(prefix + name)
+        if stored is not None:
+            setattr(module, name, torch.empty_like(stored))
