@@ -10,10 +10,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from medmoe.data.synthetic import write_synthetic_dataset
+from medmoe.data.synthetic import make_phantom, write_synthetic_dataset
+from medmoe.data.transforms import preprocess_image
+from medmoe.engine.calibrate import calibrate, fit_scope
 from medmoe.engine.checkpoint import save_checkpoint
 from medmoe.engine.config import RunConfig, with_text_dim
 from medmoe.engine.train import prompt_embeddings_for
@@ -25,10 +28,21 @@ from medmoe.tasks import default_registry
 THRESHOLDS = {"chest_xray": 0.05, "brain_mri": 0.05, "fundus": 0.05, "breast_us": 0.05, "head_ct": math.nan}
 
 
+def phantom_batch(resolution: int, per_task: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_task`` normal 48×48 phantoms of each default task (as :func:`phantoms` draws them), preprocessed
+    to ``(5·per_task, 1, R, R)``, and their task indices."""
+    rng = np.random.default_rng(seed)
+    ids = default_registry().ids
+    images = [preprocess_image(make_phantom(t, rng, size=48)[0], 1, resolution) for t in ids for _ in range(per_task)]
+    return torch.from_numpy(np.stack(images)), torch.arange(len(ids)).repeat_interleave(per_task)
+
+
 def save_tiny_model(run_dir: Path, *, prompt: bool = True, hallucination: bool = True,
-                    architecture: str = "moe") -> Path:
+                    architecture: str = "moe", calibrated: bool = True) -> Path:
     """Save an untrained model (5 experts, top-2) of the five default tasks into ``run_dir``: the pixel
-    model at 32×32, or ``feature_moe`` (pretrained trunk, narrow bottleneck) at 64×64."""
+    model at 32×32, or ``feature_moe`` (pretrained trunk, narrow bottleneck) at 64×64. ``calibrated``:
+    with a scope head fitted on 8 phantoms per task and p-values on 19 more (smallest p 0.05) (none for head_ct, whose
+    threshold is undefined), as training writes them."""
     tasks = default_registry()
     sizes = {"resolution": 32, "fc_width": 64} if architecture == "moe" else \
         {"resolution": 64, "feature_width": 16, "feature_expert": "retrieve", "score_top_fraction": 0.1}
@@ -42,8 +56,21 @@ def save_tiny_model(run_dir: Path, *, prompt: bool = True, hallucination: bool =
     if architecture != "moe":  # statistics and memories from a few random "normals"
         features = model.prepare(torch.rand(2 * len(tasks), 1, config.model.resolution, config.model.resolution))
         model.fit_data(features, torch.arange(len(tasks)).repeat(2), embeddings, seed=0)
+    scope = calibration = None
+    if calibrated:
+        train_x, train_t = phantom_batch(config.model.resolution, 8, seed=1)
+        calib_x, calib_t = phantom_batch(config.model.resolution, 19, seed=2)
+        keep = calib_t != tasks.index("head_ct")
+        calib_x, calib_t = calib_x[keep], calib_t[keep]
+        with torch.no_grad():
+            scores = model(calib_x, None if embeddings is None else embeddings[calib_t]).score.numpy()
+        prepare = model.prepare
+        scope = fit_scope(model, config.model, prepare(train_x), train_t, len(tasks))
+        calibration = calibrate(model, config.model, scope, tasks.ids, prepare(calib_x), calib_t, scores,
+                                train_inputs=prepare(train_x), train_task_indices=train_t)
     save_checkpoint(run_dir, model=model, config=config, tasks=tasks, prompt_embeddings=embeddings,
-                    thresholds=THRESHOLDS, info={"note": "untrained test model"})
+                    thresholds=THRESHOLDS, info={"note": "untrained test model"}, scope=scope,
+                    calibration=calibration)
     return run_dir
 
 

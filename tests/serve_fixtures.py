@@ -21,7 +21,7 @@ def tiny_model(factory: pytest.TempPathFactory) -> Path:
     on it for one epoch in ``<data>/run``; built once per session, shared by both serve test files."""
     if "root" not in _BUILT:
         root = factory.mktemp("serve-model")
-        manifest = write_synthetic_dataset(root, n_train=6, n_test_normal=1, n_test_abnormal=1, size=64, seed=0)
+        manifest = write_synthetic_dataset(root, n_train=24, n_test_normal=1, n_test_abnormal=1, size=64, seed=0)
         train(load_config(None, [*TINY, f"data.cache_dir={root / 'cache'}"]), [manifest], root / "run",
               progress=False)
         _BUILT["root"] = root

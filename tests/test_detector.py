@@ -69,12 +69,14 @@ def test_predict_a_file_with_a_task(detector: Detector, tiny_run: Path, gray_png
     result = detector.predict(gray_png, task="brain_mri")
     assert isinstance(result, DetectionResult)
     assert result.task == "brain_mri" and result.prompt == "Brain MRI slice." and result.prompt_similarity == 1.0
-    assert result.source == str(gray_png) and result.warnings == []
+    # a flat gray rectangle resembles none of the tasks' normals: said, and the decision says so
+    assert result.source == str(gray_png) and result.out_of_scope and result.resembles is None
+    assert len(result.warnings) == 1 and "resembles none of the trained tasks" in result.warnings[0]
+    assert result.decision == "out_of_scope"
     assert result.image.shape == result.anomaly_map.shape == result.hallucination_map.shape == (40, 56)
     assert (result.anomaly_map >= 0).all() and (result.hallucination_map >= 0).all()
-    assert result.threshold == THRESHOLDS["brain_mri"]
-    assert result.is_anomalous == (result.score > result.threshold)
-    assert result.decision == ("anomalous" if result.is_anomalous else "normal")
+    assert result.threshold == detector.spec.calibration.threshold("brain_mri", 0.05)[0]
+    assert result.is_anomalous == (result.score > result.threshold) == (result.p_value <= result.fpr)
     # exactly what the network gives for the training preprocessing of this file
     stored = detector.spec.prompt_embeddings[detector.tasks.index("brain_mri")]
     score, weights = _model_outputs(tiny_run, preprocess_image(read_image(gray_png), 1, 32), stored)
@@ -88,9 +90,10 @@ def test_predict_a_file_with_a_task(detector: Detector, tiny_run: Path, gray_png
 def test_to_dict_is_json_without_arrays(detector: Detector, gray_png: Path) -> None:
     data = detector.predict(gray_png, task="head_ct").to_dict()
     text = json.dumps(data, allow_nan=False)  # head_ct has no threshold: None, not NaN
-    assert data["threshold"] is None and data["decision"] == "undetermined" and data["is_anomalous"] is False
+    assert data["threshold"] is None and data["p_value"] is None and data["is_anomalous"] is False
+    assert data["decision"] == "out_of_scope" and data["out_of_scope"] is True  # a flat gray rectangle
     assert data["image_size"] == {"height": 40, "width": 56} and len(data["expert_weights"]) == 5
-    assert "anomaly_map" not in text and "no threshold" in data["warnings"][0]
+    assert "anomaly_map" not in text and any("no threshold" in w for w in data["warnings"])
 
 
 def test_arrays_are_accepted_like_files(detector: Detector, gray_png: Path) -> None:
@@ -149,8 +152,9 @@ def test_free_text_prompt_is_routed_with_its_own_embedding(detector: Detector, t
         warnings.simplefilter("error")  # a sensible prompt raises no warning
         result = detector.predict(gray_png, prompt="axial brain MRI")
     assert result.task == "brain_mri" and result.prompt == "axial brain MRI"
-    assert MIN_SIMILARITY < result.prompt_similarity < 0.99 and result.warnings == []
-    assert result.threshold == THRESHOLDS["brain_mri"]
+    assert MIN_SIMILARITY < result.prompt_similarity < 0.99
+    assert [w for w in result.warnings if "resembles none" not in w] == []  # gray.png is out of scope
+    assert result.threshold == detector.spec.calibration.threshold("brain_mri", 0.05)[0]
     image = preprocess_image(read_image(gray_png), 1, 32)
     own = detector._matcher.embed("axial brain MRI")
     score, weights = _model_outputs(tiny_run, image, own)
@@ -175,7 +179,7 @@ def test_unrelated_prompt_warns_or_fails_in_strict_mode(detector: Detector, gray
     with pytest.warns(PromptWarning, match="photo of a cat") as caught:
         result = detector.predict(gray_png, prompt="photo of a cat")
     assert caught[0].filename == __file__  # the warning points at the caller
-    assert len(result.warnings) == 1 and "resembles no trained task" in result.warnings[0]
+    assert "resembles no trained task" in result.warnings[0]
     with pytest.raises(PromptError, match="resembles no trained task"):
         detector.predict(gray_png, prompt="photo of a cat", strict=True)
     with pytest.warns(PromptWarning):

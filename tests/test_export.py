@@ -33,7 +33,9 @@ def test_export_writes_model_and_sidecar(tiny_run: Path, tmp_path: Path) -> None
     meta = json.loads(result.sidecar_path.read_text())
     assert meta["format"] == "medmoe-onnx" and meta["exported_by"] == __version__
     assert meta["onnx"]["inputs"] == ["image", "text_embedding"]
-    assert meta["onnx"]["outputs"] == ["score", "anomaly_map", "hallucination_map", "router_weights"]
+    assert meta["onnx"]["outputs"] == ["score", "anomaly_map", "hallucination_map", "router_weights",
+                                       "scope_distances"]
+    assert meta["model"]["trust"]["scores"].keys() == set(THRESHOLDS) - {"head_ct"}
     spec = meta["model"]
     assert [t["id"] for t in spec["tasks"]] == list(THRESHOLDS)
     assert spec["tasks"][1]["prompt"] == "Brain MRI slice." and spec["tasks"][0]["dicom_modalities"] == ["CR", "DX"]
@@ -80,7 +82,8 @@ def test_onnx_backend_runs_without_torch(tiny_run: Path, exported: Path, phantom
 def test_prompt_free_model_without_hallucination_exports(plain_run: Path, tmp_path: Path, phantoms: Path) -> None:  # noqa: F811
     result = export_onnx(plain_run, tmp_path / "plain.onnx")
     meta = json.loads(result.sidecar_path.read_text())
-    assert meta["onnx"]["inputs"] == ["image"] and meta["onnx"]["outputs"] == ["score", "anomaly_map", "router_weights"]
+    assert meta["onnx"]["inputs"] == ["image"] and meta["onnx"]["outputs"] == ["score", "anomaly_map", "router_weights",
+                                                                                   "scope_distances"]
     assert meta["model"]["prompt_embeddings"] is None
     image = brain_images(phantoms)[0]
     ours = Detector.load(result.onnx_path, backend="onnx").predict(image, task="fundus")

@@ -68,15 +68,17 @@ def test_detect_with_task(client: TestClient, detector: Detector, root: Path, pn
     body = response.json()
     direct = detector.predict(brain_phantom(root), task="brain_mri")
     assert body["score"] == pytest.approx(direct.score, rel=1e-6)
-    assert body["threshold"] == pytest.approx(detector.spec.thresholds["brain_mri"])
+    assert body["threshold"] == pytest.approx(direct.threshold) and body["p_value"] == pytest.approx(direct.p_value)
     assert body["decision"] == ("anomalous" if body["score"] > body["threshold"] else "normal")
+    assert (body["resembles"], body["prompt_mismatch"], body["out_of_scope"]) == ("brain_mri", False, False)
+    assert body["fpr"] == pytest.approx(direct.fpr) and "normal 'brain_mri'" in body["p_value_text"]
     assert body["is_anomalous"] is (body["decision"] == "anomalous")
     assert (body["task"], body["prompt"], body["prompt_similarity"]) == ("brain_mri", "Brain MRI slice.", 1.0)
     assert body["source"] == "brain 01.png"  # the upload's name, not the server's temporary file
     assert sum(body["expert_weights"]) == pytest.approx(1.0, abs=1e-5)
     assert body["top_experts"][0]["weight"] == max(body["expert_weights"])
     assert body["image_size"] == {"height": 64, "width": 64}
-    assert body["warnings"] == []
+    assert [w for w in body["warnings"] if "below the smallest p-value" not in w] == []
     assert set(body["timing_ms"]) == {"predict", "overlay", "total"}
     assert body["timing_ms"]["total"] >= body["timing_ms"]["predict"] > 0
     overlay = Image.open(io.BytesIO(base64.b64decode(body["overlay_png"])))
@@ -84,7 +86,7 @@ def test_detect_with_task(client: TestClient, detector: Detector, root: Path, pn
 
 
 def test_detect_with_free_text_prompt(client: TestClient, png: bytes) -> None:
-    body = _detect(client, png, prompt="axial brain MRI").json()
+    body = _detect(client, png, prompt="axial brain MRI", fpr="0.5").json()  # 0.5: reachable with 2 normals
     assert body["task"] == "brain_mri" and body["prompt"] == "axial brain MRI"
     assert 0.5 < body["prompt_similarity"] < 1.0
     assert body["warnings"] == []
@@ -229,3 +231,25 @@ def test_cli_serve(tmp_path: Path) -> None:
     assert isinstance(missing.exception, CheckpointError)
     assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
     assert not _is_loopback("0.0.0.0") and not _is_loopback("example.org")
+
+
+def test_detect_states_p_value_mismatch_and_out_of_scope(client: TestClient, png: bytes) -> None:
+    loose = _detect(client, png, "brain.png", task="brain_mri", fpr="0.9").json()
+    default = _detect(client, png, "brain.png", task="brain_mri").json()
+    assert loose["fpr"] == 0.9 and loose["threshold"] < default["threshold"]  # a looser rate, a lower threshold
+    # 2 calibration normals: p ≥ 1/3, so the default 0.05 is unreachable, said and replaced
+    assert default["fpr"] == pytest.approx(1 / 3) and "below the smallest p-value" in default["warnings"][0]
+    mismatch = _detect(client, png, "brain.png", task="chest_xray").json()
+    assert mismatch["prompt_mismatch"] is True and mismatch["resembles"] == "brain_mri"
+    assert any("looks like 'brain_mri', not 'chest_xray'" in w for w in mismatch["warnings"])
+    gray = io.BytesIO()
+    Image.fromarray(np.full((64, 64), 128, np.uint8)).save(gray, format="PNG")
+    outside = _detect(client, gray.getvalue(), "gray.png", task="brain_mri").json()
+    assert outside["out_of_scope"] is True and outside["decision"] == "out_of_scope"
+    assert _detect(client, png, "brain.png", task="brain_mri", fpr="1.5").status_code == 422
+
+
+def test_openapi_documents_the_trust_fields(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    fields = schema["components"]["schemas"]["DetectResponse"]["properties"]
+    assert {"p_value", "fpr", "p_value_text", "resembles", "prompt_mismatch", "out_of_scope"} <= set(fields)

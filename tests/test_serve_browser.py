@@ -242,8 +242,11 @@ def test_upload_prompt_and_see_the_result(server: str, browser: DevTools, model_
                 colour: getComputedStyle(decision).color, score: text('score'), threshold: text('threshold'),
                 task: text('task-out'), similarity: text('similarity'), error: document.getElementById('error').hidden,
                 overlayWidth: document.getElementById('overlay').naturalWidth,
-                experts: document.querySelectorAll('#experts .expert').length};
+                experts: document.querySelectorAll('#experts .expert').length, pValue: text('p-value'),
+                alertHidden: document.getElementById('scope-alert').hidden, resembles: text('resembles')};
     })()""")
+    assert shown["pValue"].startswith("p = ") and "normal 'brain_mri'" in shown["pValue"]
+    assert shown["alertHidden"] is True and shown["resembles"] == "brain_mri"
     assert shown["decision"] == expected["decision"] and shown["decision"] in ("anomalous", "normal")
     assert shown["verdictClass"] == f"verdict {expected['decision']}"
     assert shown["colour"] == {"anomalous": "rgb(192, 57, 43)", "normal": "rgb(35, 128, 61)"}[expected["decision"]]
@@ -265,6 +268,10 @@ def test_upload_prompt_and_see_the_result(server: str, browser: DevTools, model_
     browser.click("submit")
     browser.wait_for("document.getElementById('task-out').textContent === 'head_ct'")
     assert browser.evaluate("document.getElementById('prompt-out').textContent") == "Head CT slice."
+    # a brain MRI asked about as a head CT: the mismatch is a visible warning, naming what it looks like
+    alert = browser.evaluate("(() => { const a = document.getElementById('scope-alert');"
+                             " return {hidden: a.hidden, text: a.textContent}; })()")
+    assert alert["hidden"] is False and "looks like brain_mri, not head_ct" in alert["text"]
 
     # A failing request after a result: the earlier result is not left on screen next to the error.
     browser.set_file("file", corrupt)

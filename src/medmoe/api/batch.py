@@ -33,12 +33,17 @@ RESULTS_NAME = "results.csv"
 TOP_EXPERTS = 2
 COLUMNS: tuple[str, ...] = (
     "path", "task", "prompt", "prompt_similarity", "score", "threshold", "decision",
+    "p_value", "fpr", "resembles", "prompt_mismatch", "out_of_scope",
     *(f"top_{key}_{i}" for i in range(1, TOP_EXPERTS + 1) for key in ("expert", "weight")),
     "overlay", "maps", "warnings", "error",
 )
-"""Columns of ``results.csv``. ``decision`` is ``anomalous``, ``normal``, ``undetermined`` (the task
-has no threshold) or empty (error); ``top_expert_i``/``top_weight_i`` are the i-th largest router
-weight and its expert index; ``overlay``/``maps`` are relative to the output folder."""
+"""Columns of ``results.csv``. ``decision`` is ``anomalous``, ``normal``, ``out_of_scope`` (the image
+resembles no trained task: the score is not meaningful), ``undetermined`` (the task has no threshold)
+or empty (error); ``p_value`` and ``fpr`` are the conformal p-value and the false-positive rate the
+decision controls, ``resembles`` the task the image looks like, ``prompt_mismatch``/``out_of_scope``
+``true``/``false`` (all empty for models trained before trust outputs existed);
+``top_expert_i``/``top_weight_i`` are the i-th largest router weight and its expert index;
+``overlay``/``maps`` are relative to the output folder."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,9 @@ def result_row(path: Path, outcome: DetectionResult | MedmoeError, files: dict[s
     row.update(task=outcome.task, prompt=outcome.prompt, prompt_similarity=f"{outcome.prompt_similarity:.4f}",
                score=f"{outcome.score:.6g}", threshold="" if math.isnan(outcome.threshold) else f"{outcome.threshold:.6g}",
                decision=outcome.decision, warnings=" | ".join(outcome.warnings))
+    if not math.isnan(outcome.p_value):
+        row.update(p_value=f"{outcome.p_value:.4g}", fpr=f"{outcome.fpr:.4g}", resembles=outcome.resembles or "",
+                   prompt_mismatch=str(outcome.prompt_mismatch).lower(), out_of_scope=str(outcome.out_of_scope).lower())
     for i, (expert, weight) in enumerate(outcome.top_experts(TOP_EXPERTS), start=1):
         row[f"top_expert_{i}"], row[f"top_weight_{i}"] = str(expert), f"{weight:.4f}"
     row.update(files or {})

@@ -48,6 +48,7 @@ from medmoe.errors import CheckpointError, ImageReadError, MedmoeError, PromptEr
 from medmoe.io import read_dicom_tags, read_image, to_grayscale
 from medmoe.io.formats import image_format
 from medmoe.tasks import TaskRegistry
+from medmoe.trust.calibration import DEFAULT_FPR, assess
 
 ImageInput = str | Path | np.ndarray
 """A file path, or an ``(H, W)`` / ``(H, W, 3)`` array (float in ``[0, 1]``, or ``uint8``/``uint16``)."""
@@ -127,7 +128,8 @@ class Detector:
         return self._matcher.match(prompt)
 
     def predict(self, image: ImageInput, prompt: str | None = None, task: str | None = None, *,
-                strict: bool = False, frame: int | None = None, slice_index: int | None = None,
+                strict: bool = False, fpr: float = DEFAULT_FPR, frame: int | None = None,
+                slice_index: int | None = None,
                 window: tuple[float, float] | str | None = None) -> DetectionResult:
         """Score one image.
 
@@ -135,7 +137,10 @@ class Detector:
             image: a file path (any format :func:`medmoe.io.read_image` reads) or an array.
             prompt: free text describing the image (see the module docstring).
             task: a task id instead of a prompt.
-            strict: a prompt that resembles no trained task is an error instead of a warning.
+            strict: a prompt that resembles no trained task, or names an organ or modality none
+                has, is an error instead of a warning.
+            fpr: the false-positive rate on normals the decision controls (``α``: anomalous when
+                the p-value is at most ``fpr``); default :data:`~medmoe.trust.DEFAULT_FPR`.
             frame, slice_index, window: passed to :func:`medmoe.io.read_image` (files only).
 
         Raises:
@@ -143,24 +148,27 @@ class Detector:
             PromptError: an empty prompt, both or (for non-DICOM input) neither of prompt and task,
                 an unknown task, or (``strict``) a prompt matching no task.
         """
-        results = self._predict([image], prompt, task, batch_size=1, strict=strict, frame=frame,
+        results = self._predict([image], prompt, task, batch_size=1, strict=strict, fpr=fpr, frame=frame,
                                 slice_index=slice_index, window=window, return_errors=False)
         return cast(DetectionResult, results[0])  # return_errors=False: errors were raised
 
     @overload
     def predict_batch(self, images: Sequence[ImageInput], prompt: str | None = None, task: str | None = None,
-                      *, batch_size: int = 32, strict: bool = False, frame: int | None = None,
+                      *, batch_size: int = 32, strict: bool = False, fpr: float = DEFAULT_FPR,
+                      frame: int | None = None,
                       slice_index: int | None = None, window: tuple[float, float] | str | None = None,
                       return_errors: Literal[False] = False) -> list[DetectionResult]: ...
 
     @overload
     def predict_batch(self, images: Sequence[ImageInput], prompt: str | None = None, task: str | None = None,
-                      *, batch_size: int = 32, strict: bool = False, frame: int | None = None,
+                      *, batch_size: int = 32, strict: bool = False, fpr: float = DEFAULT_FPR,
+                      frame: int | None = None,
                       slice_index: int | None = None, window: tuple[float, float] | str | None = None,
                       return_errors: Literal[True]) -> list[DetectionResult | MedmoeError]: ...
 
     def predict_batch(self, images: Sequence[ImageInput], prompt: str | None = None, task: str | None = None,
-                      *, batch_size: int = 32, strict: bool = False, frame: int | None = None,
+                      *, batch_size: int = 32, strict: bool = False, fpr: float = DEFAULT_FPR,
+                      frame: int | None = None,
                       slice_index: int | None = None, window: tuple[float, float] | str | None = None,
                       return_errors: bool = False) -> list[DetectionResult] | list[DetectionResult | MedmoeError]:
         """Score many images, ``batch_size`` per forward pass (arguments as in :meth:`predict`).
@@ -173,18 +181,20 @@ class Detector:
         Returns:
             One result per image, in order.
         """
-        return self._predict(images, prompt, task, batch_size=batch_size, strict=strict, frame=frame,
+        return self._predict(images, prompt, task, batch_size=batch_size, strict=strict, fpr=fpr, frame=frame,
                              slice_index=slice_index, window=window, return_errors=return_errors)
 
     # --- internals ----------------------------------------------------------------------------------
 
     def _predict(self, images: Sequence[ImageInput], prompt: str | None, task: str | None, *, batch_size: int,
-                 strict: bool, frame: int | None, slice_index: int | None,
+                 strict: bool, fpr: float, frame: int | None, slice_index: int | None,
                  window: tuple[float, float] | str | None,
                  return_errors: bool) -> list[DetectionResult | MedmoeError]:
         """:meth:`predict_batch`; called directly by the public methods (the warnings' stack level)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, not {batch_size}")
+        if not 0 < fpr < 1:
+            raise ValueError(f"fpr (the false-positive rate) must be in (0, 1), not {fpr}")
         query = self._query(prompt, task, strict)
         results: list[DetectionResult | MedmoeError] = []
         for start in range(0, len(images), batch_size):
@@ -196,7 +206,7 @@ class Detector:
                     if not return_errors:
                         raise
                     prepared.append(exc)
-            results.extend(self._run(prepared))
+            results.extend(self._run(prepared, fpr))
         return results
 
     def _query(self, prompt: str | None, task: str | None, strict: bool) -> _Query | None:
@@ -256,7 +266,7 @@ class Detector:
                 f"BodyPartExamined={tags['BodyPartExamined'] or '(none)'}); pass a prompt or task to override")
         return self._task_query(task.id, note)
 
-    def _run(self, prepared: list[_Prepared | MedmoeError]) -> list[DetectionResult | MedmoeError]:
+    def _run(self, prepared: list[_Prepared | MedmoeError], fpr: float) -> list[DetectionResult | MedmoeError]:
         """Run the backend on the prepared images of one batch; errors keep their place."""
         ok = [p for p in prepared if isinstance(p, _Prepared)]
         if not ok:
@@ -264,20 +274,29 @@ class Detector:
         images = np.stack([p.model_input for p in ok])
         text = np.stack([p.query.embedding for p in ok]) if self.spec.uses_prompt else None
         raw = self.backend.run(images, text)
-        results = iter(_result(p, i, raw, self.spec) for i, p in enumerate(ok))
+        results = iter(_result(p, i, raw, self.spec, fpr) for i, p in enumerate(ok))
         return [next(results) if isinstance(p, _Prepared) else p for p in prepared]
 
 
-def _result(prepared: _Prepared, row: int, raw: RawOutput, spec: ModelSpec) -> DetectionResult:
-    """The :class:`DetectionResult` of row ``row`` of a backend's output."""
+def _result(prepared: _Prepared, row: int, raw: RawOutput, spec: ModelSpec, fpr: float) -> DetectionResult:
+    """The :class:`DetectionResult` of row ``row`` of a backend's output at false-positive rate ``fpr``."""
     shape = prepared.image.shape
     query = prepared.query
-    threshold = float(spec.thresholds.get(query.task, math.nan))
+    score = float(raw.score[row])
     notes = [*query.warnings]
+    trust = None
+    if spec.calibration is None:
+        threshold = float(spec.thresholds.get(query.task, math.nan))
+        notes.append("the model was trained before calibrated outputs existed: no p-value, mismatch or "
+                     "out-of-scope check (run 'medmoe calibrate' on it); the decision uses its percentile threshold")
+    else:
+        distances = None if raw.scope_distances is None else raw.scope_distances[row]
+        trust = assess(spec.calibration, spec.tasks.ids, query.task, score, fpr, distances)
+        threshold = trust.threshold
+        notes.extend(trust.notes)
     if math.isnan(threshold):
         notes.append(f"the model has no threshold for task {query.task!r} (no validation normals when it was "
                      "trained): the decision is undetermined")
-    score = float(raw.score[row])
     u, weights = raw.hallucination_map, raw.router_weights
     return DetectionResult(
         score=score,
@@ -292,6 +311,12 @@ def _result(prepared: _Prepared, row: int, raw: RawOutput, spec: ModelSpec) -> D
         image=prepared.image,
         source=prepared.source,
         warnings=notes,
+        p_value=math.nan if trust is None else trust.p_value,
+        fpr=math.nan if trust is None else trust.fpr,
+        p_value_text="" if trust is None else trust.explanation,
+        resembles=None if trust is None else trust.resembles,
+        prompt_mismatch=False if trust is None else trust.prompt_mismatch,
+        out_of_scope=False if trust is None else trust.out_of_scope,
     )
 
 

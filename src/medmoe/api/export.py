@@ -27,7 +27,7 @@ from torch import nn
 from medmoe import __version__
 from medmoe.api.onnx_backend import FORMAT, FORMAT_VERSION, OUTPUTS, OnnxBackend, sidecar_path
 from medmoe.api.spec import ModelSpec, RawOutput
-from medmoe.api.torch_backend import TorchBackend
+from medmoe.api.torch_backend import ScreenedModel, TorchBackend
 from medmoe.atomic import atomic_write_bytes, atomic_write_text
 from medmoe.errors import CheckpointError
 
@@ -61,17 +61,18 @@ class ExportResult:
 
 
 class _Exportable(nn.Module):
-    """The model with a tuple of tensors as output, in :data:`~medmoe.api.onnx_backend.OUTPUTS` order."""
+    """The model and its scope head with a tuple of tensors as output, in
+    :data:`~medmoe.api.onnx_backend.OUTPUTS` order."""
 
-    def __init__(self, model: nn.Module, outputs: tuple[str, ...]) -> None:
+    def __init__(self, network: ScreenedModel, outputs: tuple[str, ...]) -> None:
         super().__init__()
-        self.model = model
+        self.network = network
         self.outputs = outputs
 
     def forward(self, image: torch.Tensor, text_embedding: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        out = self.model(image, text_embedding)
+        out, distances = self.network(image, text_embedding)
         named = {"score": out.score, "anomaly_map": out.anomaly_map[:, 0], "hallucination_map": out.u,
-                 "router_weights": out.router_weights}
+                 "router_weights": out.router_weights, "scope_distances": distances}
         return tuple(named[name] for name in self.outputs)
 
 
@@ -91,19 +92,18 @@ def export_onnx(run_dir: str | Path, out: str | Path, *, opset: int = OPSET) -> 
     if out.suffix.lower() != ".onnx":
         raise CheckpointError(f"the export file '{out}' must end in .onnx")
     torch_backend = TorchBackend(run_dir)
-    model, spec = torch_backend.checkpoint.model, torch_backend.spec
+    network, spec = torch_backend.network, torch_backend.spec
     probe = _probe_inputs(spec, batch=2)
     with torch.no_grad():
-        sample = model(*probe)
-    outputs = tuple(name for name in OUTPUTS
-                    if name in ("score", "anomaly_map")
-                    or (name == "hallucination_map" and sample.u is not None)
-                    or (name == "router_weights" and sample.router_weights is not None))
+        sample, distances = network(*probe)
+    present = {"score": True, "anomaly_map": True, "hallucination_map": sample.u is not None,
+               "router_weights": sample.router_weights is not None, "scope_distances": distances is not None}
+    outputs = tuple(name for name in OUTPUTS if present[name])
     inputs = ("image", "text_embedding") if spec.uses_prompt else ("image",)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-        torch.onnx.export(_Exportable(model, outputs).eval(), probe[:len(inputs)], buffer, dynamo=False,
+        torch.onnx.export(_Exportable(network, outputs).eval(), probe[:len(inputs)], buffer, dynamo=False,
                           input_names=list(inputs), output_names=list(outputs), opset_version=opset,
                           dynamic_axes={name: {0: "batch"} for name in (*inputs, *outputs)})
     blob = buffer.getvalue()
@@ -161,7 +161,7 @@ def _max_map_diff(got: RawOutput, want: RawOutput) -> float:
     output's largest magnitude where that exceeds 1 (feature models' maps reach tens: float32 rounding
     of the trunk then exceeds an absolute 1e-5 while the maps agree to ~1e-6 relative)."""
     pairs = [(got.anomaly_map, want.anomaly_map), (got.hallucination_map, want.hallucination_map),
-             (got.router_weights, want.router_weights)]
+             (got.router_weights, want.router_weights), (got.scope_distances, want.scope_distances)]
     return max(float(np.abs(a - b).max()) / max(1.0, float(np.abs(b).max()))
                for a, b in pairs if a is not None and b is not None)
 

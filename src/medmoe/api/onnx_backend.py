@@ -4,8 +4,9 @@ An export is two files side by side (see :mod:`medmoe.api.export`):
 
 - ``model.onnx``: the network. Inputs ``image (B, C, R, R)`` float32 in [0, 1] and, for models that
   route on prompts, ``text_embedding (B, D)``; outputs ``score (B,)``, ``anomaly_map (B, R, R)`` and,
-  where the model has them, ``hallucination_map (B, C, R, R)`` (the raw ``u``) and
-  ``router_weights (B, N)``. The batch dimension is dynamic.
+  where the model has them, ``hallucination_map (B, C, R, R)`` (the raw ``u``),
+  ``router_weights (B, N)`` and ``scope_distances (B, T)`` (the scope head, :mod:`medmoe.trust`).
+  The batch dimension is dynamic.
 - ``model.medmoe.json`` (the *sidecar*): the :class:`~medmoe.api.spec.ModelSpec` (tasks, prompts,
   prompt embeddings, thresholds, resolution, channels, text encoder, medmoe version), the ONNX file's
   SHA-256 and its input/output names.
@@ -29,8 +30,8 @@ from medmoe.versioned import read_versioned_json
 FORMAT = "medmoe-onnx"
 FORMAT_VERSION = 1
 SIDECAR_SUFFIX = ".medmoe.json"
-OUTPUTS = ("score", "anomaly_map", "hallucination_map", "router_weights")
-"""Output names, in this order; the last two only where the model has them."""
+OUTPUTS = ("score", "anomaly_map", "hallucination_map", "router_weights", "scope_distances")
+"""Output names, in this order; the last three only where the model has them."""
 
 
 def sidecar_path(onnx_path: str | Path) -> Path:
@@ -116,4 +117,5 @@ class OnnxBackend:
         values = dict(zip(self.output_names, self.session.run(self.output_names, feeds), strict=True))
         return RawOutput(score=values["score"], anomaly_map=values["anomaly_map"],
                          hallucination_map=values.get("hallucination_map"),
-                         router_weights=values.get("router_weights"))
+                         router_weights=values.get("router_weights"),
+                         scope_distances=values.get("scope_distances"))

@@ -15,6 +15,7 @@ import numpy as np
 
 from medmoe.errors import CheckpointError
 from medmoe.tasks import TaskRegistry
+from medmoe.trust.calibration import TrustCalibration
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class ModelSpec:
         uses_prompt: whether the network takes a text embedding.
         medmoe_version: the medmoe version that trained (saved) the model.
         info: training facts carried over from the checkpoint (threshold rule, epoch …).
+        calibration: p-value and scope calibration (:mod:`medmoe.trust`); ``None`` for models
+            trained before trust outputs existed.
     """
 
     tasks: TaskRegistry
@@ -44,6 +47,7 @@ class ModelSpec:
     uses_prompt: bool
     medmoe_version: str
     info: dict[str, Any] = field(default_factory=dict)
+    calibration: TrustCalibration | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (the ONNX sidecar); round-trips through :meth:`from_dict`."""
@@ -57,6 +61,7 @@ class ModelSpec:
             "uses_prompt": self.uses_prompt,
             "medmoe_version": self.medmoe_version,
             "info": self.info,
+            "trust": None if self.calibration is None else self.calibration.to_dict(),
         }
 
     @classmethod
@@ -74,6 +79,8 @@ class ModelSpec:
                 uses_prompt=bool(data["uses_prompt"]),
                 medmoe_version=str(data["medmoe_version"]),
                 info=dict(data.get("info") or {}),
+                calibration=(None if data.get("trust") is None
+                             else TrustCalibration.from_dict(data["trust"], source)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"model metadata '{source}' is incomplete or invalid ({exc!r}); "
@@ -94,12 +101,15 @@ class RawOutput:
         hallucination_map: the raw hallucination map ``u`` ``(B, C, R, R)``, or ``None`` for models
             without the hallucination head.
         router_weights: ``(B, N)``, or ``None`` for models without a router.
+        scope_distances: ``(B, T)`` squared distances of each image to each task's normals
+            (:class:`~medmoe.trust.scope.ScopeHead`), or ``None`` for models without a scope head.
     """
 
     score: np.ndarray
     anomaly_map: np.ndarray
     hallucination_map: np.ndarray | None
     router_weights: np.ndarray | None
+    scope_distances: np.ndarray | None = None
 
 
 class Backend(Protocol):

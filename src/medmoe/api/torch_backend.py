@@ -11,6 +11,29 @@ import torch
 from medmoe import __version__
 from medmoe.api.spec import ModelSpec, RawOutput
 from medmoe.engine.checkpoint import META_NAME, Checkpoint, load_checkpoint
+from medmoe.model.output import ModelOutput
+from medmoe.trust.scope import ScopeHead, ScopeTrunk
+
+
+class ScreenedModel(torch.nn.Module):
+    """A model and its scope head run together: ``(images, text) → (ModelOutput, distances (B, T) | None)``.
+
+    The trunk is computed once for feature models (the scope head reads the model's prepared features).
+    """
+
+    def __init__(self, model: torch.nn.Module, scope: ScopeHead | None) -> None:
+        super().__init__()
+        self.model = model
+        self.scope = scope
+        self._trunk = None if scope is None else ScopeTrunk(model, model.config)
+
+    def forward(self, image: torch.Tensor,
+                text_embedding: torch.Tensor | None = None) -> tuple[ModelOutput, torch.Tensor | None]:
+        prepared = self.model.prepare(image)
+        out = self.model.forward_prepared(prepared, text_embedding)
+        if self.scope is None or self._trunk is None:
+            return out, None
+        return out, self.scope(self._trunk(image, prepared))
 
 
 def spec_of(checkpoint: Checkpoint) -> ModelSpec:
@@ -29,6 +52,7 @@ def spec_of(checkpoint: Checkpoint) -> ModelSpec:
         uses_prompt=checkpoint.config.model.prompt,
         medmoe_version=str(written_by),
         info=dict(checkpoint.info),
+        calibration=checkpoint.calibration,
     )
 
 
@@ -46,6 +70,7 @@ class TorchBackend:
         self.device = torch.device(device)
         self.checkpoint = load_checkpoint(run_dir, map_location=self.device)
         self.spec = spec_of(self.checkpoint)
+        self.network = ScreenedModel(self.checkpoint.model, self.checkpoint.scope).to(self.device).eval()
 
     @torch.no_grad()
     def run(self, images: np.ndarray, text_embeddings: np.ndarray | None) -> RawOutput:
@@ -54,10 +79,11 @@ class TorchBackend:
         e = None
         if self.spec.uses_prompt and text_embeddings is not None:
             e = torch.from_numpy(np.ascontiguousarray(text_embeddings, dtype=np.float32)).to(self.device)
-        out = self.checkpoint.model(x, e)
+        out, distances = self.network(x, e)
 
         def host(t: torch.Tensor | None) -> np.ndarray | None:
             return None if t is None else t.float().cpu().numpy()
 
         return RawOutput(score=host(out.score), anomaly_map=host(out.anomaly_map[:, 0]),
-                         hallucination_map=host(out.u), router_weights=host(out.router_weights))
+                         hallucination_map=host(out.u), router_weights=host(out.router_weights),
+                         scope_distances=host(distances))

@@ -29,8 +29,9 @@ from medmoe.engine.config import RunConfig
 from medmoe.errors import CheckpointError, ConfigError
 from medmoe.model.registry import create_model
 from medmoe.tasks import TaskRegistry
+from medmoe.trust.calibration import TrustCalibration
+from medmoe.trust.scope import SCOPE_PREFIX, ScopeHead
 from medmoe.versioned import read_versioned_json
-from medmoe.text.prompts import encoder_text
 
 FORMAT = "medmoe-checkpoint"
 FORMAT_VERSION = 1
@@ -52,6 +53,9 @@ class Checkpoint:
         thresholds: per task id, the deployable score threshold fitted on validation normals.
         info: training facts (epoch, validation loss, seed, timings, threshold rule …).
         path: the folder it was loaded from.
+        scope: the scope head (distances of an image to each task's normals); ``None`` in
+            checkpoints written before trust outputs existed.
+        calibration: p-value and scope calibration; ``None`` likewise.
     """
 
     model: nn.Module
@@ -61,24 +65,21 @@ class Checkpoint:
     thresholds: dict[str, float]
     info: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    scope: ScopeHead | None = None
+    calibration: TrustCalibration | None = None
 
     @property
     def text_encoder(self) -> str:
         """Spec of the text encoder the model was trained with."""
         return self.config.train.text_encoder
 
-    def prompt_cache_entries(self) -> dict[str, np.ndarray]:
-        """The stored embeddings keyed as :class:`~medmoe.text.PromptEmbeddingCache` expects."""
-        if self.prompt_embeddings is None:
-            return {}
-        rows = self.prompt_embeddings.numpy()
-        return {encoder_text(t.prompt): rows[i] for i, t in enumerate(self.tasks)}
-
 
 def save_checkpoint(directory: str | Path, *, model: nn.Module, config: RunConfig, tasks: TaskRegistry,
                     prompt_embeddings: torch.Tensor | None, thresholds: dict[str, float],
-                    info: dict[str, Any] | None = None) -> Path:
-    """Write ``model.safetensors`` and ``model.json`` into ``directory`` atomically.
+                    info: dict[str, Any] | None = None, scope: ScopeHead | None = None,
+                    calibration: TrustCalibration | None = None) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into ``directory`` atomically (``scope`` and
+    ``calibration``: the trust outputs' head and calibration, see the module docstring).
 
     Returns:
         The path of ``model.json``.
@@ -87,6 +88,8 @@ def save_checkpoint(directory: str | Path, *, model: nn.Module, config: RunConfi
     tensors = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
     if prompt_embeddings is not None:
         tensors[EMBEDDINGS_KEY] = prompt_embeddings.detach().cpu().float().contiguous()
+    if scope is not None:
+        tensors.update({SCOPE_PREFIX + k: v.detach().cpu().contiguous() for k, v in scope.state_dict().items()})
     blob = save_safetensors(tensors, metadata={"format": FORMAT})
     atomic_write_bytes(directory / WEIGHTS_NAME, blob)
     meta = {
@@ -100,6 +103,8 @@ def save_checkpoint(directory: str | Path, *, model: nn.Module, config: RunConfi
         "thresholds": {k: float(v) for k, v in thresholds.items()},
         "info": info or {},
     }
+    if calibration is not None:
+        meta["trust"] = calibration.to_dict()
     path = directory / META_NAME
     atomic_write_text(path, json.dumps(meta, indent=2, allow_nan=True) + "\n")
     return path
@@ -133,6 +138,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except (ConfigError, SafetensorError, KeyError) as exc:
         raise CheckpointError(f"checkpoint '{meta_path}' is invalid: {exc}") from exc
     embeddings = tensors.pop(EMBEDDINGS_KEY, None)
+    scope_tensors = {k[len(SCOPE_PREFIX):]: tensors.pop(k) for k in [k for k in tensors if k.startswith(SCOPE_PREFIX)]}
+    scope = ScopeHead(scope_tensors["mean"], scope_tensors["precision"]) if scope_tensors else None
+    calibration = TrustCalibration.from_dict(meta["trust"], meta_path) if "trust" in meta else None
     model = create_model(config.model)
     try:
         model.load_state_dict(tensors)
@@ -142,7 +150,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     model.to(map_location).eval()
     return Checkpoint(model=model, config=config, tasks=tasks, prompt_embeddings=embeddings,
                       thresholds=dict(meta.get("thresholds", {})), info=dict(meta.get("info", {})),
-                      path=meta_path.parent)
+                      path=meta_path.parent, scope=scope, calibration=calibration)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

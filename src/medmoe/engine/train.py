@@ -16,6 +16,7 @@ Files in the run folder:
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
@@ -33,6 +35,7 @@ from tqdm.auto import tqdm
 from medmoe.atomic import atomic_write_bytes, atomic_write_text
 from medmoe.data.dataset import Batch, ImageDataset
 from medmoe.data.manifest import Manifest
+from medmoe.engine.calibrate import TRAINING_SOURCE, VALIDATION_SOURCE, calibrate, fit_scope
 from medmoe.engine.checkpoint import save_checkpoint
 from medmoe.engine.config import RunConfig, TrainConfig, with_text_dim
 from medmoe.engine.data import default_cache_dir, select_tasks
@@ -136,8 +139,8 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
         config = with_text_dim(config, embeddings.shape[1])
 
     cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
-    train_data = _load_split(manifests, tasks, "train", config, cache_dir, dist, progress)
-    val_data = _load_split(manifests, tasks, "val", config, cache_dir, dist, progress)
+    train_data = load_split(manifests, tasks, "train", config, cache_dir, progress, dist)
+    val_data = load_split(manifests, tasks, "val", config, cache_dir, progress, dist)
     if len(train_data.images) < 2:
         raise DatasetError("fewer than 2 training images: check the manifests' train split")
 
@@ -213,10 +216,11 @@ def _memory_model_checkpoint(config: RunConfig, model: AnomalyModel, tasks: Task
     return result if result is not None else TrainResult(run_dir, 0, math.nan, {}, state["seconds"], [])
 
 
-def _load_split(manifests: list[Manifest], tasks: TaskRegistry, split: str, config: RunConfig,
-                cache_dir: Path, dist: DistInfo, progress: bool) -> Batch:
-    """All images of the tasks' rows of one split as tensors (empty if there are none); rank 0 fills
-    the cache first, the others then read it."""
+def load_split(manifests: Sequence[Manifest], tasks: TaskRegistry, split: str, config: RunConfig,
+               cache_dir: Path, progress: bool, dist: DistInfo | None = None) -> Batch:
+    """All images of the tasks' rows of one split as tensors (empty if there are none); with ``dist``
+    (distributed training) rank 0 fills the cache first, the others then read it."""
+    dist = dist or DistInfo(rank=0, world_size=1, device=torch.device("cpu"))
     entries = [(m, s) for m in manifests for s in m.select(split=split) if s.task in tasks]
     if not entries:
         r, c = config.model.resolution, config.model.in_channels
@@ -305,30 +309,32 @@ def _validation_loss(model: nn.Module, data: Batch, text: torch.Tensor | None, c
     return total / count
 
 
-def fit_thresholds(model: nn.Module, data: Batch, text: torch.Tensor | None, tasks: TaskRegistry,
-                   percentile: float, device: torch.device) -> dict[str, float]:
-    """Per task, the ``percentile`` of the model's scores on ``data`` (normal images only, as prepared
-    inputs: see :meth:`~medmoe.model.base.AnomalyModel.prepare`)."""
-    preds = predict(model, data.images, task_text_embeddings(text, data.task_indices), device=device, prepared=True)
-    thresholds = {}
-    for i, task in enumerate(tasks):
-        scores = preds.scores[data.task_indices.numpy() == i]
-        thresholds[task.id] = fit_threshold(scores, percentile) if len(scores) else math.nan
-    return thresholds
+def fit_thresholds(scores: np.ndarray, task_indices: np.ndarray, tasks: TaskRegistry,
+                   percentile: float) -> dict[str, float]:
+    """Per task, the ``percentile`` of the scores ``(n,)`` of normal images of task ``task_indices (n,)``."""
+    return {task.id: fit_threshold(scores[task_indices == i], percentile) if np.any(task_indices == i)
+            else math.nan for i, task in enumerate(tasks)}
 
 
 def _finish(config: RunConfig, model: AnomalyModel, tasks: TaskRegistry, embeddings: torch.Tensor | None,
             state: dict[str, Any], val_data: Batch, train_data: Batch, run_dir: Path,
             device: torch.device) -> TrainResult:
-    """Restore the selected weights, fit thresholds on validation normals, write the checkpoint."""
+    """Restore the selected weights, fit thresholds, the scope head and the trust calibration on
+    validation normals (training normals without validation data), write the checkpoint."""
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     text = embeddings.to(device) if embeddings is not None else None
     source = val_data if len(val_data.images) else train_data
-    thresholds = fit_thresholds(model, source, text, tasks, config.train.threshold_percentile, device)
+    scores = predict(model, source.images, task_text_embeddings(text, source.task_indices), device=device,
+                     prepared=True).scores
+    thresholds = fit_thresholds(scores, source.task_indices.numpy(), tasks, config.train.threshold_percentile)
     missing = [t for t, v in thresholds.items() if math.isnan(v)]
     if missing:
         _log.warning("no validation normals for %s: their thresholds are undefined", missing)
+    scope = fit_scope(model, config.model, train_data.images, train_data.task_indices, len(tasks), device=device)
+    calibration = calibrate(model, config.model, scope, tasks.ids, source.images, source.task_indices, scores,
+                            train_inputs=train_data.images, train_task_indices=train_data.task_indices,
+                            source=VALIDATION_SOURCE if len(val_data.images) else TRAINING_SOURCE, device=device)
     rule = (f"p{config.train.threshold_percentile:g} of validation-normal scores" if len(val_data.images)
             else f"p{config.train.threshold_percentile:g} of TRAINING-normal scores (no validation data)")
     info = {
@@ -339,7 +345,7 @@ def _finish(config: RunConfig, model: AnomalyModel, tasks: TaskRegistry, embeddi
     }
     model.to("cpu")
     save_checkpoint(run_dir, model=model, config=config, tasks=tasks, prompt_embeddings=embeddings,
-                    thresholds=thresholds, info=info)
+                    thresholds=thresholds, info=info, scope=scope.cpu(), calibration=calibration)
     atomic_write_text(run_dir / "history.json", json.dumps(state["history"], indent=1) + "\n")
     return TrainResult(run_dir, state["best_epoch"], state["best_val_loss"], thresholds, state["seconds"],
                        state["history"])

@@ -3,9 +3,11 @@
 Endpoints:
 
 - ``POST /v1/detect`` — multipart form: ``file`` (PNG/JPEG/TIFF/BMP, DICOM or NIfTI) and ``prompt``
-  *or* ``task`` (a DICOM file may have neither: its tags suggest the task), optional ``strict``.
-  Answers :meth:`DetectionResult.to_dict` plus ``overlay_png`` (base64 PNG of the anomaly map over
-  the image) and ``timing_ms``.
+  *or* ``task`` (a DICOM file may have neither: its tags suggest the task), optional ``strict`` and
+  ``fpr`` (the false-positive rate the decision controls). Answers :class:`DetectResponse`:
+  :meth:`DetectionResult.to_dict` (score, p-value, decision, the task the image resembles,
+  mismatch and out-of-scope flags, warnings …) plus ``overlay_png`` (base64 PNG of the anomaly map
+  over the image) and ``timing_ms``.
 - ``GET /v1/tasks`` — the model's tasks (id, organ, modality, prompt, threshold).
 - ``GET /healthz`` — ``{"status": "ok"}``, the model's facts and the medmoe version.
 - ``GET /`` — a one-page web UI (no external assets); ``/docs`` — the OpenAPI UI.
@@ -30,13 +32,16 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
 
 from medmoe import __version__
 from medmoe.api import Detector
 from medmoe.api.render import render_result
+from medmoe.api.results import finite_or_none
 from medmoe.errors import MedmoeError
 from medmoe.serve.limits import BodySizeLimit
 from medmoe.serve.uploads import ACCEPTED_FORMATS, sniff_suffix, upload_as_file
+from medmoe.trust import DEFAULT_FPR
 
 MIB = 1024 * 1024
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -47,6 +52,55 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     415: {"description": f"The file is not an image format medmoe reads ({ACCEPTED_FORMATS})."},
     422: {"description": "No file, an unreadable image, or an empty/unrelated prompt or unknown task."},
 }
+
+
+class Expert(BaseModel):
+    """One of the experts the router weighted most."""
+
+    expert: int
+    weight: float
+
+
+class ImageSize(BaseModel):
+    """The input image's size in pixels."""
+
+    height: int
+    width: int
+
+
+class Timing(BaseModel):
+    """Where the request's time went, in milliseconds."""
+
+    predict: float
+    overlay: float
+    total: float
+
+
+class DetectResponse(BaseModel):
+    """The answer of ``POST /v1/detect`` (:class:`~medmoe.api.results.DetectionResult` without arrays)."""
+
+    source: str | None = Field(description="The uploaded file's name.")
+    task: str = Field(description="The task whose calibration and threshold apply.")
+    prompt: str
+    prompt_similarity: float = Field(description="Cosine similarity of the prompt to the task's trained prompt.")
+    score: float = Field(description="Image anomaly score (higher: more anomalous).")
+    threshold: float | None = Field(description="Score threshold at the false-positive rate `fpr`; null: none.")
+    is_anomalous: bool
+    decision: str = Field(description="anomalous, normal, out_of_scope (the score is not meaningful) or "
+                                      "undetermined (no threshold).")
+    p_value: float | None = Field(description="Share of the task's calibration normals at least as unusual "
+                                              "(conformal p-value); null for uncalibrated models.")
+    fpr: float | None = Field(description="The false-positive rate on normals the decision controls.")
+    p_value_text: str = Field(description="The p-value in words.")
+    resembles: str | None = Field(description="The trained task the image itself looks like.")
+    prompt_mismatch: bool = Field(description="The image looks like another trained task than the one asked.")
+    out_of_scope: bool = Field(description="The image resembles no trained task's normal images.")
+    expert_weights: list[float]
+    top_experts: list[Expert]
+    image_size: ImageSize
+    warnings: list[str]
+    overlay_png: str = Field(description="Base64 PNG: the anomaly map over the image.")
+    timing_ms: Timing
 
 
 def create_app(detector: Detector, *, max_upload_mb: float = 20) -> FastAPI:
@@ -100,15 +154,17 @@ def create_app(detector: Detector, *, max_upload_mb: float = 20) -> FastAPI:
         """The tasks the model was trained on, in model order, with their deployable thresholds."""
         thresholds = detector.spec.thresholds
         return [{"id": t.id, "organ": t.organ, "modality": t.modality, "prompt": t.prompt,
-                 "threshold": _finite_or_none(thresholds.get(t.id, math.nan))} for t in detector.tasks]
+                 "threshold": finite_or_none(thresholds.get(t.id, math.nan))} for t in detector.tasks]
 
-    @app.post("/v1/detect", responses=_ERRORS)
+    @app.post("/v1/detect", responses=_ERRORS, response_model=DetectResponse)
     def detect(
         file: Annotated[UploadFile | None, File(description=f"The image: {ACCEPTED_FORMATS}.")] = None,
         prompt: Annotated[str | None, Form(description="What the image shows, e.g. 'Brain MRI slice.'.")] = None,
         task: Annotated[str | None, Form(description="A task id from /v1/tasks, instead of a prompt.")] = None,
-        strict: Annotated[bool, Form(description="A prompt matching no trained task is an error, "
-                                                 "not a warning.")] = False,
+        strict: Annotated[bool, Form(description="A prompt matching no trained task, or naming an organ or "
+                                                 "modality none has, is an error, not a warning.")] = False,
+        fpr: Annotated[float, Form(gt=0, lt=1, description="The false-positive rate on normals the decision "
+                                                           f"controls (default {DEFAULT_FPR}).")] = DEFAULT_FPR,
     ) -> dict[str, Any]:
         """Score one image: anomaly score, threshold, decision, matched task, experts and an overlay PNG."""
         started = time.perf_counter()
@@ -131,7 +187,7 @@ def create_app(detector: Detector, *, max_upload_mb: float = 20) -> FastAPI:
             try:
                 with lock:
                     waited = time.perf_counter()
-                    result = detector.predict(path, prompt=prompt, task=task, strict=strict)
+                    result = detector.predict(path, prompt=prompt, task=task, strict=strict, fpr=fpr)
                     inferred = time.perf_counter()
             except MedmoeError as exc:
                 raise HTTPException(422, str(exc).replace(str(path), name)) from None
@@ -146,11 +202,6 @@ def create_app(detector: Detector, *, max_upload_mb: float = 20) -> FastAPI:
         }
 
     return app
-
-
-def _finite_or_none(value: float) -> float | None:
-    """``value``, or ``None`` for ``nan`` (JSON has no NaN)."""
-    return None if math.isnan(value) else float(value)
 
 
 def _ms(seconds: float) -> float:

@@ -1,0 +1,152 @@
+#!/usr/bin/env python
+"""Which image descriptor and which distance tell the tasks apart, and tell medical images from others?
+
+``python benchmarks/trust_design.py RUN [--out benchmarks/results/trust-design.md]`` loads a trained
+run's manifests (e.g. ``benchmarks/results/cpu-feat/runs/feature_moe/seed0/all``) and, for each
+candidate *scope* descriptor and distance, fits per-task references on the **training** normals and
+measures on the **validation** normals only (the test split is not loaded):
+
+- task identification: share of validation normals whose nearest task (distance divided by that
+  task's median validation distance) is their own task;
+- in-scope flagged: share of validation normals whose distance to their own task exceeds that
+  task's 99th percentile of validation distances (leave-one-out, so it is an honest estimate);
+- out-of-scope caught: natural images (scikit-image's ``data`` images) and, leave-one-task-out,
+  each task's validation normals against references of the other four tasks: share flagged (no task
+  within its threshold).
+
+Descriptors: ``thumb`` (the model input area-pooled to 16 × 16, 256 values), ``trunk`` (the frozen
+EfficientNet-Lite0 feature map at the run's resolution, spatial mean, 152 values), ``trunk_ms``
+(spatial mean and standard deviation, 304). Distances: ``knn`` (Euclidean to the nearest training
+normal) and ``maha`` (Mahalanobis to the task's mean with a Ledoit–Wolf covariance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def natural_images() -> list:  # noqa: ANN201 - list of float arrays in [0, 1]
+    """scikit-image's bundled example images (photos, text, microscopy; not its two retinal images,
+    which are fundus photographs and in scope) and three synthetic ones, as ``(name, image)``."""
+    import numpy as np
+    from skimage import data
+
+    names = ["astronaut", "camera", "coffee", "chelsea", "rocket", "text", "page", "moon", "horse", "clock",
+             "coins", "hubble_deep_field", "immunohistochemistry", "motorcycle_left", "logo", "grass",
+             "gravel", "brick", "colorwheel", "cat", "checkerboard"]
+    images = []
+    for name in names:
+        try:
+            image = np.asarray(getattr(data, name)())
+        except Exception:  # noqa: BLE001 - some images need pooch downloads; skip them offline
+            continue
+        image = image.astype(np.float32)
+        image = image[..., :3] if image.ndim == 3 else image
+        images.append((name, image / max(float(image.max()), 1.0)))
+    rng = np.random.default_rng(0)
+    images += [("noise", rng.random((256, 256)).astype(np.float32)),
+               ("gradient", np.tile(np.linspace(0, 1, 256, dtype=np.float32), (256, 1))),
+               ("blank", np.full((256, 256), 0.5, np.float32))]
+    return images
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import torch
+    from sklearn.covariance import LedoitWolf
+
+    from medmoe.atomic import atomic_write_text
+    from medmoe.data.dataset import ImageDataset
+    from medmoe.data.transforms import preprocess_image
+    from medmoe.engine.checkpoint import load_checkpoint
+    from medmoe.engine.data import default_cache_dir, run_manifests
+    from medmoe.engine.features import prepared_inputs
+    from medmoe.report.tables import markdown_table
+
+    torch.set_num_threads(args.threads)
+    checkpoint = load_checkpoint(args.run)
+    tasks, config = checkpoint.tasks, checkpoint.config.model
+    manifests = run_manifests(args.run)
+    prep = checkpoint.model  # a feature model: its prepare() is the frozen trunk
+
+    def describe(images: torch.Tensor) -> dict[str, np.ndarray]:
+        feats = prepared_inputs(prep, images, cache_dir=default_cache_dir(), progress=False)
+        thumb = torch.nn.functional.adaptive_avg_pool2d(images.mean(dim=1, keepdim=True), 16).flatten(1)
+        mean, std = feats.mean(dim=(2, 3)), feats.std(dim=(2, 3))
+        return {"thumb": thumb.numpy(), "trunk": mean.numpy(), "trunk_ms": torch.cat([mean, std], 1).numpy()}
+
+    def split_images(split: str, task: str) -> torch.Tensor:
+        entries = [(m, s) for m in manifests for s in m.select(split=split, task=task)
+                   if "other_source" not in s.flags]
+        return ImageDataset(entries, tasks, resolution=config.resolution, cache_dir=default_cache_dir(),
+                            with_masks=False).materialize(progress=False).images
+
+    train = {t.id: describe(split_images("train", t.id)) for t in tasks}
+    val = {t.id: describe(split_images("val", t.id)) for t in tasks}
+    natural = describe(torch.from_numpy(np.stack([preprocess_image(im, config.in_channels, config.resolution)
+                                                  for _, im in natural_images()])))
+
+    rows = []
+    for descriptor in ("thumb", "trunk", "trunk_ms"):
+        for distance in ("knn", "maha"):
+            def fit(refs: np.ndarray):  # noqa: ANN202
+                if distance == "knn":
+                    return lambda q, r=refs: np.sqrt(((q[:, None] - r[None]) ** 2).sum(-1)).min(1)
+                lw = LedoitWolf().fit(refs)
+                return lambda q, lw=lw: np.sqrt(np.maximum(lw.mahalanobis(q), 0))
+
+            dist_fn = {t: fit(train[t][descriptor]) for t in train}
+            val_d = {t: {u: dist_fn[u](val[t][descriptor]) for u in train} for t in train}
+            scale = {t: float(np.median(val_d[t][t])) for t in train}
+            limit = {}
+            for t in train:  # leave-one-out 99th percentile
+                own = val_d[t][t]
+                limit[t] = float(np.quantile(own, 0.99))
+            loo_flag = []
+            for t in train:
+                own = val_d[t][t]
+                for i in range(len(own)):
+                    rest = np.delete(own, i)
+                    loo_flag.append(own[i] > np.quantile(rest, 0.99))
+            ident = [np.mean(np.argmin(np.stack([val_d[t][u] / scale[u] for u in train]), 0)
+                             == list(train).index(t)) for t in train]
+            nat_flag = np.all(np.stack([dist_fn[u](natural[descriptor]) > limit[u] for u in train]), 0)
+            loto = []
+            for t in train:
+                others = [u for u in train if u != t]
+                loto.append(np.mean(np.all(np.stack([val_d[t][u] > limit[u] for u in others]), 0)))
+            rows.append({"descriptor": descriptor, "distance": distance,
+                         "ident": f"{100 * np.mean(ident):.1f}",
+                         "ident_min": f"{100 * np.min(ident):.1f} ({list(train)[int(np.argmin(ident))]})",
+                         "in_scope": f"{100 * np.mean(loo_flag):.1f}",
+                         "natural": f"{100 * nat_flag.mean():.1f}",
+                         "loto": f"{100 * np.mean(loto):.1f}",
+                         "loto_min": f"{100 * np.min(loto):.1f} ({list(train)[int(np.argmin(loto))]})"})
+            print(rows[-1], flush=True)
+    table = markdown_table(rows, [("descriptor", "Descriptor", ""), ("distance", "Distance", ""),
+                                  ("ident", "task identified, mean over tasks (%)", ""),
+                                  ("ident_min", "worst task (%)", ""),
+                                  ("in_scope", "in-scope val normals flagged, LOO (%)", ""),
+                                  ("natural", f"natural images flagged ({len(natural['thumb'])}) (%)", ""),
+                                  ("loto", "left-out task flagged, mean (%)", ""),
+                                  ("loto_min", "worst left-out task (%)", "")])
+    text = (f"# Scope descriptor design (validation data only)\n\nRun `{args.run}` (resolution "
+            f"{config.resolution}); references: each task's training normals; measured on validation normals "
+            f"and {len(natural['thumb'])} natural/synthetic images. Written by "
+            f"`python benchmarks/trust_design.py {args.run}`.\n\n{table}\n")
+    print(text)
+    if args.out:
+        atomic_write_text(args.out, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Fit what a trained model's results may claim: its scope head and its trust calibration.
+
+Called when training finishes (:func:`medmoe.engine.train.train`) and by ``medmoe calibrate`` for
+runs trained before trust outputs existed. The scope head is fitted on the **training** normals
+(its references); the p-values and the scope limit on the **validation** normals, which the model
+and the head never saw — or, without validation data, on the training normals, which the
+calibration's ``source`` then says (p-values from training scores are optimistic for models that
+memorise their training images).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from medmoe.data.manifest import Manifest
+from medmoe.engine.data import default_cache_dir, run_manifests
+from medmoe.engine.features import prepared_inputs
+from medmoe.engine.inference import predict, task_text_embeddings
+from medmoe.errors import DatasetError
+from medmoe.model.config import ModelConfig
+from medmoe.trust.calibration import TrustCalibration, fit_calibration
+from medmoe.trust.scope import ScopeHead, ScopeTrunk, descriptor
+
+VALIDATION_SOURCE = "validation normals"
+TRAINING_SOURCE = "training normals (no validation data: p-values are optimistic)"
+
+
+@torch.no_grad()
+def _batched(inputs: torch.Tensor, batch_size: int, device: torch.device | str,
+             fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``fn`` over ``inputs`` in batches on ``device``, concatenated on the CPU."""
+    parts = [fn(inputs[i:i + batch_size].to(device)).cpu() for i in range(0, len(inputs), batch_size)]
+    return torch.cat(parts)
+
+
+def fit_scope(model: nn.Module, config: ModelConfig, inputs: torch.Tensor, task_indices: torch.Tensor,
+              n_tasks: int, *, device: torch.device | str = "cpu", batch_size: int = 128) -> ScopeHead:
+    """The scope head of ``model`` from its training normals (``inputs``: the model's prepared inputs,
+    i.e. trunk features for feature models and images for pixel models; ``task_indices (n,)``)."""
+    trunk = ScopeTrunk(model, config)
+    rows = _batched(inputs, batch_size, device, lambda x: descriptor(trunk(x, x))).double().numpy()
+    index = task_indices.numpy()
+    missing = [t for t in range(n_tasks) if not np.any(index == t)]
+    if missing:
+        raise ValueError(f"no training normals for task indices {missing}")
+    return ScopeHead.fit([rows[index == t] for t in range(n_tasks)])
+
+
+def scope_distances(model: nn.Module, config: ModelConfig, head: ScopeHead, inputs: torch.Tensor, *,
+                    device: torch.device | str = "cpu", batch_size: int = 128) -> np.ndarray:
+    """Squared scope distances ``(n, T)`` of prepared ``inputs`` (as in :func:`fit_scope`)."""
+    trunk = ScopeTrunk(model, config)
+    head = head.to(device)
+    return _batched(inputs, batch_size, device, lambda x: head(trunk(x, x))).numpy().astype(np.float64)
+
+
+def calibrate(model: nn.Module, config: ModelConfig, head: ScopeHead, task_ids: list[str], inputs: torch.Tensor,
+              task_indices: torch.Tensor, scores: np.ndarray, *, train_inputs: torch.Tensor,
+              train_task_indices: torch.Tensor, source: str = VALIDATION_SOURCE,
+              device: torch.device | str = "cpu") -> TrustCalibration:
+    """The trust calibration from calibration normals (their prepared ``inputs``, task indices and
+    the model's ``scores`` on them); tasks without any take their scope scale from their training
+    normals (``train_inputs``, ``train_task_indices``) and get no p-values."""
+    distances = scope_distances(model, config, head, inputs, device=device)
+    present = set(task_indices.tolist())
+    missing = torch.tensor([int(t) not in present for t in train_task_indices.tolist()], dtype=torch.bool)
+    extra = scope_distances(model, config, head, train_inputs[missing], device=device) if missing.any() else None
+    return fit_calibration(task_ids, np.asarray(scores, dtype=np.float64), task_indices.numpy(), distances,
+                           source, extra_index=train_task_indices[missing].numpy(), extra_distances=extra)
+
+
+def calibrate_run(run_dir: str | Path, manifests: Sequence[Manifest] | None = None, *,
+                  device: torch.device | str = "cpu", progress: bool = True) -> TrustCalibration:
+    """Fit the scope head and the trust calibration of a trained run and rewrite its checkpoint
+    (weights unchanged; ``medmoe calibrate``). ``manifests``: the run's own (its ``manifests/``)
+    unless given; their ``train`` and ``val`` rows of the run's tasks are used, never ``test``."""
+    from medmoe.engine.checkpoint import load_checkpoint, save_checkpoint  # the checkpoint imports this module
+    from medmoe.engine.train import load_split
+
+    run_dir = Path(run_dir)
+    checkpoint = load_checkpoint(run_dir, map_location=device)
+    manifests = list(manifests) if manifests is not None else run_manifests(run_dir)
+    model, config, tasks = checkpoint.model, checkpoint.config, checkpoint.tasks
+    cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
+    splits = {}
+    for split in ("train", "val"):
+        batch = load_split(manifests, tasks, split, config, cache_dir, progress)
+        inputs = prepared_inputs(model, batch.images, cache_dir=cache_dir, device=device, progress=progress)
+        splits[split] = (inputs, batch.task_indices)
+    if len(splits["train"][0]) == 0:
+        raise DatasetError(f"no training images of the run's tasks in the manifests of '{run_dir}'")
+    (train_x, train_t), (val_x, val_t) = splits["train"], splits["val"]
+    calib_x, calib_t = (val_x, val_t) if len(val_x) else (train_x, train_t)
+    text = task_text_embeddings(checkpoint.prompt_embeddings, calib_t)
+    scores = predict(model, calib_x, text, device=device, prepared=True).scores
+    head = fit_scope(model, config.model, train_x, train_t, len(tasks), device=device)
+    calibration = calibrate(model, config.model, head, tasks.ids, calib_x, calib_t, scores, train_inputs=train_x,
+                            train_task_indices=train_t, source=VALIDATION_SOURCE if len(val_x) else TRAINING_SOURCE,
+                            device=device)
+    save_checkpoint(run_dir, model=model.cpu(), config=config, tasks=tasks, prompt_embeddings=checkpoint.prompt_embeddings,
+                    thresholds=checkpoint.thresholds, info=checkpoint.info, scope=head.cpu(), calibration=calibration)
+    return calibration
