@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
         prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="Free text describing the images, e.g. 'axial brain MRI'.")] = None,
         task: Annotated[Optional[str], typer.Option("--task", "-t", help="A task id instead of a prompt, e.g. brain_mri.")] = None,
         strict: Annotated[bool, typer.Option("--strict", help="Stop if the prompt resembles no trained task (default: warn).")] = False,
+        fpr: Annotated[float, typer.Option("--fpr", help="False-positive rate on normals the decision controls: anomalous when the p-value is at most this.")] = 0.05,
         batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
         window: Annotated[Optional[str], typer.Option(help="DICOM/NIfTI intensity window: CENTER,WIDTH or a preset (brain, subdural, bone, lung, ...).")] = None,
         slice_index: Annotated[Optional[int], typer.Option("--slice", help="Axial slice of 3-D NIfTI volumes (0-based).")] = None,
@@ -64,6 +65,8 @@ def register(app: typer.Typer) -> None:
         if not inputs:
             raise DatasetError(f"no image files in {', '.join(map(str, paths))}; medmoe reads PNG, JPEG, TIFF, "
                                "BMP, DICOM and NIfTI")
+        if not 0 < fpr < 1:
+            raise ConfigError(f"--fpr is a false-positive rate in (0, 1), not {fpr}; e.g. --fpr 0.05")
         detector = Detector.load(model, backend=backend, device=device)
         rows, failures, notes = [], [], {}
         bar = tqdm(total=len(inputs), unit="image", desc="detect", disable=not progress)
@@ -72,7 +75,7 @@ def register(app: typer.Typer) -> None:
             for start in range(0, len(inputs), batch_size):
                 chunk = inputs[start:start + batch_size]
                 outcomes = detector.predict_batch([i.path for i in chunk], prompt, task, batch_size=batch_size,
-                                                  strict=strict, frame=frame, slice_index=slice_index,
+                                                  strict=strict, fpr=fpr, frame=frame, slice_index=slice_index,
                                                   window=parse_window(window), return_errors=True)
                 for item, outcome in zip(chunk, outcomes, strict=True):
                     files = None
@@ -88,10 +91,10 @@ def register(app: typer.Typer) -> None:
 
         scored = [r for r in rows if not r["error"]]
         if len(scored) <= 20:
-            table = Table("task", "score", "threshold", "decision", title="results")
+            table = Table("task", "score", "threshold", "p", "decision", title="results")
             table.add_column("file", overflow="fold")
             for r in scored:
-                table.add_row(r["task"], r["score"], r["threshold"] or "—", r["decision"], r["path"])
+                table.add_row(r["task"], r["score"], r["threshold"] or "—", r["p_value"] or "—", r["decision"], r["path"])
             if scored:
                 console.print(table)
         for note in notes:
@@ -104,6 +107,8 @@ def register(app: typer.Typer) -> None:
                 table.add_row(str(path), getattr(error, "reason", str(error)))
             errors.print(table)
         flagged = sum(r["decision"] == "anomalous" for r in scored)
-        console.print(f"scored {len(scored)} of {len(rows)} image(s), {flagged} anomalous; results: [bold]{results}[/]")
+        outside = sum(r["decision"] == "out_of_scope" for r in scored)
+        console.print(f"scored {len(scored)} of {len(rows)} image(s), {flagged} anomalous"
+                      + (f", {outside} out of scope" if outside else "") + f"; results: [bold]{results}[/]")
         if failures:
             raise typer.Exit(1)

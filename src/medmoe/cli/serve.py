@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
         model: Annotated[Path, typer.Option("--model", "-m", help="Run folder from 'medmoe train' (or an .onnx file with --backend onnx).")],
         host: Annotated[str, typer.Option(help="Address to listen on. The service has no authentication: keep it on 127.0.0.1 unless a proxy in front of it has.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+        fpr: Annotated[float, typer.Option("--fpr", help="Default false-positive rate of decisions (a request's 'fpr' field overrides it).")] = 0.05,
         backend: Annotated[str, typer.Option(help="torch, onnx, or auto (onnx for .onnx files).")] = "torch",
         device: Annotated[str, typer.Option(help="cpu or cuda (cuda:N with torch).")] = "cpu",
         max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest accepted upload, in MB (MiB).")] = 20.0,
@@ -37,7 +38,7 @@ def register(app: typer.Typer) -> None:
         if not _is_loopback(host):
             console.print(f"[bold yellow]warning:[/] listening on {host}: anyone who can reach this address can "
                           "upload images; the service has no authentication or TLS")
-        uvicorn.run(create_app(detector, max_upload_mb=max_upload_mb), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(detector, max_upload_mb=max_upload_mb, fpr=fpr), host=host, port=port, log_level="info")
 
 
 def _is_loopback(host: str) -> bool:

@@ -38,7 +38,7 @@ from medmoe import __version__
 from medmoe.api import Detector
 from medmoe.api.render import render_result
 from medmoe.api.results import finite_or_none
-from medmoe.errors import MedmoeError
+from medmoe.errors import ConfigError, MedmoeError
 from medmoe.serve.limits import BodySizeLimit
 from medmoe.serve.uploads import ACCEPTED_FORMATS, sniff_suffix, upload_as_file
 from medmoe.trust import DEFAULT_FPR
@@ -103,15 +103,19 @@ class DetectResponse(BaseModel):
     timing_ms: Timing
 
 
-def create_app(detector: Detector, *, max_upload_mb: float = 20) -> FastAPI:
+def create_app(detector: Detector, *, max_upload_mb: float = 20, fpr: float = DEFAULT_FPR) -> FastAPI:
     """A FastAPI app serving ``detector`` (already loaded; the app never reloads it).
 
     Args:
         detector: the model to serve.
         max_upload_mb: the largest accepted upload, in MiB.
+        fpr: the false-positive rate of decisions when a request does not give one.
     """
     if not max_upload_mb > 0:
         raise ValueError(f"max_upload_mb must be positive, not {max_upload_mb}")
+    if not 0 < fpr < 1:
+        raise ConfigError(f"the default false-positive rate must be in (0, 1), not {fpr}; e.g. --fpr 0.05")
+    default_fpr = fpr
     max_bytes = int(max_upload_mb * MIB)
     too_large = (f"the upload is larger than this server's limit of {max_upload_mb:g} MB; send a smaller "
                  "image (one 2-D slice or frame) or restart the server with a larger --max-upload-mb")
@@ -163,8 +167,9 @@ def create_app(detector: Detector, *, max_upload_mb: float = 20) -> FastAPI:
         task: Annotated[str | None, Form(description="A task id from /v1/tasks, instead of a prompt.")] = None,
         strict: Annotated[bool, Form(description="A prompt matching no trained task, or naming an organ or "
                                                  "modality none has, is an error, not a warning.")] = False,
-        fpr: Annotated[float, Form(gt=0, lt=1, description="The false-positive rate on normals the decision "
-                                                           f"controls (default {DEFAULT_FPR}).")] = DEFAULT_FPR,
+        fpr: Annotated[float | None, Form(gt=0, lt=1, description="The false-positive rate on normals the "
+                                                                  "decision controls (default: the server's, "
+                                                                  f"{DEFAULT_FPR} unless set).")] = None,
     ) -> dict[str, Any]:
         """Score one image: anomaly score, threshold, decision, matched task, experts and an overlay PNG."""
         started = time.perf_counter()
@@ -187,7 +192,8 @@ def create_app(detector: Detector, *, max_upload_mb: float = 20) -> FastAPI:
             try:
                 with lock:
                     waited = time.perf_counter()
-                    result = detector.predict(path, prompt=prompt, task=task, strict=strict, fpr=fpr)
+                    result = detector.predict(path, prompt=prompt, task=task, strict=strict,
+                                              fpr=default_fpr if fpr is None else fpr)
                     inferred = time.perf_counter()
             except MedmoeError as exc:
                 raise HTTPException(422, str(exc).replace(str(path), name)) from None
