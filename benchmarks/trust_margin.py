@@ -1,3 +1,12 @@
+#!/usr/bin/env python
+"""How far above the scope limit must an image be to call it out of scope? Decided on validation data.
+
+``python benchmarks/trust_margin.py`` (on ``benchmarks/results/cpu-feat/runs/feature_moe/seed0/all``)
+fits the scope head on the training normals and the limit on the validation normals, then reports,
+for margins 1–3 × the limit: synthetic anomalies made from the validation normals flagged (they are
+in scope), natural images flagged, and leave-one-task-out validation normals flagged (out of scope).
+Results: ``benchmarks/results/trust-margin.txt``. The test split is not loaded.
+"""
 import sys; sys.path.insert(0, "benchmarks")
 import numpy as np, torch
 from pathlib import Path

@@ -58,6 +58,10 @@ def test_onnx_and_torch_agree_on_images(tiny_run: Path, exported: Path, phantoms
         np.testing.assert_allclose(ours.hallucination_map, theirs.hallucination_map, rtol=0, atol=MAP_ATOL)
         np.testing.assert_allclose(ours.expert_weights, theirs.expert_weights, rtol=0, atol=MAP_ATOL)
         assert (ours.task, ours.threshold, ours.decision) == (theirs.task, theirs.threshold, theirs.decision)
+        # the trust outputs come out of the ONNX graph and the sidecar alike
+        assert (ours.p_value, ours.fpr, ours.resembles, ours.prompt_mismatch, ours.out_of_scope) == \
+            (theirs.p_value, theirs.fpr, theirs.resembles, theirs.prompt_mismatch, theirs.out_of_scope)
+    assert any(r.prompt_mismatch for r in torch_results)  # chest phantoms asked about as brain MRI
 
 
 def test_onnx_backend_runs_without_torch(tiny_run: Path, exported: Path, phantoms: Path) -> None:  # noqa: F811
@@ -69,14 +73,15 @@ def test_onnx_backend_runs_without_torch(tiny_run: Path, exported: Path, phantom
         f"by_task = d.predict({str(image)!r}, task='brain_mri')\n"
         f"by_prompt = d.predict({str(image)!r}, prompt='Brain MRI slice.')\n"
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)\n"
-        "print(json.dumps([d.backend.name, by_task.score, by_prompt.score]))\n"
+        "print(json.dumps([d.backend.name, by_task.score, by_prompt.score, by_task.p_value, by_task.resembles]))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    backend, by_task, by_prompt = json.loads(done.stdout.strip().splitlines()[-1])
-    expected = Detector.load(tiny_run).predict(image, task="brain_mri").score
+    backend, by_task, by_prompt, p_value, resembles = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = Detector.load(tiny_run).predict(image, task="brain_mri")
     assert backend == "onnx" and by_task == by_prompt
-    assert by_task == pytest.approx(expected, rel=SCORE_RTOL, abs=SCORE_ATOL)
+    assert by_task == pytest.approx(expected.score, rel=SCORE_RTOL, abs=SCORE_ATOL)
+    assert (p_value, resembles) == (expected.p_value, expected.resembles)
 
 
 def test_prompt_free_model_without_hallucination_exports(plain_run: Path, tmp_path: Path, phantoms: Path) -> None:  # noqa: F811
