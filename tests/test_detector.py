@@ -229,19 +229,27 @@ def test_dicom_without_prompt_gets_its_task_from_tags(detector: Detector) -> Non
     assert result.task == "chest_xray" and result.prompt == default_registry()["chest_xray"].prompt
     assert result.image.shape == result.anomaly_map.shape == (1955, 1841)
     assert any("suggested from DICOM tags (Modality=CR, BodyPartExamined=CHEST)" in w for w in result.warnings)
-    assert detector.predict(CT_SMALL).task == "head_ct"  # CT without a body part
+    with pytest.raises(PromptError, match="do not say the body part"):  # a CT without a body part: any organ
+        detector.predict(CT_SMALL)
+    assert detector.predict(CT_SMALL, task="head_ct").task == "head_ct"
 
 
 def test_suggest_task_rules() -> None:
     tasks = default_registry()
     assert suggest_task({"Modality": "MR", "BodyPartExamined": "HEAD"}, tasks).id == "brain_mri"
-    assert suggest_task({"Modality": "dx", "BodyPartExamined": ""}, tasks).id == "chest_xray"
+    assert suggest_task({"Modality": "dx", "BodyPartExamined": "chest"}, tasks).id == "chest_xray"
+    with pytest.raises(PromptError, match="do not say the body part"):
+        suggest_task({"Modality": "DX", "BodyPartExamined": ""}, tasks)
+    with pytest.raises(PromptError, match="match none"):  # a shoulder MR is not a brain MRI
+        suggest_task({"Modality": "MR", "BodyPartExamined": "SHOULDER"}, tasks)
     with pytest.raises(PromptError, match="Modality=CT, BodyPartExamined=CHEST"):
         suggest_task({"Modality": "CT", "BodyPartExamined": "CHEST"}, tasks)  # a chest CT is not head_ct
     with pytest.raises(PromptError, match="match none"):
         suggest_task({"Modality": "PT", "BodyPartExamined": ""}, tasks)
     twice = tasks.subset(tasks.ids)
     twice.add(Task("sinus_ct", "sinus", "CT", "Sinus CT slice.", dicom_modalities=("CT",)))
+    assert suggest_task({"Modality": "CT", "BodyPartExamined": ""}, twice).id == "sinus_ct"  # lists no body part
+    twice.add(Task("spine_ct", "spine", "CT", "Spine CT slice.", dicom_modalities=("CT",)))
     with pytest.raises(PromptError, match="several tasks"):
         suggest_task({"Modality": "CT", "BodyPartExamined": ""}, twice)
 

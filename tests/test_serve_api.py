@@ -102,13 +102,12 @@ def test_unrelated_prompt_warns_or_fails_when_strict(client: TestClient, png: by
     assert "resembles no trained task" in strict.json()["detail"]
 
 
-def test_dicom_without_prompt_gets_task_from_tags(client: TestClient) -> None:
-    path = get_testdata_file("CT_small.dcm", download=False)
-    assert path is not None
-    body = _detect(client, Path(path).read_bytes(), "study").json()  # no suffix: recognised by content
-    assert body["task"] == "head_ct"
-    assert any("suggested from DICOM tags" in w for w in body["warnings"])
-    assert body["image_size"] == {"height": 128, "width": 128}
+def test_dicom_without_body_part_needs_a_task(client: TestClient) -> None:
+    ct = Path(get_testdata_file("CT_small.dcm", download=False))  # CT, no BodyPartExamined
+    untagged = _detect(client, ct.read_bytes(), "study")  # no suffix: recognised by content
+    assert untagged.status_code == 422 and "do not say the body part" in untagged.json()["detail"]
+    body = _detect(client, ct.read_bytes(), "study", task="head_ct").json()
+    assert body["task"] == "head_ct" and body["image_size"] == {"height": 128, "width": 128}
 
 
 def test_nifti_gz_upload_is_recognised_by_content(client: TestClient, tmp_path: Path) -> None:

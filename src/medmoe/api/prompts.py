@@ -135,10 +135,10 @@ class PromptMatcher:
 def suggest_task(tags: dict[str, str], tasks: TaskRegistry) -> Task:
     """The task a DICOM file's tags point to, for images given without a prompt or task.
 
-    A task is a candidate if the file's ``Modality`` is one of its ``dicom_modalities`` and, when
-    the file states a ``BodyPartExamined`` and the task lists body parts, that body part is one of
-    its ``dicom_body_parts`` (so a chest CT is *not* sent to ``head_ct``). A missing body part does not
-    rule a task out.
+    A task is a candidate if the file's ``Modality`` is one of its ``dicom_modalities`` and, when the
+    task lists ``dicom_body_parts``, the file's ``BodyPartExamined`` is one of them: a modality alone
+    does not identify a task (a shoulder MR is not a brain MRI, and a CT without a body part may be
+    of any organ), so such a file needs a prompt or task.
 
     Args:
         tags: as returned by :func:`medmoe.io.read_dicom_tags`.
@@ -150,11 +150,14 @@ def suggest_task(tags: dict[str, str], tasks: TaskRegistry) -> Task:
     modality = tags.get("Modality", "").upper()
     body_part = tags.get("BodyPartExamined", "").upper()
     candidates = [t for t in tasks if modality in t.dicom_modalities
-                  and (not body_part or not t.dicom_body_parts or body_part in t.dicom_body_parts)]
+                  and (not t.dicom_body_parts or body_part in t.dicom_body_parts)]
     described = f"Modality={modality or '(none)'}, BodyPartExamined={body_part or '(none)'}"
     if not candidates:
-        raise PromptError(f"its DICOM tags ({described}) match none of the model's tasks "
-                          f"({', '.join(tasks.ids)}); pass a prompt or a task")
+        by_modality = [t.id for t in tasks if modality in t.dicom_modalities]
+        why = (f"do not say the body part, and modality {modality} alone does not identify a task "
+               f"({', '.join(by_modality)} need one of their body parts)" if by_modality and not body_part
+               else f"match none of the model's tasks ({', '.join(tasks.ids)})")
+        raise PromptError(f"its DICOM tags ({described}) {why}; pass a prompt or a task")
     if len(candidates) > 1:
         raise PromptError(f"its DICOM tags ({described}) fit several tasks "
                           f"({', '.join(t.id for t in candidates)}); pass a prompt or a task")
