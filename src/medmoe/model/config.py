@@ -53,6 +53,10 @@ class ModelConfig:
             normals' errors (Eq. 5 can only switch the hallucination map on where ``e > 1``).
         score_top_fraction: image score = mean of the largest share of the anomaly map; 0 is the
             paper's mean of the whole map (§3.5). Used by ``feature_moe``.
+        added_tasks: tasks added to a trained ``feature_moe`` by ``medmoe add-task`` (each a
+            :class:`~medmoe.model.added.TaskAdapter`; the model's own weights untouched).
+        added_task_expert: what an added task gets: its own ``expert`` (a decoder and a memory of its
+            normals) or a ``route`` (learned weights over the existing experts, and its memory).
     """
 
     architecture: str = "moe"
@@ -77,6 +81,8 @@ class ModelConfig:
     feature_expert: str = "reconstruct"
     error_quantile: float = 0.5
     score_top_fraction: float = 0.0
+    added_tasks: int = 0
+    added_task_expert: str = "expert"
 
     def __post_init__(self) -> None:
         if len(self.value_range) != 2 or not self.value_range[0] < self.value_range[1]:
@@ -90,6 +96,10 @@ class ModelConfig:
         if self.feature_expert not in ("reconstruct", "retrieve", "hybrid"):
             raise ConfigError("feature_expert must be 'reconstruct', 'retrieve' or 'hybrid', "
                               f"not {self.feature_expert!r}")
+        if self.added_task_expert not in ("expert", "route"):
+            raise ConfigError(f"added_task_expert must be 'expert' or 'route', not {self.added_task_expert!r}")
+        if self.added_tasks < 0:
+            raise ConfigError(f"added_tasks must be ≥ 0, not {self.added_tasks}")
         if self.feature_error not in ("mse", "cosine"):
             raise ConfigError(f"feature_error must be 'mse' or 'cosine', not {self.feature_error!r}")
         for name, value in (("feature_dropout", self.feature_dropout), ("error_quantile", self.error_quantile),

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medmoe.errors import ConfigError
+from medmoe.model.added import TaskAdapter, nearest_task
 from medmoe.model.base import AnomalyModel
 from medmoe.model.config import ModelConfig
 from medmoe.model.losses import LossParts, routing_loss
@@ -148,6 +149,13 @@ class FeatureMoE(AnomalyModel):
                         if decoded or config.hallucination else None)
         self.register_buffer("memory", torch.zeros(0, d))
         self.register_buffer("memory_counts", torch.zeros(config.num_experts, dtype=torch.long))
+        # tasks added after training (medmoe add-task): an adapter each, chosen by the nearest stored prompt
+        own_expert = config.added_task_expert == "expert" and (decoded or config.hallucination)
+        self.added = nn.ModuleList(
+            TaskAdapter(config, d, FeatureExpertBank(1, e, max(e // 2, 8), decoded, config.hallucination)
+                        if own_expert else None) for _ in range(config.added_tasks))
+        if config.added_tasks:
+            self.register_buffer("task_prompts", torch.zeros(0, config.text_dim))
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Trunk features ``(B, D, R/stride, R/stride)`` of gray images ``(B, 1, R, R)`` in [0, 1]."""
@@ -225,6 +233,8 @@ class FeatureMoE(AnomalyModel):
         if self.config.feature_expert == "hybrid" and not self.training:
             retrieved = torch.einsum("bn,bnhw->bhw", weights, self.retrieval_errors(inputs)).unsqueeze(1)
             amap = 0.5 * (amap + retrieved / self.retrieval_scale)
+        if len(self.added) and text_embedding is not None:
+            amap, u, weights = self._added_tasks(inputs, z, b, text_embedding, amap, u, weights)
         size = self.config.resolution
         up = F.interpolate(amap, size=(size, size), mode="bilinear", align_corners=False)
         u_up = None if u is None else F.interpolate(u, size=(size, size), mode="bilinear", align_corners=False)
@@ -232,6 +242,28 @@ class FeatureMoE(AnomalyModel):
                            score=top_fraction_mean(up, self.config.score_top_fraction),
                            router_weights=weights, router_logits=logits, features=v,
                            reconstruction_loss=self._eq5(e, u))
+
+    def _added_tasks(self, inputs: torch.Tensor, z: torch.Tensor, b: torch.Tensor, text_embedding: torch.Tensor,
+                     amap: torch.Tensor, u: torch.Tensor | None,
+                     weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Rows whose prompt is nearest an added task's take its adapter's map (:mod:`medmoe.model.added`);
+        every other row keeps ``amap``/``u`` as they are. Router weights gain one column per added task
+        (its own expert's weight, or the route over the existing experts)."""
+        n_own = self.task_prompts.shape[0] - len(self.added)
+        task = nearest_task(text_embedding, self.task_prompts)
+        weights = F.pad(weights, (0, len(self.added)))
+        for j, adapter in enumerate(self.added):
+            rows = (task == n_own + j).view(-1, 1, 1, 1)
+            new_map, new_u, _ = adapter.maps(self, inputs, z, b)
+            amap = torch.where(rows, new_map, amap)
+            if u is not None and new_u is not None:
+                u = torch.where(rows, new_u, u)
+            if adapter.bank is not None:
+                row_weights = F.one_hot(torch.full_like(task, self.config.num_experts + j), weights.shape[1])
+            else:
+                row_weights = F.pad(adapter.route(z), (0, len(self.added)))
+            weights = torch.where(rows.view(-1, 1), row_weights.to(weights.dtype), weights)
+        return amap, u, weights
 
     def _eq5(self, e: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
         """Eq. 5 in feature space on the feature grid (plain mean error without ``u``)."""
@@ -242,7 +274,7 @@ class FeatureMoE(AnomalyModel):
         return router_input(v, self.prompt_encoder, text_embedding, self.config.router_norm)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        resize_to_stored(self, state_dict, prefix, ("memory",))
+        resize_to_stored(self, state_dict, prefix, ("memory", "task_prompts") if len(self.added) else ("memory",))
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def loss(self, out: ModelOutput, inputs: torch.Tensor, task_ids: torch.Tensor,

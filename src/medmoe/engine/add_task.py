@@ -1,0 +1,281 @@
+"""Add a task to a trained ``feature_moe`` from a few normal scans, without retraining the rest.
+
+The new run is a complete checkpoint (detect, serve, export, evaluate and calibrate work on it
+unchanged): the task table and prompt embeddings gain the task, the network gains a
+:class:`~medmoe.model.added.TaskAdapter` (its own expert, or a route over the existing experts,
+and a memory of its normals), the scope head a row, the calibration the task's scores. Every weight,
+buffer, threshold and calibration entry of the existing tasks is copied unchanged, and the
+network keeps their rows on the original path, so their scores and maps are the same numbers.
+
+Data: the task's ``train`` normals are fitted on; its ``val`` normals, if the data has them,
+calibrate it; otherwise, with at least :data:`CARVE_MIN_IMAGES` images, a seeded
+:data:`VAL_FRACTION` is carved off; with fewer, the task is calibrated on its training normals and
+the checkpoint says so (p-values are then optimistic). ``test`` rows are never read.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medmoe.data.dataset import ImageDataset
+from medmoe.data.manifest import Manifest, Sample, write_manifest
+from medmoe.data.sources._base import list_images
+from medmoe.data.splits import carve_validation, flag_duplicates
+from medmoe.engine.calibrate import scope_distances
+from medmoe.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from medmoe.engine.data import MANIFEST_DIR, default_cache_dir
+from medmoe.engine.features import prepared_inputs
+from medmoe.engine.inference import predict
+from medmoe.errors import CheckpointError, ConfigError, DatasetError
+from medmoe.metrics import fit_threshold
+from medmoe.model.added import TaskAdapter
+from medmoe.model.feature_moe import FeatureMoE
+from medmoe.model.memory import COVERAGE, greedy_coreset, nearest_distance, patches
+from medmoe.model.registry import create_model
+from medmoe.tasks import Task, TaskRegistry
+from medmoe.text import PromptEmbeddingCache
+from medmoe.trust.calibration import TrustCalibration
+from medmoe.trust.scope import ScopeHead, ScopeTrunk, descriptor
+
+MIN_IMAGES = 4
+"""Fewest readable training normals an added task may have."""
+CARVE_MIN_IMAGES = 10
+"""From this many training normals (and no ``val`` rows), a validation share is carved off."""
+VAL_FRACTION = 0.2
+"""The share carved off for validation."""
+STEPS = 300
+"""Optimisation steps of an adapter (batches of up to :data:`BATCH` drawn with replacement)."""
+BATCH = 32
+MEMORY_PATCHES = 4096
+"""An added task keeps at least this many patches in its memory (or all it has): 1 % of a few
+images' patches is too few to remember them."""
+
+
+@dataclass(frozen=True)
+class AddTaskResult:
+    """What :func:`add_task` wrote.
+
+    Attributes:
+        run_dir: the new run folder.
+        task: the added task's id.
+        n_train: training normals used.
+        n_val: calibration normals (0: calibrated on the training normals).
+        threshold: the task's percentile threshold.
+        seconds: wall time of the add.
+    """
+
+    run_dir: Path
+    task: str
+    n_train: int
+    n_val: int
+    threshold: float
+    seconds: float
+
+
+def folder_manifest(folder: Path, task: str) -> Manifest:
+    """A manifest of every image under ``folder`` (recursively) as training normals of ``task``, with
+    the usual duplicate flags (the ``folder`` layout's ``train/normal`` … is read by its source)."""
+    images = list_images(folder, recursive=True)
+    if not images:
+        raise DatasetError(f"'{folder}' holds no image files (PNG, JPEG, TIFF, BMP, DICOM, NIfTI)")
+    root = folder.resolve()
+    samples = [Sample(path=p.resolve().relative_to(root).as_posix(), task=task, label=0, split="train")
+               for p in images]
+    return flag_duplicates(Manifest(root=root, samples=samples))
+
+
+def add_task(model_run: str | Path, task: Task, manifests: list[Manifest], out: str | Path, *,
+             expert: str = "expert", seed: int = 0, progress: bool = True) -> AddTaskResult:
+    """Add ``task`` to the ``feature_moe`` run ``model_run`` from the task's normals in ``manifests``
+    and write the new run to ``out`` (module docstring).
+
+    Args:
+        expert: ``expert`` (a decoder of the task's own) or ``route`` (weights over the existing experts).
+        seed: seeds the validation carve, the memory's coreset and the adapter's training.
+
+    Raises:
+        ConfigError: not a prompt-routed ``feature_moe`` run, an existing task id, a channel mismatch,
+            a different ``expert`` than earlier adds, or ``out`` not empty.
+        CheckpointError: the run has no trust outputs (``medmoe calibrate`` it first).
+        DatasetError: fewer than :data:`MIN_IMAGES` readable training normals of the task.
+    """
+    started = time.perf_counter()
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"'{out}' exists and is not empty; choose a new folder for the new run")
+    checkpoint = load_checkpoint(model_run)
+    config, tasks, model = checkpoint.config, checkpoint.tasks, checkpoint.model
+    _check(checkpoint, task, expert)
+    assert isinstance(model, FeatureMoE) and checkpoint.prompt_embeddings is not None
+    assert checkpoint.scope is not None and checkpoint.calibration is not None
+
+    rows = _task_rows(manifests, task.id, seed)
+    cache = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
+    split_inputs = {}
+    for split in ("train", "val"):
+        entries = [(m, s) for m in rows for s in m.select(split=split)]
+        if not entries:
+            split_inputs[split] = torch.zeros(0)
+            continue
+        dataset = ImageDataset(entries, TaskRegistry([task]), resolution=config.model.resolution, cache_dir=cache,
+                               with_masks=False)
+        failures = dataset.check(progress=progress)
+        if failures and split == "train" and len(entries) - len(failures) < MIN_IMAGES:
+            raise DatasetError(f"only {len(entries) - len(failures)} of {len(entries)} training images of "
+                               f"{task.id!r} are readable (first problem: '{failures[0][0]}': {failures[0][1]}); "
+                               f"at least {MIN_IMAGES} are needed")
+        if failures:
+            bad = {str(path) for path, _ in failures}
+            dataset = ImageDataset([e for e in entries if str(e[0].resolve(e[1].path)) not in bad],
+                                   TaskRegistry([task]), resolution=config.model.resolution, cache_dir=cache,
+                                   with_masks=False)
+        images = dataset.materialize(progress=progress).images
+        split_inputs[split] = prepared_inputs(model, images, cache_dir=cache, progress=progress)
+    train_x, val_x = split_inputs["train"], split_inputs["val"]
+    if len(train_x) < MIN_IMAGES:
+        raise DatasetError(f"{len(train_x)} training normals of {task.id!r}; at least {MIN_IMAGES} are needed")
+
+    new_tasks = TaskRegistry([*tasks, task])
+    embedding = torch.from_numpy(PromptEmbeddingCache(config.train.text_encoder).embed([task.prompt]))
+    embeddings = torch.cat([checkpoint.prompt_embeddings, embedding.to(checkpoint.prompt_embeddings.dtype)])
+    new_config = replace(config, model=replace(config.model, added_tasks=config.model.added_tasks + 1,
+                                               added_task_expert=expert))
+    new_model = create_model(new_config.model)
+    missing, unexpected = new_model.load_state_dict(model.state_dict(), strict=False)
+    index = config.model.added_tasks
+    if unexpected or any(not (k.startswith(f"added.{index}.") or k == "task_prompts") for k in missing):
+        raise CheckpointError(f"the run's weights do not carry over to the extended model ({missing}, {unexpected})")
+    new_model.task_prompts = embeddings.float().clone()
+    adapter = new_model.added[index]
+    torch.manual_seed(seed)
+    _fit_adapter(new_model, adapter, train_x, seed, lr=config.train.lr)
+
+    calib_x = val_x if len(val_x) else train_x
+    text = embedding.float().expand(len(calib_x), -1)
+    scores = predict(new_model, calib_x, text, prepared=True).scores
+    threshold = fit_threshold(scores, config.train.threshold_percentile)
+    trunk = ScopeTrunk(new_model, new_config.model)
+    head = checkpoint.scope.extended(ScopeHead.fit([descriptor(trunk(train_x, train_x)).double().numpy()]))
+    own = np.sqrt(scope_distances(new_model, new_config.model, head, calib_x)[:, -1])
+    old = checkpoint.calibration
+    calibration = TrustCalibration(scores={**old.scores, task.id: sorted(float(s) for s in scores)},
+                                   scope_scale={**old.scope_scale, task.id: float(np.median(own))},
+                                   scope_limit=old.scope_limit, source=old.source)
+    info = {**checkpoint.info, "added_tasks": [*checkpoint.info.get("added_tasks", []), {
+        "task": task.id, "expert": expert, "n_train": len(train_x), "n_val": len(val_x), "seed": seed,
+        "calibrated_on": "validation normals" if len(val_x) else "training normals (optimistic p-values)"}]}
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, model=new_model, config=new_config, tasks=new_tasks, prompt_embeddings=embeddings,
+                    thresholds={**checkpoint.thresholds, task.id: threshold}, info=info, scope=head,
+                    calibration=calibration)
+    _copy_manifests(Path(model_run), rows, out, task.id)
+    return AddTaskResult(out, task.id, len(train_x), len(val_x), threshold, time.perf_counter() - started)
+
+
+def _check(checkpoint: Checkpoint, task: Task, expert: str) -> None:
+    """Refuse what ``add_task`` cannot do, each with one message."""
+    config, tasks = checkpoint.config.model, checkpoint.tasks
+    if config.architecture != "feature_moe" or not config.prompt:
+        raise ConfigError(f"add-task needs a prompt-routed feature_moe run; this one is {config.architecture!r}"
+                          + ("" if config.prompt else " without prompts"))
+    if task.id in tasks:
+        raise ConfigError(f"task {task.id!r} is already in the model ({', '.join(tasks.ids)}); pick a new id")
+    if task.channels != config.in_channels:
+        raise ConfigError(f"task {task.id!r} has {task.channels} channel(s) but the model reads "
+                          f"{config.in_channels}")
+    if expert not in ("expert", "route"):
+        raise ConfigError(f"--expert must be 'expert' or 'route', not {expert!r}")
+    if config.added_tasks and config.added_task_expert != expert:
+        raise ConfigError(f"this model's added tasks use {config.added_task_expert!r}; add this one the same way")
+    if checkpoint.scope is None or checkpoint.calibration is None:
+        raise CheckpointError("the run has no trust outputs; run 'medmoe calibrate --model RUN' on it first")
+
+
+def _task_rows(manifests: list[Manifest], task: str, seed: int) -> list[Manifest]:
+    """The manifests' rows of ``task``, with a validation carve when there is no ``val`` and enough
+    training images (``test`` rows are kept for evaluating the new run, never read here)."""
+    rows = [Manifest(root=m.root, samples=[s for s in m.samples if s.task == task]) for m in manifests]
+    rows = [m for m in rows if m.samples]
+    if not rows:
+        raise DatasetError(f"the data holds no training normals of task {task!r} (rows with task={task})")
+    n_train = sum(s.split == "train" for m in rows for s in m.samples)
+    if not n_train:
+        raise DatasetError(f"the data holds no training normals of task {task!r} (only val/test rows)")
+    has_val = any(s.split == "val" for m in rows for s in m.samples)
+    if not has_val and n_train >= CARVE_MIN_IMAGES:
+        rows = [carve_validation(m, VAL_FRACTION, seed) for m in rows]
+    return rows
+
+
+def _fit_adapter(model: FeatureMoE, adapter: TaskAdapter, features: torch.Tensor, seed: int, lr: float) -> None:
+    """Fill the adapter's memory, train its expert or route on Eq. 5 (everything else frozen), and
+    set its error temperature and retrieval scale on the training normals."""
+    points = patches(features).flatten(0, 1)
+    keep = min(len(points), max(int(len(points) * COVERAGE), MEMORY_PATCHES))
+    chosen = greedy_coreset(points, keep, seed=seed)
+    adapter.memory = points[chosen].contiguous()
+    owner = torch.as_tensor(chosen) // (features.shape[2] * features.shape[3])  # the image each patch came from
+    model.requires_grad_(False)
+    model.eval()
+    adapter.requires_grad_(True)
+    optimizer = torch.optim.Adam(adapter.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    adapter.train()
+    for _ in range(STEPS):
+        rows = torch.randint(len(features), (min(BATCH, len(features)),), generator=generator)
+        x = features[rows]
+        z = model.standardise(x)
+        with torch.no_grad():
+            b, _ = model.encoder(z)
+        _, u, e = adapter.maps(model, x, z, b)
+        with torch.no_grad():  # the temperature follows the current errors (a few steps only)
+            raw = e * adapter.error_scale
+            adapter.error_scale.copy_(torch.quantile(raw.flatten().float(), model.config.error_quantile).clamp_min(1e-8))
+        e = raw / adapter.error_scale
+        loss = e.mean() if u is None else (e * torch.exp(-u.square()) + u.square()).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    adapter.eval()
+    adapter.requires_grad_(False)
+    with torch.no_grad():
+        # the memory holds the training images' own patches: their retrieval errors are taken
+        # leave-one-image-out, as a new image's would be
+        retrieval = _leave_one_out_retrieval(features, adapter.memory, owner) if model.retrieve else None
+        if model.config.feature_expert == "retrieve":
+            raw = retrieval
+        else:
+            z = model.standardise(features)
+            b, _ = model.encoder(z)
+            _, _, e = adapter.maps(model, features, z, b)
+            raw = e * adapter.error_scale
+        adapter.error_scale.copy_(torch.quantile(raw.flatten().float(), model.config.error_quantile).clamp_min(1e-8))
+        if model.config.feature_expert == "hybrid":
+            adapter.retrieval_scale.copy_(retrieval.flatten().median().clamp_min(1e-8))
+
+
+def _leave_one_out_retrieval(features: torch.Tensor, memory: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """Each training image's retrieval error ``(n, h, w)`` against the memory without its own patches
+    (an image that is the memory's only source of patches is measured against all of it)."""
+    n, d, h, w = features.shape
+    errors = []
+    for i in range(n):
+        bank = memory[owner != i] if bool((owner != i).any()) else memory
+        errors.append(nearest_distance(patches(features[i:i + 1]), bank).square().view(h, w) / d)
+    return torch.stack(errors)
+
+
+def _copy_manifests(model_run: Path, rows: list[Manifest], out: Path, task: str) -> None:
+    """The old run's manifests (when it has them) and the added task's rows (with its test rows), so
+    the new run is evaluable like any other."""
+    source = model_run / MANIFEST_DIR
+    if source.is_dir():
+        shutil.copytree(source, out / MANIFEST_DIR, dirs_exist_ok=True)
+    for i, manifest in enumerate(rows):
+        write_manifest(manifest, out / MANIFEST_DIR / f"{task}{'' if i == 0 else f'-{i}'}.csv")

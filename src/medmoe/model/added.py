@@ -1,0 +1,86 @@
+"""Tasks added to a trained ``feature_moe`` from a few normal scans, leaving every trained weight alone.
+
+``medmoe add-task`` (:mod:`medmoe.engine.add_task`) gives the new task a :class:`TaskAdapter`:
+
+- ``expert``: a decoder of its own (one more expert of the bank's shape, reading the frozen shared
+  bottleneck), or ``route``: a learned softmax over the existing experts (a router row for the task);
+- in both, a memory of its own normals' patches for the retrieval error (the existing experts'
+  memories hold the other tasks), and its own error temperature and retrieval scale.
+
+Which branch scores an image is decided in the network from the prompt embedding: the task whose
+stored prompt embedding is nearest (cosine) — an added task's rows take the adapter's map, every other
+row keeps the model's own map, selected with ``torch.where``, so old tasks' scores and maps are the
+same numbers as before the add (tested bit for bit).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medmoe.model.config import ModelConfig
+from medmoe.model.memory import nearest_distance, patches, resize_to_stored
+
+
+class TaskAdapter(nn.Module):
+    """What one added task trains and remembers (module docstring).
+
+    Args:
+        config: the model's architecture (``added_task_expert``, ``feature_expert``, widths …).
+        channels: trunk feature channels ``D``.
+        bank: a factory of one expert of the model's bank shape (for ``expert``).
+    """
+
+    def __init__(self, config: ModelConfig, channels: int, bank: nn.Module | None) -> None:
+        super().__init__()
+        self.config = config
+        self.bank = bank
+        self.dropout = nn.Dropout(config.feature_dropout)
+        self.route_logits = nn.Parameter(torch.zeros(config.num_experts)) if bank is None else None
+        self.register_buffer("memory", torch.zeros(0, channels))
+        self.register_buffer("error_scale", torch.ones(()))
+        self.register_buffer("retrieval_scale", torch.ones(()))
+
+    def route(self, like: torch.Tensor) -> torch.Tensor:
+        """Weights over the model's experts ``(B, N)`` (``route``): softmax of the task's logits, one row
+        per row of ``like (B, …)`` (broadcast, so an ONNX export keeps the batch dynamic)."""
+        assert self.route_logits is not None
+        ones = torch.ones_like(like.flatten(1)[:, :1])  # (B, 1)
+        return ones * torch.softmax(self.route_logits, dim=0)[None]
+
+    def retrieval_error(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Squared distance of each location's patch to the task's memory over ``D``: ``(B, 1, h, w)``."""
+        b, d, h, w = inputs.shape
+        return (nearest_distance(patches(inputs), self.memory).square().view(b, 1, h, w) / d)
+
+    def maps(self, model: nn.Module, inputs: torch.Tensor, z: torch.Tensor,
+             bottleneck: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """``(anomaly map, u, e)`` on the feature grid ``(B, 1, h, w)`` for trunk features ``inputs``,
+        their standardised ``z`` and the model's bottleneck (``e``: the tempered error, Eq. 5's input)."""
+        d = z.shape[1]
+        if self.bank is not None:
+            out = self.bank(self.dropout(bottleneck))[:, 0]
+        else:
+            out = model.experts.mix(bottleneck, self.route(z)) if model.experts is not None else None
+        if self.config.feature_expert == "retrieve":
+            raw, u = self.retrieval_error(inputs), out
+        else:
+            raw = model.distance(z, out[:, :d])
+            u = out[:, d:] if self.config.hallucination else None
+        e = raw / self.error_scale
+        amap = e if u is None else e * torch.exp(-u.square())
+        if self.config.feature_expert == "hybrid" and not self.training:
+            amap = 0.5 * (amap + self.retrieval_error(inputs) / self.retrieval_scale)
+        return amap, u, e
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        resize_to_stored(self, state_dict, prefix, ("memory",))
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+def nearest_task(text_embedding: torch.Tensor, task_prompts: torch.Tensor) -> torch.Tensor:
+    """Index ``(B,)`` of the stored task prompt embedding ``(T, D)`` nearest (cosine) to each ``(B, D)``."""
+    return (F.normalize(text_embedding, dim=1) @ F.normalize(task_prompts, dim=1).T).argmax(dim=1)
