@@ -160,10 +160,10 @@ def test_multipage_tiff_needs_frame(tmp_path: Path) -> None:
     pages = [Image.fromarray(np.full((2, 2), value, dtype=np.uint8)) for value in (10, 250)]
     path = tmp_path / "stack.tiff"
     pages[0].save(path, save_all=True, append_images=pages[1:])
-    with pytest.raises(ImageReadError, match=r"2 pages; pass frame=0\.\.1"):
+    with pytest.raises(ImageReadError, match=r"2 pages; pass frame=0\.\.1 \(on the command line --frame 0\.\.1, or --frame middle\)"):
         read_image(path)
     np.testing.assert_allclose(read_image(path, frame=1), 250 / 255.0)
-    with pytest.raises(ImageReadError, match="frame=2 is out of range"):
+    with pytest.raises(ImageReadError, match=r"frame=2 \(--frame 2\) is out of range"):
         read_image(path, frame=2)
 
 
@@ -235,7 +235,7 @@ def test_arguments_that_do_not_apply_fail(tmp_path: Path) -> None:
     Image.new("L", (2, 2)).save(path)
     with pytest.raises(ImageReadError, match="window= applies to DICOM and NIfTI"):
         read_image(path, window="brain")
-    with pytest.raises(ImageReadError, match="slice_index= applies to NIfTI"):
+    with pytest.raises(ImageReadError, match=r"slice_index= \(--slice\) applies to NIfTI"):
         read_image(path, slice_index=0)
 
 

@@ -188,10 +188,20 @@ def test_multi_frame_needs_frame() -> None:
     expected = (frames[3] - frames[3].min()) / float(frames[3].max() - frames[3].min())
     np.testing.assert_allclose(image, expected, atol=1e-6)
     assert not np.allclose(image, read_image(path, frame=4))
-    with pytest.raises(ImageReadError, match="frame=10 is out of range"):
+    with pytest.raises(ImageReadError, match=r"frame=10 \(--frame 10\) is out of range"):
         read_image(path, frame=10)
+    # policies: middle/first/last pick per file; a single-frame file ignores any choice
+    np.testing.assert_array_equal(read_image(path, frame="middle"), read_image(path, frame=5))
+    np.testing.assert_array_equal(read_image(path, frame="last"), read_image(path, frame=9))
+    single = _testdata("CT_small.dcm")
+    np.testing.assert_array_equal(read_image(single, frame=7), read_image(single))
     with pytest.raises(ImageReadError, match="for multi-frame DICOM use frame="):
         read_image(path, slice_index=3)
+
+
+def test_a_corrupt_frame_count_is_refused_not_raised() -> None:
+    with pytest.raises(ImageReadError, match=r"Number of Frames \(0028,0008\) is '1A'"):
+        read_image(_testdata("badVR.dcm"))
 
 
 def test_enhanced_multi_frame_uses_functional_groups() -> None:
@@ -201,7 +211,8 @@ def test_enhanced_multi_frame_uses_functional_groups() -> None:
     np.testing.assert_allclose(image, apply_window(stored - 1024.0, 49, 102), atol=0.01)
 
 
-@pytest.mark.parametrize("compressed", ["emri_small_jpeg_2k_lossless.dcm", "emri_small_RLE.dcm"])
+@pytest.mark.parametrize("compressed", ["emri_small_jpeg_2k_lossless.dcm", "emri_small_RLE.dcm",
+                                        "emri_small_jpeg_ls_lossless.dcm"])
 def test_lossless_compressed_frames_equal_uncompressed(compressed: str) -> None:
     reference = read_image(_testdata("emri_small.dcm"), frame=2)
     np.testing.assert_array_equal(read_image(_testdata(compressed), frame=2), reference)
@@ -213,12 +224,19 @@ def test_jpeg_baseline_colour_decodes() -> None:
     assert image.min() >= 0.0 and image.max() <= 1.0 and image.std() > 0.01
 
 
-def test_jpeg_lossless_decodes_or_names_the_missing_decoder() -> None:
+def test_jpeg_lossless_decodes_with_the_shipped_plugins() -> None:
+    assert get_decoder(JPEGLosslessSV1).is_available  # pylibjpeg-libjpeg is a dependency
+    image = read_image(_testdata("JPEG-LL.dcm"))
+    assert image.shape == (1024, 256) and image.min() >= 0.0 and image.max() == 1.0
+
+
+def test_a_missing_decoder_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Unavailable:
+        is_available = False
+        missing_dependencies = ["pylibjpeg-libjpeg (pip install pylibjpeg-libjpeg)"]
+
+    monkeypatch.setattr("medmoe.io.dicom.get_decoder", lambda syntax: Unavailable())
     path = _testdata("JPEG-LL.dcm")
-    if get_decoder(JPEGLosslessSV1).is_available:
-        image = read_image(path)
-        assert image.shape == (1024, 256) and image.min() >= 0.0 and image.max() == 1.0
-        return
     with pytest.raises(ImageReadError) as info:
         read_image(path)
     message = str(info.value)

@@ -36,10 +36,10 @@ def test_2d_nifti_is_shown_in_radiological_view(tmp_path: Path) -> None:
 
 def test_3d_volume_needs_slice_index(tmp_path: Path) -> None:
     path = _save(tmp_path / "vol.nii.gz", _marked_volume())
-    with pytest.raises(ImageReadError, match=r"3 axial slices; pass slice_index=0\.\.2") as info:
+    with pytest.raises(ImageReadError, match=r"3 axial slices \(a 3-D volume of shape \(5, 4, 3\); 0 = most inferior\); pass slice_index=0\.\.2 \(on the command line --slice 0\.\.2") as info:
         read_image(path)
     assert str(path) in str(info.value)
-    with pytest.raises(ImageReadError, match="slice_index=3 is out of range"):
+    with pytest.raises(ImageReadError, match=r"slice_index=3 \(--slice 3\) is out of range"):
         read_image(path, slice_index=3)
     with pytest.raises(ImageReadError, match="for NIfTI use slice_index="):
         read_image(path, frame=0)

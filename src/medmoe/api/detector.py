@@ -46,6 +46,7 @@ from medmoe.api.spec import Backend, ModelSpec, RawOutput
 from medmoe.data.transforms import preprocess_image, resize_plane
 from medmoe.errors import CheckpointError, ImageReadError, MedmoeError, PromptError
 from medmoe.io import read_dicom_tags, read_image, to_grayscale
+from medmoe.io.choice import Choice
 from medmoe.io.formats import image_format
 from medmoe.tasks import TaskRegistry
 from medmoe.trust.calibration import DEFAULT_FPR, assess
@@ -128,8 +129,8 @@ class Detector:
         return self._matcher.match(prompt)
 
     def predict(self, image: ImageInput, prompt: str | None = None, task: str | None = None, *,
-                strict: bool = False, fpr: float = DEFAULT_FPR, frame: int | None = None,
-                slice_index: int | None = None,
+                strict: bool = False, fpr: float = DEFAULT_FPR, frame: Choice = None,
+                slice_index: Choice = None,
                 window: tuple[float, float] | str | None = None) -> DetectionResult:
         """Score one image.
 
@@ -141,7 +142,8 @@ class Detector:
                 has, is an error instead of a warning.
             fpr: the false-positive rate on normals the decision controls (``α``: anomalous when
                 the p-value is at most ``fpr``); default :data:`~medmoe.trust.DEFAULT_FPR`.
-            frame, slice_index, window: passed to :func:`medmoe.io.read_image` (files only).
+            frame, slice_index, window: passed to :func:`medmoe.io.read_image` (files only): an
+                index or ``first``/``middle``/``last`` for files with several frames or slices.
 
         Raises:
             ImageReadError: the file cannot be read (the error names it).
@@ -155,21 +157,21 @@ class Detector:
     @overload
     def predict_batch(self, images: Sequence[ImageInput], prompt: str | None = None, task: str | None = None,
                       *, batch_size: int = 32, strict: bool = False, fpr: float = DEFAULT_FPR,
-                      frame: int | None = None,
-                      slice_index: int | None = None, window: tuple[float, float] | str | None = None,
+                      frame: Choice = None,
+                      slice_index: Choice = None, window: tuple[float, float] | str | None = None,
                       return_errors: Literal[False] = False) -> list[DetectionResult]: ...
 
     @overload
     def predict_batch(self, images: Sequence[ImageInput], prompt: str | None = None, task: str | None = None,
                       *, batch_size: int = 32, strict: bool = False, fpr: float = DEFAULT_FPR,
-                      frame: int | None = None,
-                      slice_index: int | None = None, window: tuple[float, float] | str | None = None,
+                      frame: Choice = None,
+                      slice_index: Choice = None, window: tuple[float, float] | str | None = None,
                       return_errors: Literal[True]) -> list[DetectionResult | MedmoeError]: ...
 
     def predict_batch(self, images: Sequence[ImageInput], prompt: str | None = None, task: str | None = None,
                       *, batch_size: int = 32, strict: bool = False, fpr: float = DEFAULT_FPR,
-                      frame: int | None = None,
-                      slice_index: int | None = None, window: tuple[float, float] | str | None = None,
+                      frame: Choice = None,
+                      slice_index: Choice = None, window: tuple[float, float] | str | None = None,
                       return_errors: bool = False) -> list[DetectionResult] | list[DetectionResult | MedmoeError]:
         """Score many images, ``batch_size`` per forward pass (arguments as in :meth:`predict`).
 
@@ -187,7 +189,7 @@ class Detector:
     # --- internals ----------------------------------------------------------------------------------
 
     def _predict(self, images: Sequence[ImageInput], prompt: str | None, task: str | None, *, batch_size: int,
-                 strict: bool, fpr: float, frame: int | None, slice_index: int | None,
+                 strict: bool, fpr: float, frame: Choice, slice_index: Choice,
                  window: tuple[float, float] | str | None,
                  return_errors: bool) -> list[DetectionResult | MedmoeError]:
         """:meth:`predict_batch`; called directly by the public methods (the warnings' stack level)."""
@@ -237,7 +239,7 @@ class Detector:
         return _Query(task=task, prompt=text, similarity=1.0, embedding=embedding,
                       warnings=(note,) if note else ())
 
-    def _prepare(self, item: ImageInput, query: _Query | None, frame: int | None, slice_index: int | None,
+    def _prepare(self, item: ImageInput, query: _Query | None, frame: Choice, slice_index: Choice,
                  window: tuple[float, float] | str | None) -> _Prepared:
         """Read, preprocess and (without a query) pick the task from DICOM tags."""
         if isinstance(item, np.ndarray):

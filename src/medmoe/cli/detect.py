@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from medmoe.errors import ConfigError
+from medmoe.io.choice import parse_choice
 
 
 def parse_window(text: str | None) -> tuple[float, float] | str | None:
@@ -35,8 +36,8 @@ def register(app: typer.Typer) -> None:
         fpr: Annotated[float, typer.Option("--fpr", help="False-positive rate on normals the decision controls: anomalous when the p-value is at most this.")] = 0.05,
         batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
         window: Annotated[Optional[str], typer.Option(help="DICOM/NIfTI intensity window: CENTER,WIDTH or a preset (brain, subdural, bone, lung, ...).")] = None,
-        slice_index: Annotated[Optional[int], typer.Option("--slice", help="Axial slice of 3-D NIfTI volumes (0-based).")] = None,
-        frame: Annotated[Optional[int], typer.Option(help="Frame of multi-frame DICOM / page of multi-page TIFF files.")] = None,
+        slice_index: Annotated[Optional[str], typer.Option("--slice", help="Axial slice of 3-D NIfTI volumes: an index (0 = most inferior) or first/middle/last; single-slice files ignore it.")] = None,
+        frame: Annotated[Optional[str], typer.Option(help="Frame of multi-frame DICOM / page of multi-page TIFF files: an index or first/middle/last; single-frame files ignore it.")] = None,
         backend: Annotated[str, typer.Option(help="auto (onnx for .onnx files), torch or onnx.")] = "auto",
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
         overlays: Annotated[bool, typer.Option(help="Write <name>_overlay.png per image.")] = True,
@@ -67,6 +68,10 @@ def register(app: typer.Typer) -> None:
                                "BMP, DICOM and NIfTI")
         if not 0 < fpr < 1:
             raise ConfigError(f"--fpr is a false-positive rate in (0, 1), not {fpr}; e.g. --fpr 0.05")
+        try:
+            frames, slices = parse_choice(frame), parse_choice(slice_index)
+        except ValueError as exc:
+            raise ConfigError(f"--frame/--slice: {exc}") from None
         detector = Detector.load(model, backend=backend, device=device)
         rows, failures, notes = [], [], {}
         bar = tqdm(total=len(inputs), unit="image", desc="detect", disable=not progress)
@@ -75,7 +80,7 @@ def register(app: typer.Typer) -> None:
             for start in range(0, len(inputs), batch_size):
                 chunk = inputs[start:start + batch_size]
                 outcomes = detector.predict_batch([i.path for i in chunk], prompt, task, batch_size=batch_size,
-                                                  strict=strict, fpr=fpr, frame=frame, slice_index=slice_index,
+                                                  strict=strict, fpr=fpr, frame=frames, slice_index=slices,
                                                   window=parse_window(window), return_errors=True)
                 for item, outcome in zip(chunk, outcomes, strict=True):
                     files = None

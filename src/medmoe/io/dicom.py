@@ -37,6 +37,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, g
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from medmoe.errors import ImageReadError
+from medmoe.io.choice import Choice, choose_index
 from medmoe.io.intensity import apply_window, scale_min_max, scale_to_range
 
 #: Tags :func:`read_dicom_tags` returns (descriptive only; no patient identifiers).
@@ -73,14 +74,15 @@ def read_dicom_tags(path: str | Path) -> dict[str, str]:
 def read_dicom(
     path: str | Path,
     *,
-    frame: int | None = None,
+    frame: Choice = None,
     window: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Read one frame of a DICOM image (see the module docstring for the intensity pipeline).
 
     Args:
         path: the DICOM file.
-        frame: frame of a multi-frame file (0-based); required for those, optional otherwise.
+        frame: frame of a multi-frame file (an index, or first/middle/last: :mod:`medmoe.io.choice`);
+            required for those, ignored for single-frame files.
         window: ``(center, width)`` in modality units (HU for CT) overriding the file's VOI;
             grayscale images only.
 
@@ -145,18 +147,17 @@ def _infer_transfer_syntax(dataset: Dataset) -> None:
         dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little_endian else ExplicitVRBigEndian
 
 
-def _frame_index(dataset: Dataset, path: str | Path, frame: int | None) -> int:
-    """Validate ``frame`` against (0028,0008) Number of Frames; a multi-frame file needs one."""
-    n_frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    if frame is None:
-        if n_frames > 1:
-            raise ImageReadError(
-                path, f"it is a multi-frame DICOM with {n_frames} frames; pass frame=0..{n_frames - 1}"
-            )
-        return 0
-    if not 0 <= frame < n_frames:
-        raise ImageReadError(path, f"frame={frame} is out of range: it has {n_frames} frame(s), 0..{n_frames - 1}")
-    return frame
+def _frame_index(dataset: Dataset, path: str | Path, frame: Choice) -> int:
+    """The frame ``frame`` picks (:mod:`medmoe.io.choice`) by (0028,0008) Number of Frames."""
+    raw = dataset.get("NumberOfFrames", 1)
+    try:
+        n_frames = int(raw or 1)
+    except (TypeError, ValueError):
+        raise ImageReadError(path, f"its Number of Frames (0028,0008) is {str(raw)!r}, not a number: the header "
+                                   "is corrupt; re-export the file") from None
+    if n_frames < 1:
+        raise ImageReadError(path, f"its Number of Frames (0028,0008) is {n_frames}; re-export the file")
+    return choose_index(n_frames, frame, path, unit="frame", flag="--frame", keyword="frame")
 
 
 def _check_decoder(dataset: Dataset, path: str | Path) -> None:

@@ -27,6 +27,7 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.spatialimages import HeaderDataError
 
 from medmoe.errors import ImageReadError
+from medmoe.io.choice import Choice, choose_index
 from medmoe.io.intensity import apply_window, scale_min_max
 
 _NIBABEL_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, gzip.BadGzipFile, zlib.error)
@@ -35,7 +36,7 @@ _NIBABEL_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueErro
 def read_nifti(
     path: str | Path,
     *,
-    slice_index: int | None = None,
+    slice_index: Choice = None,
     window: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Read a 2-D NIfTI image, or one axial slice of a 3-D volume.
@@ -72,7 +73,7 @@ def read_nifti(
     return apply_window(displayed, *window) if window is not None else scale_min_max(displayed)
 
 
-def _plane(canonical: nib.Nifti1Image, path: str | Path, slice_index: int | None) -> np.ndarray:
+def _plane(canonical: nib.Nifti1Image, path: str | Path, slice_index: Choice) -> np.ndarray:
     """The 2-D plane to show, in canonical (RAS+) storage order ``(first axis, second axis)``.
 
     A 2-D image, or a 3-D one with a single slice along some axis, is that plane (coronal and
@@ -87,18 +88,7 @@ def _plane(canonical: nib.Nifti1Image, path: str | Path, slice_index: int | None
     return values if values.ndim == 2 else np.squeeze(values, axis=shape.index(1))
 
 
-def _slice_index(n_slices: int, shape: tuple[int, ...], path: str | Path, slice_index: int | None) -> int:
-    """Validate ``slice_index`` against ``n_slices`` axial slices of an image of ``shape``."""
-    if slice_index is None:
-        if n_slices > 1:
-            raise ImageReadError(
-                path,
-                f"it is a 3-D volume of shape {shape} with {n_slices} axial slices; pass "
-                f"slice_index=0..{n_slices - 1} (0 = most inferior; {n_slices // 2} is the middle)",
-            )
-        return 0
-    if not 0 <= slice_index < n_slices:
-        raise ImageReadError(
-            path, f"slice_index={slice_index} is out of range: it has {n_slices} axial slice(s), 0..{n_slices - 1}"
-        )
-    return slice_index
+def _slice_index(n_slices: int, shape: tuple[int, ...], path: str | Path, slice_index: Choice) -> int:
+    """The axial slice ``slice_index`` picks among ``n_slices`` (:mod:`medmoe.io.choice`; 0 = most inferior)."""
+    return choose_index(n_slices, slice_index, path, unit="axial slice", flag="--slice", keyword="slice_index",
+                        note=f" (a 3-D volume of shape {shape}; 0 = most inferior)")

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from medmoe.errors import ImageReadError
+from medmoe.io.choice import Choice, choose_index
 from medmoe.io.intensity import scale_min_max
 
 _GRAY_MODES = frozenset({"1", "L", "LA", "La"})
@@ -28,12 +29,13 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _UNBOUNDED_MODES = frozenset({"I", "F"})
 
 
-def read_raster(path: str | Path, *, frame: int | None = None) -> np.ndarray:
+def read_raster(path: str | Path, *, frame: Choice = None) -> np.ndarray:
     """Read a PNG/JPEG/TIFF/BMP file.
 
     Args:
         path: the image file.
-        frame: page of a multi-page TIFF (0-based); required for those, optional otherwise.
+        frame: page of a multi-page TIFF (an index, or first/middle/last); required for those,
+            ignored for single-page files.
 
     Returns:
         ``float32`` in ``[0, 1]``: ``(H, W)`` for grayscale, ``(H, W, 3)`` for colour.
@@ -59,16 +61,11 @@ def read_raster(path: str | Path, *, frame: int | None = None) -> np.ndarray:
         ) from exc
 
 
-def _seek_frame(image: Image.Image, path: str | Path, frame: int | None) -> None:
-    """Move a multi-page image to ``frame``; a multi-page image without ``frame`` fails."""
-    n_frames = getattr(image, "n_frames", 1)
-    if frame is None:
-        if n_frames > 1:
-            raise ImageReadError(path, f"it has {n_frames} pages; pass frame=0..{n_frames - 1} to choose one")
-        return
-    if not 0 <= frame < n_frames:
-        raise ImageReadError(path, f"frame={frame} is out of range: it has {n_frames} page(s), 0..{n_frames - 1}")
-    image.seek(frame)
+def _seek_frame(image: Image.Image, path: str | Path, frame: Choice) -> None:
+    """Move a multi-page image to the page ``frame`` picks (:mod:`medmoe.io.choice`)."""
+    index = choose_index(getattr(image, "n_frames", 1), frame, path, unit="page", flag="--frame", keyword="frame")
+    if index:
+        image.seek(index)
 
 
 def _to_array(image: Image.Image) -> np.ndarray:

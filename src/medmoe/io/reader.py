@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from medmoe.errors import ImageReadError
+from medmoe.io.choice import Choice
 from medmoe.io.dicom import read_dicom
 from medmoe.io.formats import SUPPORTED_SUFFIXES, ImageFormat, file_suffix, image_format
 from medmoe.io.intensity import collapse_gray, resolve_window
@@ -22,8 +23,8 @@ _WINDOW_FORMATS: frozenset[ImageFormat] = frozenset({"dicom", "nifti"})
 def read_image(
     path: str | Path,
     *,
-    frame: int | None = None,
-    slice_index: int | None = None,
+    frame: Choice = None,
+    slice_index: Choice = None,
     window: tuple[float, float] | str | None = None,
 ) -> np.ndarray:
     """Read one 2-D image from a PNG/JPEG/TIFF/BMP, DICOM or NIfTI file.
@@ -39,10 +40,11 @@ def read_image(
 
     Args:
         path: the image file.
-        frame: frame of a multi-frame DICOM or page of a multi-page TIFF (0-based); required for
-            those files.
-        slice_index: axial slice of a 3-D NIfTI volume (0-based, from inferior); required for
-            volumes with more than one slice.
+        frame: frame of a multi-frame DICOM or page of a multi-page TIFF: an index (0-based) or
+            ``first``/``middle``/``last`` (:mod:`medmoe.io.choice`); required for those files,
+            ignored by files with one.
+        slice_index: axial slice of a 3-D NIfTI volume (0-based, from inferior, or a policy
+            name); required for volumes with more than one slice.
         window: DICOM and NIfTI only: ``(center, width)`` in the file's units (HU for CT) or a
             preset name from :data:`medmoe.io.WINDOW_PRESETS` (``"brain"`` = ``(40, 80)``);
             ``center - width/2`` maps to 0 and ``center + width/2`` to 1. Default: the DICOM
@@ -88,17 +90,19 @@ def _check_arguments(
     path: str | Path,
     fmt: ImageFormat,
     *,
-    frame: int | None,
-    slice_index: int | None,
+    frame: Choice,
+    slice_index: Choice,
     window: tuple[float, float] | str | None,
 ) -> tuple[float, float] | None:
     """Reject keyword arguments that do not apply to ``fmt``; return the resolved window."""
     if frame is not None and fmt not in _FRAME_FORMATS:
         raise ImageReadError(
-            path, "frame= applies to multi-frame DICOM and multi-page TIFF; for NIfTI use slice_index="
+            path, "frame= (--frame) applies to multi-frame DICOM and multi-page TIFF; for NIfTI use "
+                  "slice_index= (--slice)"
         )
     if slice_index is not None and fmt not in _SLICE_FORMATS:
-        raise ImageReadError(path, "slice_index= applies to NIfTI volumes; for multi-frame DICOM use frame=")
+        raise ImageReadError(path, "slice_index= (--slice) applies to NIfTI volumes; for multi-frame DICOM use "
+                                   "frame= (--frame)")
     if window is None:
         return None
     if fmt not in _WINDOW_FORMATS:
