@@ -106,17 +106,18 @@ def test_three_channel_tasks_repeat_gray(tmp_path: Path) -> None:
 
 def test_window_applies_to_nifti_and_is_ignored_for_png(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hu = np.array([[-1000.0, 0.0, 40.0, 80.0]] * 4, dtype=np.float32).T  # (4, 4): rows of constant HU
+    hu = hu.repeat(2, axis=0).repeat(2, axis=1)  # (8, 8): the smallest side medmoe scores
     nib.save(nib.Nifti1Image(hu[:, :, None], np.eye(4)), tmp_path / "ct.nii.gz")
-    png = _png(tmp_path / "ct.png", np.full((4, 4), 51, dtype=np.uint8))
+    png = _png(tmp_path / "ct.png", np.full((8, 8), 51, dtype=np.uint8))
     manifest = _manifest(tmp_path, Sample("ct.nii.gz", "head_ct", 0, "train"), Sample(png, "head_ct", 0, "train"))
-    ds = ImageDataset.from_manifests([manifest], default_registry(), resolution=4, windows={"head_ct": "brain"})
+    ds = ImageDataset.from_manifests([manifest], default_registry(), resolution=8, windows={"head_ct": "brain"})
     values = sorted(ds[0].image.unique().tolist())  # brain window: 0 HU -> 0, 40 -> 0.5, 80 -> 1
     np.testing.assert_allclose(values, [0.0, 0.5, 1.0], atol=1e-3)
-    torch.testing.assert_close(ds[1].image, torch.full((1, 4, 4), 0.2), atol=3e-4, rtol=0)
+    torch.testing.assert_close(ds[1].image, torch.full((1, 8, 8), 0.2), atol=3e-4, rtol=0)
     calls = _count_reads(monkeypatch)
     for window in ("brain", "subdural", (40, 80), None):  # the preset and its values share an entry
         windows = {"head_ct": window} if window else None
-        ImageDataset.from_manifests([manifest], default_registry(), resolution=4, windows=windows,
+        ImageDataset.from_manifests([manifest], default_registry(), resolution=8, windows=windows,
                                     cache_dir=tmp_path / "cache")[0]
     assert len(calls) == 3
     with pytest.raises(ConfigError, match="knee"):

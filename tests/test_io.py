@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from medmoe.errors import ImageReadError
+from medmoe.io.policy import NoFiniteValues
 from medmoe.io import (
     SUPPORTED_SUFFIXES,
     WINDOW_PRESETS,
@@ -242,12 +243,18 @@ def test_arguments_that_do_not_apply_fail(tmp_path: Path) -> None:
 # --- intensity helpers ------------------------------------------------------------------------------
 
 
-def test_constant_and_all_nan_images_map_to_zeros_without_warnings() -> None:
+def test_constant_images_map_to_zeros_and_all_nan_ones_are_refused(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         np.testing.assert_array_equal(scale_min_max(np.full((3, 3), 7.0)), 0.0)
-        np.testing.assert_array_equal(scale_min_max(np.full((2, 2), np.nan)), 0.0)
-        np.testing.assert_array_equal(apply_window(np.full((2, 2), np.nan), 40, 80), 0.0)
+    with pytest.raises(NoFiniteValues):
+        scale_min_max(np.full((2, 2), np.nan))
+    with pytest.raises(NoFiniteValues):
+        apply_window(np.full((2, 2), np.nan), 40, 80)
+    path = tmp_path / "all_nan.tif"
+    Image.fromarray(np.full((16, 16), np.nan, dtype=np.float32)).save(path)
+    with pytest.raises(ImageReadError, match="no pixel value is finite"):
+        read_image(path)
 
 
 def test_non_finite_values_become_the_image_extremes() -> None:

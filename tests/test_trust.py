@@ -109,7 +109,7 @@ def test_scope_head_tells_phantom_tasks_apart_and_flags_natural_images() -> None
 
 def test_a_run_without_trust_outputs_still_works_and_says_so(tmp_path: Path) -> None:
     run = save_tiny_model(tmp_path / "old", calibrated=False)
-    result = Detector.load(run).predict(np.full((40, 40), 0.5, np.float32), task="brain_mri")
+    result = Detector.load(run).predict(np.linspace(0, 1, 1600, dtype=np.float32).reshape(40, 40), task="brain_mri")
     assert math.isnan(result.p_value) and not result.out_of_scope and result.threshold == 0.05
     assert "medmoe calibrate" in result.warnings[0] and result.to_dict()["p_value"] is None
     assert "trust" not in json.loads((run / META_NAME).read_text())

@@ -47,6 +47,7 @@ from medmoe.data.transforms import preprocess_image, resize_plane
 from medmoe.errors import CheckpointError, ImageReadError, MedmoeError, PromptError
 from medmoe.io import read_dicom_tags, read_image, to_grayscale
 from medmoe.io.choice import Choice
+from medmoe.io.policy import check_scorable, constant_note
 from medmoe.io.formats import image_format
 from medmoe.tasks import TaskRegistry
 from medmoe.trust.calibration import DEFAULT_FPR, assess
@@ -77,6 +78,7 @@ class _Prepared:
     image: np.ndarray  # (H, W) gray in [0, 1]
     model_input: np.ndarray  # (C, R, R)
     query: _Query
+    notes: tuple[str, ...] = ()  # about the image itself (a constant image)
 
 
 class Detector:
@@ -248,10 +250,13 @@ class Detector:
             source, decoded = None, _unit_image(item)
         else:
             source, decoded = str(item), read_image(item, frame=frame, slice_index=slice_index, window=window)
+        check_scorable(source or "<array>", decoded)
         if query is None:
             query = self._query_from_tags(source)
         model_input = preprocess_image(decoded, self.spec.channels, self.spec.resolution)
-        return _Prepared(source=source, image=to_grayscale(decoded), model_input=model_input, query=query)
+        constant = constant_note(decoded)
+        return _Prepared(source=source, image=to_grayscale(decoded), model_input=model_input, query=query,
+                         notes=(constant,) if constant else ())
 
     def _query_from_tags(self, source: str | None) -> _Query:
         """Suggest the task of a DICOM file from its tags; other inputs need a prompt or task."""
@@ -285,7 +290,7 @@ def _result(prepared: _Prepared, row: int, raw: RawOutput, spec: ModelSpec, fpr:
     shape = prepared.image.shape
     query = prepared.query
     score = float(raw.score[row])
-    notes = [*query.warnings]
+    notes = [*query.warnings, *prepared.notes]
     trust = None
     if spec.calibration is None:
         threshold = float(spec.thresholds.get(query.task, math.nan))

@@ -46,6 +46,7 @@ from medmoe.errors import ConfigError, DatasetError, ImageReadError
 from medmoe.io import read_image
 from medmoe.io.formats import image_format
 from medmoe.io.intensity import resolve_window
+from medmoe.io.policy import check_scorable
 from medmoe.tasks import TaskRegistry
 
 CACHE_VERSION = 2
@@ -295,6 +296,7 @@ class ImageDataset(Dataset[Item]):
                     window: tuple[float, float] | None) -> np.ndarray:
         """Decode and preprocess one row: ``(C + 1, R, R)`` ``float16``, the mask last."""
         decoded = read_image(image_path, window=window)
+        check_scorable(image_path, decoded)
         image = preprocess_image(decoded, self.channels, self.resolution)
         shape = decoded.shape[:2]
         if is_box_spec(mask_spec):

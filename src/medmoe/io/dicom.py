@@ -27,6 +27,10 @@ extra package (``pylibjpeg-libjpeg`` — GPL-3.0, hence not a medmoe dependency 
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +43,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from medmoe.errors import ImageReadError
 from medmoe.io.choice import Choice, choose_index
 from medmoe.io.intensity import apply_window, scale_min_max, scale_to_range
+from medmoe.io.policy import NoFiniteValues, check_decoded_size
 
 #: Tags :func:`read_dicom_tags` returns (descriptive only; no patient identifiers).
 DESCRIPTIVE_TAGS: tuple[str, ...] = (
@@ -67,8 +72,9 @@ def read_dicom_tags(path: str | Path) -> dict[str, str]:
     Raises:
         ImageReadError: the file is missing or not DICOM.
     """
-    dataset = _read_dataset(path, stop_before_pixels=True)
-    return {keyword: str(dataset.get(keyword, "") or "").strip() for keyword in DESCRIPTIVE_TAGS}
+    with _quiet_pydicom():
+        dataset = _read_dataset(path, stop_before_pixels=True)
+        return {keyword: str(dataset.get(keyword, "") or "").strip() for keyword in DESCRIPTIVE_TAGS}
 
 
 def read_dicom(
@@ -93,6 +99,21 @@ def read_dicom(
         ImageReadError: not DICOM, no pixel data, no decoder for its compression, a bad ``frame``,
             a window on a colour image, or pixel data that does not decode.
     """
+    with _quiet_pydicom():
+        return _read_pixels(path, frame, window)
+
+
+@contextmanager
+def _quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's warnings about non-conforming values (they interleave with progress bars; a
+    value that matters fails with its own message)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+        yield
+
+
+def _read_pixels(path: str | Path, frame: Choice, window: tuple[float, float] | None) -> np.ndarray:
+    """:func:`read_dicom`'s body."""
     dataset = _read_dataset(path, stop_before_pixels=False)
     if not any(keyword in dataset for keyword in _PIXEL_DATA_KEYWORDS):
         if getattr(dataset, "preamble", None) is None:
@@ -103,6 +124,7 @@ def read_dicom(
             "truncated file?); pass an image DICOM",
         )
     index = _frame_index(dataset, path, frame)
+    _check_decoded_size(dataset, path)
     _check_decoder(dataset, path)
     try:
         stored = pixel_array(dataset, index=index)
@@ -158,6 +180,15 @@ def _frame_index(dataset: Dataset, path: str | Path, frame: Choice) -> int:
     if n_frames < 1:
         raise ImageReadError(path, f"its Number of Frames (0028,0008) is {n_frames}; re-export the file")
     return choose_index(n_frames, frame, path, unit="frame", flag="--frame", keyword="frame")
+
+
+def _check_decoded_size(dataset: Dataset, path: str | Path) -> None:
+    """The input policy's size limits from (0028,0010) Rows and (0028,0011) Columns, before decoding."""
+    try:
+        rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+    except (TypeError, ValueError):
+        raise ImageReadError(path, "its Rows/Columns (0028,0010/0011) are not numbers: the header is corrupt") from None
+    check_decoded_size(path, rows, columns)
 
 
 def _check_decoder(dataset: Dataset, path: str | Path) -> None:
@@ -216,6 +247,8 @@ def _grayscale_to_unit(
             unit = scale_to_range(apply_voi_lut(values, dataset), *_voi_output_range(dataset))
         else:
             unit = scale_min_max(values)
+    except NoFiniteValues:
+        raise
     except (ValueError, NotImplementedError, AttributeError, KeyError, IndexError) as exc:
         raise ImageReadError(
             path, f"its Modality/VOI LUT is invalid ({exc}); pass window=(center, width) to override it"

@@ -3,10 +3,10 @@
 All functions take and return NumPy arrays and know nothing about files. Output images are
 ``float32`` in ``[0, 1]``.
 
-Non-finite values (NaN, ±inf — e.g. the NaN background of a registered MRI) never raise: NaN is
-treated as the lowest finite value of the image (background), +inf as the highest and -inf as the
-lowest. An image with no finite value at all carries no information and maps to zeros, like a
-constant image.
+Non-finite values (NaN, ±inf — e.g. the NaN background of a registered MRI): NaN is treated as
+the lowest finite value of the image (background), +inf as the highest and -inf as the lowest. An
+image with no finite value at all carries no information and is refused
+(:class:`~medmoe.io.policy.NoFiniteValues`, turned into an ``ImageReadError`` by ``read_image``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 import numpy as np
+
+from medmoe.io.policy import NoFiniteValues
 
 #: Named CT windows as ``(center, width)`` in Hounsfield units (the usual radiology presets,
 #: e.g. Radiopaedia "Windowing (CT)"). ``window="brain"`` is ``window=(40, 80)``.
@@ -64,14 +66,17 @@ def fill_non_finite(values: np.ndarray) -> np.ndarray:
         values: any-shape real array.
 
     Returns:
-        ``float64`` array of the same shape; all zeros if no value is finite.
+        ``float64`` array of the same shape.
+
+    Raises:
+        NoFiniteValues: no value is finite (or the array is empty).
     """
     values = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(values)
     if finite.all():
         return values
     if not finite.any():
-        return np.zeros_like(values)
+        raise NoFiniteValues("no finite value")
     low, high = values[finite].min(), values[finite].max()
     return np.nan_to_num(values, nan=low, posinf=high, neginf=low)
 

@@ -28,6 +28,7 @@ from nibabel.spatialimages import HeaderDataError
 
 from medmoe.errors import ImageReadError
 from medmoe.io.choice import Choice, choose_index
+from medmoe.io.policy import check_decoded_size
 from medmoe.io.intensity import apply_window, scale_min_max
 
 _NIBABEL_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, gzip.BadGzipFile, zlib.error)
@@ -69,6 +70,7 @@ def read_nifti(
         raise
     except _NIBABEL_ERRORS as exc:
         raise ImageReadError(path, f"it is not a readable NIfTI file ({exc}); re-export or copy it again") from exc
+    check_decoded_size(path, *values.shape)
     displayed = values.T[::-1, ::-1]
     return apply_window(displayed, *window) if window is not None else scale_min_max(displayed)
 

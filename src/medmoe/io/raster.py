@@ -22,6 +22,7 @@ from PIL import Image, ImageOps
 
 from medmoe.errors import ImageReadError
 from medmoe.io.choice import Choice, choose_index
+from medmoe.io.policy import NoFiniteValues, check_decoded_size
 from medmoe.io.intensity import scale_min_max
 
 _GRAY_MODES = frozenset({"1", "L", "LA", "La"})
@@ -46,10 +47,11 @@ def read_raster(path: str | Path, *, frame: Choice = None) -> np.ndarray:
     try:
         with Image.open(path) as image:
             _seek_frame(image, path, frame)
+            check_decoded_size(path, image.height, image.width)  # from the header, before decoding
             image.load()
             upright = ImageOps.exif_transpose(image)
             return _to_array(upright)
-    except ImageReadError:
+    except (ImageReadError, NoFiniteValues):
         raise
     except Image.DecompressionBombError as exc:
         raise ImageReadError(path, f"{exc}; raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file") from exc

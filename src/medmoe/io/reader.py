@@ -12,6 +12,7 @@ from medmoe.io.dicom import read_dicom
 from medmoe.io.formats import SUPPORTED_SUFFIXES, ImageFormat, file_suffix, image_format
 from medmoe.io.intensity import collapse_gray, resolve_window
 from medmoe.io.nifti import read_nifti
+from medmoe.io.policy import NoFiniteValues, no_finite_values
 from medmoe.io.raster import read_raster
 
 # Which keyword arguments each format accepts.
@@ -34,6 +35,9 @@ def read_image(
     (bit depth, alpha, EXIF, Modality/VOI LUT, MONOCHROME1, orientation) are documented in
     :mod:`medmoe.io.raster`, :mod:`medmoe.io.dicom` and :mod:`medmoe.io.nifti`; NaN/inf handling
     in :mod:`medmoe.io.intensity`.
+
+    The input policy (:mod:`medmoe.io.policy`: size limits checked from the header, at least one
+    finite value) is applied to every file.
 
     A colour image whose three channels are identical (a grayscale picture saved as RGB) is
     returned as ``(H, W)``: the shape says what the pixels are, not how the file stored them.
@@ -58,12 +62,15 @@ def read_image(
     """
     fmt = _check_file(path)
     resolved = _check_arguments(path, fmt, frame=frame, slice_index=slice_index, window=window)
-    if fmt == "dicom":
-        image = read_dicom(path, frame=frame, window=resolved)
-    elif fmt == "nifti":
-        image = read_nifti(path, slice_index=slice_index, window=resolved)
-    else:
-        image = read_raster(path, frame=frame)
+    try:
+        if fmt == "dicom":
+            image = read_dicom(path, frame=frame, window=resolved)
+        elif fmt == "nifti":
+            image = read_nifti(path, slice_index=slice_index, window=resolved)
+        else:
+            image = read_raster(path, frame=frame)
+    except NoFiniteValues:
+        raise no_finite_values(path) from None
     return np.ascontiguousarray(collapse_gray(image), dtype=np.float32)
 
 
