@@ -30,7 +30,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-
 from pathlib import Path
 
 import numpy as np
