@@ -45,7 +45,8 @@ def read_rows(out: Path) -> dict[str, dict[str, str]]:
 def test_dicom_chest_radiograph_without_prompt(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],  # noqa: F811
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
-    code, output = run_cli([RG1, "--model", str(tiny_run), "--out", str(out), "--no-progress"], capsys, monkeypatch)
+    code, output = run_cli([RG1, "--model", str(tiny_run), "--out", str(out), "--no-progress", "--maps"], capsys,
+                           monkeypatch)
     assert code == 0, output
     row = read_rows(out)["RG1_UNCR.dcm"]
     # a real radiograph is out of the scope of a model calibrated on phantoms: said, and still scored
@@ -57,6 +58,7 @@ def test_dicom_chest_radiograph_without_prompt(tiny_run: Path, tmp_path: Path, c
     assert Image.open(out / row["overlay"]).format == "PNG"
     with np.load(out / row["maps"]) as maps:
         assert maps["anomaly_map"].shape == maps["hallucination_map"].shape == (1955, 1841)
+        assert maps["anomaly_map"].dtype == np.float16  # compressed, 3 significant digits
         assert float(row["score"]) == pytest.approx(float(maps["anomaly_map"].mean()), rel=0.05)
 
 
@@ -81,7 +83,7 @@ def test_folder_with_good_and_broken_files(tiny_run: Path, phantoms: Path, tmp_p
     folder = _mixed_folder(tmp_path, phantoms)
     out = tmp_path / "out"
     code, output = run_cli([str(folder), "--task", "brain_mri", "--model", str(tiny_run), "--out", str(out),
-                            "--batch-size", "2", "--no-progress"], capsys, monkeypatch)
+                            "--batch-size", "2", "--no-progress", "--maps"], capsys, monkeypatch)
     assert code == 1
     rows = read_rows(out)
     assert set(rows) == {"a.png", "b.png", "truncated.jpg", "empty.png", "notes.png"}
@@ -103,7 +105,7 @@ def test_neither_prompt_nor_task_for_png_is_a_per_file_error(tiny_run: Path, pha
     image = brain_images(phantoms)[0]
     out = tmp_path / "out"
     code, _ = run_cli([str(image), RG1, "--model", str(tiny_run), "--out", str(out), "--no-progress",
-                       "--no-overlays"], capsys, monkeypatch)
+                       "--no-overlays", "--maps"], capsys, monkeypatch)
     assert code == 1
     rows = read_rows(out)
     assert "no prompt or task given" in rows[image.name]["error"]
@@ -154,3 +156,27 @@ def test_parse_window() -> None:
     assert parse_window("40,80") == (40.0, 80.0) and parse_window("brain") == "brain" and parse_window(None) is None
     with pytest.raises(ConfigError):
         parse_window("1,2,3")
+
+
+def test_an_interrupt_keeps_what_was_scored(tiny_run: Path, phantoms: Path, tmp_path: Path,  # noqa: F811
+                                            capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from medmoe.api.detector import Detector
+
+    real = Detector.predict_batch
+    calls = []
+
+    def interrupted_second_time(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Detector, "predict_batch", interrupted_second_time)
+    out = tmp_path / "out"
+    images = brain_images(phantoms)
+    code, output = run_cli([*map(str, images), "--task", "brain_mri", "--model", str(tiny_run), "--out", str(out),
+                            "--batch-size", "2", "--no-progress", "--workers", "0"], capsys, monkeypatch)
+    assert code == 130 and "interrupted: 2 of 4" in output
+    rows = read_rows(out)
+    assert len(rows) == 2 and all(r["score"] for r in rows.values())
+    assert not list(out.glob("*_maps.npz"))  # maps are opt-in

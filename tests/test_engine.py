@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,18 @@ def test_profiles_ship_with_the_package_and_cpu_feat_is_the_default(tmp_path: Pa
     with pytest.raises(SystemExit):
         main()
     assert "default: cpu-feat" in " ".join(capsys.readouterr().out.split())
+
+
+def test_train_command_refuses_a_non_empty_out(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from medmoe.cli import main
+
+    taken = tmp_path / "run"
+    taken.mkdir()
+    (taken / "model.json").write_text("{}")
+    monkeypatch.setattr(sys, "argv", ["medmoe", "train", "--out", str(taken), "--data", str(tmp_path / "none")])
+    with pytest.raises(SystemExit) as info:
+        main()
+    output = capsys.readouterr()
+    assert info.value.code == 2 and "is not empty" in output.err and "--overwrite" in output.err
+    assert "Traceback" not in output.err and (taken / "model.json").read_text() == "{}"

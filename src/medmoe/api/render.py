@@ -23,9 +23,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
-from mpl_toolkits.axes_grid1 import make_axes_locatable
 
 from medmoe.api.results import DetectionResult
+from medmoe.atomic import atomic_write_bytes
 from medmoe.data.transforms import resize_plane
 
 HEADROOM = 4.0
@@ -39,6 +39,10 @@ CMAP = "jet"
 
 WIDTH_INCHES = 6.0
 """Drawn width of the image."""
+MARGIN = 0.1
+BAR_SPACE = 1.0
+TITLE_SPACE = 0.5
+"""Figure layout around the image, in inches: margin, colour bar with its labels, two title lines."""
 
 
 def overlay_png(image: np.ndarray, anomaly_map: np.ndarray, *, title: str, threshold: float | None = None,
@@ -58,19 +62,38 @@ def overlay_png(image: np.ndarray, anomaly_map: np.ndarray, *, title: str, thres
     """
     if image.shape != anomaly_map.shape or image.ndim != 2:
         raise ValueError(f"image {image.shape} and anomaly map {anomaly_map.shape} must be the same (H, W)")
+    return draw_overlay(*display_inputs(image, anomaly_map, threshold, dpi), title=title, threshold=threshold,
+                        dpi=dpi)
+
+
+def display_inputs(image: np.ndarray, anomaly_map: np.ndarray, threshold: float | None,
+                   dpi: int = 100) -> tuple[np.ndarray, np.ndarray, float, tuple[int, int]]:
+    """What :func:`draw_overlay` needs, small: the image and map shrunk to display size, the colour
+    scale's top (from the full-resolution map) and the original ``(H, W)`` — cheap to send to a
+    worker process."""
     peak = float(np.max(anomaly_map)) if anomaly_map.size else 0.0  # of the full-resolution map
     per_image = threshold is None or math.isnan(threshold)
     vmax = max(peak if per_image else max(HEADROOM * float(threshold), peak), 1e-12)
-    height, width = image.shape
-    image, anomaly_map = _display_size(image, dpi), _display_size(anomaly_map, dpi)
-    figure = Figure(figsize=(WIDTH_INCHES, WIDTH_INCHES * height / width), dpi=dpi)
+    return _display_size(image, dpi), _display_size(anomaly_map, dpi), vmax, image.shape
+
+
+def draw_overlay(image: np.ndarray, anomaly_map: np.ndarray, vmax: float, shape: tuple[int, int], *, title: str,
+                 threshold: float | None, dpi: int = 100) -> bytes:
+    """The PNG of :func:`overlay_png` from :func:`display_inputs`' output."""
+    per_image = threshold is None or math.isnan(threshold)
+    height, width = shape
+    # a fixed layout (inches): no "tight" bounding box, which draws the figure twice
+    drawn_height = WIDTH_INCHES * height / width
+    fig_width, fig_height = MARGIN + WIDTH_INCHES + BAR_SPACE, MARGIN + drawn_height + TITLE_SPACE
+    figure = Figure(figsize=(fig_width, fig_height), dpi=dpi)
     FigureCanvasAgg(figure)
-    axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
+    axes = figure.add_axes((MARGIN / fig_width, MARGIN / fig_height, WIDTH_INCHES / fig_width, drawn_height / fig_height))
     axes.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="antialiased")
     heat = axes.imshow(anomaly_map, cmap=CMAP, vmin=0.0, vmax=vmax, alpha=ALPHA, interpolation="antialiased")
     axes.set_axis_off()
     axes.set_title(title, fontsize=9)
-    bar_axes = make_axes_locatable(axes).append_axes("right", size="4%", pad=0.08)
+    bar_axes = figure.add_axes(((MARGIN + WIDTH_INCHES + 0.08) / fig_width, MARGIN / fig_height,
+                                0.22 / fig_width, drawn_height / fig_height))
     bar = figure.colorbar(ScalarMappable(norm=heat.norm, cmap=heat.cmap), cax=bar_axes)
     label = "anomaly map per pixel"
     if per_image:
@@ -78,10 +101,10 @@ def overlay_png(image: np.ndarray, anomaly_map: np.ndarray, *, title: str, thres
     else:
         bar.ax.axhline(float(threshold), color="white", linewidth=2.0)
         label += " (white line: score threshold, on the map's mean)"
-    bar.set_label(label, fontsize=8)
+    bar.set_label(label, fontsize=8 if drawn_height >= 4 else 6)
     bar.ax.tick_params(labelsize=8)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight", pad_inches=0.1)
+    figure.savefig(buffer, format="png")
     return buffer.getvalue()
 
 
@@ -102,7 +125,9 @@ def result_title(result: DetectionResult) -> str:
         verdict = f"score {result.score:.4g}, no threshold → UNDETERMINED"
     else:
         sign = ">" if result.is_anomalous else "≤"
-        verdict = f"score {result.score:.4g} {sign} threshold {result.threshold:.4g} → {result.decision.upper()}"
+        p = "" if math.isnan(result.p_value) else f" (p = {result.p_value:.2g})"
+        verdict = (f"score {result.score:.4g} {sign} threshold {result.threshold:.4g}{p} → "
+                   f"{result.decision.upper().replace('_', ' ')}")
     return f"{name} · {result.task}\n{verdict}"
 
 
@@ -110,3 +135,9 @@ def render_result(result: DetectionResult, dpi: int = 100) -> bytes:
     """The overlay PNG of a :class:`DetectionResult` (its anomaly map, threshold and title)."""
     return overlay_png(result.image, result.anomaly_map, title=result_title(result),
                        threshold=result.threshold, dpi=dpi)
+
+
+def write_overlay(path: Path, inputs: tuple[np.ndarray, np.ndarray, float, tuple[int, int]], title: str,
+                  threshold: float | None) -> None:
+    """Draw :func:`display_inputs`' output and write the PNG to ``path`` atomically (a worker's job)."""
+    atomic_write_bytes(path, draw_overlay(*inputs, title=title, threshold=threshold))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -34,17 +35,19 @@ def register(app: typer.Typer) -> None:
         task: Annotated[Optional[str], typer.Option("--task", "-t", help="A task id instead of a prompt, e.g. brain_mri.")] = None,
         strict: Annotated[bool, typer.Option("--strict", help="Stop if the prompt resembles no trained task (default: warn).")] = False,
         fpr: Annotated[float, typer.Option("--fpr", help="False-positive rate on normals the decision controls: anomalous when the p-value is at most this.")] = 0.05,
-        batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+        batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
         window: Annotated[Optional[str], typer.Option(help="DICOM/NIfTI intensity window: CENTER,WIDTH or a preset (brain, subdural, bone, lung, ...).")] = None,
         slice_index: Annotated[Optional[str], typer.Option("--slice", help="Axial slice of 3-D NIfTI volumes: an index (0 = most inferior) or first/middle/last; single-slice files ignore it.")] = None,
         frame: Annotated[Optional[str], typer.Option(help="Frame of multi-frame DICOM / page of multi-page TIFF files: an index or first/middle/last; single-frame files ignore it.")] = None,
         backend: Annotated[str, typer.Option(help="auto (onnx for .onnx files), torch or onnx.")] = "auto",
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
         overlays: Annotated[bool, typer.Option(help="Write <name>_overlay.png per image.")] = True,
-        maps: Annotated[bool, typer.Option(help="Write <name>_maps.npz per image.")] = True,
+        maps: Annotated[bool, typer.Option(help="Also write <name>_maps.npz per image (float16, compressed, at the input's size).")] = False,
+        workers: Annotated[Optional[int], typer.Option(min=0, help="Processes drawing overlays (default: one per CPU core; 0: draw in this one).")] = None,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     ) -> None:
-        """Score images for anomalies and write DIR/results.csv, DIR/<name>_overlay.png and DIR/<name>_maps.npz.
+        """Score images for anomalies and write DIR/results.csv, DIR/<name>_overlay.png (and, with --maps,
+        DIR/<name>_maps.npz). Interrupted (Ctrl-C), it writes results.csv for the images scored so far.
 
         Without --prompt or --task, DICOM files get the task their Modality/BodyPartExamined tags
         suggest. Files that cannot be read are listed with the reason and skipped.
@@ -56,7 +59,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
         from tqdm.auto import tqdm
 
-        from medmoe.api.batch import collect_inputs, result_row, write_outputs, write_results
+        from medmoe.api.batch import OverlayWriter, collect_inputs, result_row, write_outputs, write_results
         from medmoe.api.detector import Detector
         from medmoe.api.prompts import PromptWarning
         from medmoe.errors import DatasetError
@@ -75,24 +78,33 @@ def register(app: typer.Typer) -> None:
         detector = Detector.load(model, backend=backend, device=device)
         rows, failures, notes = [], [], {}
         bar = tqdm(total=len(inputs), unit="image", desc="detect", disable=not progress)
-        with warnings.catch_warnings():
+        interrupted = False
+        pool = (os.cpu_count() or 1) if workers is None else workers
+        with warnings.catch_warnings(), OverlayWriter(pool if overlays else 0) as drawer:
             warnings.simplefilter("ignore", PromptWarning)  # reported once, from the results' warnings
-            for start in range(0, len(inputs), batch_size):
-                chunk = inputs[start:start + batch_size]
-                outcomes = detector.predict_batch([i.path for i in chunk], prompt, task, batch_size=batch_size,
-                                                  strict=strict, fpr=fpr, frame=frames, slice_index=slices,
-                                                  window=parse_window(window), return_errors=True)
-                for item, outcome in zip(chunk, outcomes, strict=True):
-                    files = None
-                    if isinstance(outcome, Exception):
-                        failures.append((item.path, outcome))
-                    else:
-                        files = write_outputs(outcome, item.name, out, overlay=overlays, maps=maps)
-                        notes.update(dict.fromkeys(outcome.warnings))
-                    rows.append(result_row(item.path, outcome, files))
-                bar.update(len(chunk))
+            try:
+                for start in range(0, len(inputs), batch_size):
+                    chunk = inputs[start:start + batch_size]
+                    outcomes = detector.predict_batch([i.path for i in chunk], prompt, task, batch_size=batch_size,
+                                                      strict=strict, fpr=fpr, frame=frames, slice_index=slices,
+                                                      window=parse_window(window), return_errors=True)
+                    for item, outcome in zip(chunk, outcomes, strict=True):
+                        files = None
+                        if isinstance(outcome, Exception):
+                            failures.append((item.path, outcome))
+                        else:
+                            files = write_outputs(outcome, item.name, out, overlays=drawer if overlays else None,
+                                                  maps=maps)
+                            notes.update(dict.fromkeys(outcome.warnings))
+                        rows.append(result_row(item.path, outcome, files))
+                    bar.update(len(chunk))
+            except KeyboardInterrupt:
+                interrupted = True
         bar.close()
         results = write_results(rows, out)
+        if interrupted:
+            errors.print(f"[yellow]interrupted:[/] {len(rows)} of {len(inputs)} image(s) scored; {results} holds them")
+            raise typer.Exit(130)
 
         scored = [r for r in rows if not r["error"]]
         if len(scored) <= 20:

@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
         epochs: Annotated[Optional[int], typer.Option(help="Shortcut for --set train.epochs=N.")] = None,
         seed: Annotated[Optional[int], typer.Option(help="Shortcut for --set train.seed=N (also seeds data splits).")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Train into a non-empty --out, replacing the run there.")] = False,
         progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     ) -> None:
         """Train on the normal images of the data (all tasks in one model) and write a checkpoint.
@@ -33,6 +34,13 @@ def register(app: typer.Typer) -> None:
         from medmoe.engine.data import resolve_data
         from medmoe.engine.train import train as run_training
 
+        from medmoe.errors import ConfigError
+
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out '{out}' is a file; give a folder for the run")
+        if out.is_dir() and any(out.iterdir()) and not (resume or overwrite):
+            raise ConfigError(f"--out '{out}' is not empty (a run is there?); pass --resume to continue it, "
+                              "--overwrite to replace it, or choose another folder")
         overrides = list(set_ or [])
         overrides += [f"train.epochs={epochs}"] if epochs is not None else []
         overrides += [f"train.seed={seed}"] if seed is not None else []
