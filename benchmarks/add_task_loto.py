@@ -11,7 +11,8 @@ left-out task and ``k`` (``0``: all its training and validation normals), ``k`` 
 drawn (seed 0), the task is added with each ``--experts`` variant (``medmoe add-task``: a 20 %
 validation carve from ``k ≥ 10``, else calibrated on the training normals), and the table reports:
 the added task's test AUROC (primary view) against (a) the five-task model and (b) per-task
-PatchCore fitted on the same ``k`` normals; the other four tasks' test AUROC before and after the
+PatchCore fitted on the same ``k`` normals, with its 1 % coreset and, for ``k`` normals, with every
+patch kept (the added task's own memory keeps at least 4096 patches, so this is the fair peer); the other four tasks' test AUROC before and after the
 add and the largest score change on their test images (0: bit-identical); and each add's wall time.
 One run (seed 0) per cell.
 """
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
+    import medmoe.baselines.patchcore as patchcore_module
     from medmoe.atomic import atomic_write_text
     from medmoe.data.dataset import ImageDataset
     from medmoe.data.manifest import Manifest
@@ -63,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     registry = default_registry()
 
     def test_scores(run: Path, task_ids: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per task: (scores, labels) of its primary-view test images under the run's model."""
+        """Per task: (scores, labels) of its primary-view test images under the run's model (kept in
+        ``RUN/test_scores.npz`` for the next call)."""
+        stored = run / "test_scores.npz"
+        if stored.is_file():
+            with np.load(stored) as cached:
+                if all(f"{t}_scores" in cached for t in task_ids):
+                    return {t: (cached[f"{t}_scores"], cached[f"{t}_labels"]) for t in task_ids}
         checkpoint = load_checkpoint(run)
         result = {}
         for task in task_ids:
@@ -74,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             x = prepared_inputs(checkpoint.model, batch.images, cache_dir=cache, progress=False)
             text = task_text_embeddings(checkpoint.prompt_embeddings, batch.task_indices)
             result[task] = (predict(checkpoint.model, x, text, prepared=True).scores, batch.labels.numpy())
+        old = dict(np.load(stored)) if stored.is_file() else {}
+        np.savez(stored, **old, **{f"{t}_scores": v[0] for t, v in result.items()},
+                 **{f"{t}_labels": v[1] for t, v in result.items()})
         return result
 
     def auroc(pair: tuple[np.ndarray, np.ndarray]) -> float:
@@ -116,12 +127,20 @@ def main(argv: list[str] | None = None) -> int:
                                 "other_max_score_change": change,
                                 "others_before": {t: auroc(before[t]) for t in others},
                                 "others_after": {t: auroc(after[t]) for t in others}})
-            pc_out = args.runs / f"loto/{task_id}/patchcore-k{k or 'all'}"
-            if not (pc_out / "model.json").is_file():
-                config = load_config("cpu-feat", ["model.architecture=patchcore", "model.hallucination=false",
-                                                  "model.prompt=true", "train.num_threads=1"])
-                train(config, [manifest], pc_out, progress=False)
-            cells["patchcore"] = f"{auroc(test_scores(pc_out, [task_id])[task_id]):.1f}"
+            config = load_config("cpu-feat", ["model.architecture=patchcore", "model.hallucination=false",
+                                              "model.prompt=true", "train.num_threads=1"])
+            for variant, coverage in (("patchcore", patchcore_module.COVERAGE), ("patchcore_all", 1.0)):
+                if variant == "patchcore_all" and not k:
+                    cells[variant] = "—"
+                    continue
+                pc_out = args.runs / f"loto/{task_id}/{variant.replace('_', '-')}-k{k or 'all'}"
+                if not (pc_out / "model.json").is_file():
+                    default, patchcore_module.COVERAGE = patchcore_module.COVERAGE, coverage
+                    try:
+                        train(config, [manifest], pc_out, progress=False)
+                    finally:
+                        patchcore_module.COVERAGE = default
+                cells[variant] = f"{auroc(test_scores(pc_out, [task_id])[task_id]):.1f}"
             cells["others"] = ", ".join(f"{t} {auroc(before[t]):.1f}" for t in others)
             rows.append(cells)
             print(cells, flush=True)
@@ -130,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     for expert in args.experts:
         columns += [(expert, f"AUROC, {expert}", ""), (f"{expert}_s", f"add time s, {expert}", ""),
                     (f"{expert}_change", f"max score change, other tasks ({expert})", "")]
-    columns += [("full", "AUROC, five-task model", ""), ("patchcore", "AUROC, PatchCore (same k)", ""),
+    columns += [("full", "AUROC, five-task model", ""), ("patchcore", "AUROC, PatchCore (same k, 1 % coreset)", ""),
+                ("patchcore_all", "AUROC, PatchCore (same k, every patch)", ""),
                 ("others", "other tasks' AUROC (before = after)", "")]
     text = (f"# Adding a task from k normals (leave one task out)\n\nWritten by `python benchmarks/add_task_loto.py` "
             f"on {platform.node()} ({platform.processor() or platform.machine()}, {args.threads} torch thread(s)); "

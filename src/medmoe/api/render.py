@@ -39,6 +39,8 @@ CMAP = "jet"
 
 WIDTH_INCHES = 6.0
 """Drawn width of the image."""
+PNG_COMPRESSION = 1
+"""zlib level of overlay PNGs: 1 encodes in half the time of the default 6 for ~10 % larger files."""
 MARGIN = 0.1
 BAR_SPACE = 1.0
 TITLE_SPACE = 0.5
@@ -104,7 +106,7 @@ def draw_overlay(image: np.ndarray, anomaly_map: np.ndarray, vmax: float, shape:
     bar.set_label(label, fontsize=8 if drawn_height >= 4 else 6)
     bar.ax.tick_params(labelsize=8)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    figure.savefig(buffer, format="png", pil_kwargs={"compress_level": PNG_COMPRESSION})
     return buffer.getvalue()
 
 
