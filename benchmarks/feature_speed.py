@@ -50,7 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cpu-feat" / "speed.md")
     args = parser.parse_args(argv)
 
-    import numpy as np
     import torch
 
     from medmoe.api.export import export_onnx

@@ -17,7 +17,7 @@ from medmoe.engine.calibrate import fit_scope, scope_distances
 from medmoe.engine.checkpoint import load_checkpoint
 from medmoe.engine.data import default_cache_dir, run_manifests
 from medmoe.engine.features import prepared_inputs
-from medmoe.engine.train import load_split
+from medmoe.engine.data import load_split
 from medmoe.trust.calibration import fit_calibration
 torch.set_num_threads(1)
 run = Path("benchmarks/results/cpu-feat/runs/feature_moe/seed0/all")

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from engine_fixtures import fast_config, synthetic
-from medmoe.baselines import AutoEncoder, MemAE, Memory, attention_entropy, hard_shrink
-from medmoe.baselines.memae import ENTROPY_WEIGHT, MEMORY_SLOTS, SHRINK_THRESHOLD
+from medmoe.model.baselines import AutoEncoder, MemAE, Memory, attention_entropy, hard_shrink
+from medmoe.model.baselines.memae import ENTROPY_WEIGHT, MEMORY_SLOTS, SHRINK_THRESHOLD
 from medmoe.engine.checkpoint import load_checkpoint
 from medmoe.engine.evaluate import collect, compute_metrics
 from medmoe.engine.train import train
 from medmoe.errors import ConfigError
-from medmoe.model import MODELS, ModelConfig, create_model
+from medmoe.model import ARCHITECTURES, ModelConfig, create_model
 
 BASELINES = {"ae": False, "ae_u": True, "memae": False}  # name -> hallucination head
 
@@ -27,8 +27,8 @@ def _config(name: str, **kw) -> ModelConfig:
 
 
 def test_baselines_are_registered_by_name() -> None:
-    create_model(_config("ae"))  # imports medmoe.baselines
-    assert {"moe", "ae", "ae_u", "memae"} <= set(MODELS)
+    create_model(_config("ae"))
+    assert {"moe", "feature_moe", "ae", "ae_u", "memae", "patchcore", "feature_nn"} <= set(ARCHITECTURES)
     assert type(create_model(_config("ae"))) is AutoEncoder
     assert type(create_model(_config("ae_u"))) is AutoEncoder
     assert type(create_model(_config("memae"))) is MemAE

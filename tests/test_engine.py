@@ -208,5 +208,5 @@ def test_train_command_refuses_a_non_empty_out(tmp_path: Path, capsys: pytest.Ca
     with pytest.raises(SystemExit) as info:
         main()
     output = capsys.readouterr()
-    assert info.value.code == 2 and "is not empty" in output.err and "--overwrite" in output.err
+    assert info.value.code == 2 and "already holds a run (model.json)" in output.err and "--overwrite" in output.err
     assert "Traceback" not in output.err and (taken / "model.json").read_text() == "{}"

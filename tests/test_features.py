@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medmoe.baselines.patchcore import FeatureNN, PatchCore
+from medmoe.model.baselines.patchcore import FeatureNN, PatchCore
 from medmoe.model.memory import FAR, greedy_coreset, nearest_distance
 from medmoe.engine.features import feature_key, prepared_inputs
 from medmoe.model.config import ModelConfig

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+
+RUN_MARKERS = ("model.json", "config.yaml", "checkpoints")
+"""What a run folder holds once training has started (its manifests are written first, by every process)."""
 
 
 def register(app: typer.Typer) -> None:
@@ -38,9 +44,11 @@ def register(app: typer.Typer) -> None:
 
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out '{out}' is a file; give a folder for the run")
-        if out.is_dir() and any(out.iterdir()) and not (resume or overwrite):
-            raise ConfigError(f"--out '{out}' is not empty (a run is there?); pass --resume to continue it, "
-                              "--overwrite to replace it, or choose another folder")
+        found = [name for name in RUN_MARKERS if (out / name).exists()]
+        first_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 checks before anyone writes
+        if found and first_process and not (resume or overwrite):
+            raise ConfigError(f"--out '{out}' already holds a run ({', '.join(found)}); pass --resume to continue "
+                              "it, --overwrite to replace it, or choose another folder")
         overrides = list(set_ or [])
         overrides += [f"train.epochs={epochs}"] if epochs is not None else []
         overrides += [f"train.seed={seed}"] if seed is not None else []

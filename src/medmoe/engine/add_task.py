@@ -37,7 +37,7 @@ from medmoe.metrics import fit_threshold
 from medmoe.model.added import TaskAdapter
 from medmoe.model.feature_moe import FeatureMoE
 from medmoe.model.memory import COVERAGE, greedy_coreset, nearest_distance, patches
-from medmoe.model.registry import create_model
+from medmoe.model.registry import ARCHITECTURES, architecture, create_model
 from medmoe.tasks import Task, TaskRegistry
 from medmoe.text import PromptEmbeddingCache
 from medmoe.trust.calibration import TrustCalibration
@@ -181,9 +181,10 @@ def add_task(model_run: str | Path, task: Task, manifests: list[Manifest], out: 
 def _check(checkpoint: Checkpoint, task: Task, expert: str) -> None:
     """Refuse what ``add_task`` cannot do, each with one message."""
     config, tasks = checkpoint.config.model, checkpoint.tasks
-    if config.architecture != "feature_moe" or not config.prompt:
-        raise ConfigError(f"add-task needs a prompt-routed feature_moe run; this one is {config.architecture!r}"
-                          + ("" if config.prompt else " without prompts"))
+    if not architecture(config.architecture).adds_tasks or not config.prompt:
+        grows = ", ".join(a.name for a in ARCHITECTURES.values() if a.adds_tasks)
+        raise ConfigError(f"add-task needs a prompt-routed run of an architecture that grows ({grows}); this one is "
+                          f"{config.architecture!r}" + ("" if config.prompt else " without prompts"))
     if task.id in tasks:
         raise ConfigError(f"task {task.id!r} is already in the model ({', '.join(tasks.ids)}); pick a new id")
     if task.channels != config.in_channels:

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from medmoe.data.manifest import Manifest
-from medmoe.engine.data import default_cache_dir, run_manifests
+from medmoe.engine.checkpoint import load_checkpoint, save_checkpoint
+from medmoe.engine.data import default_cache_dir, load_split, run_manifests
 from medmoe.engine.features import prepared_inputs
 from medmoe.engine.inference import predict, task_text_embeddings
 from medmoe.errors import DatasetError
@@ -79,9 +80,6 @@ def calibrate_run(run_dir: str | Path, manifests: Sequence[Manifest] | None = No
     """Fit the scope head and the trust calibration of a trained run and rewrite its checkpoint
     (weights unchanged; ``medmoe calibrate``). ``manifests``: the run's own (its ``manifests/``)
     unless given; their ``train`` and ``val`` rows of the run's tasks are used, never ``test``."""
-    from medmoe.engine.checkpoint import load_checkpoint, save_checkpoint  # the checkpoint imports this module
-    from medmoe.engine.train import load_split
-
     run_dir = Path(run_dir)
     checkpoint = load_checkpoint(run_dir, map_location=device)
     manifests = list(manifests) if manifests is not None else run_manifests(run_dir)

@@ -6,7 +6,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
+from medmoe.data.dataset import Batch, ImageDataset
 from medmoe.data.manifest import Manifest, read_manifest, write_manifest
+from medmoe.engine.config import RunConfig
+from medmoe.engine.distributed import DistInfo, barrier
 from medmoe.errors import DatasetError
 from medmoe.tasks import TaskRegistry
 
@@ -81,3 +86,24 @@ def select_tasks(registry: TaskRegistry, manifests: Sequence[Manifest],
     if not chosen:
         raise DatasetError("the data holds no images")
     return registry.subset(chosen)
+
+
+def load_split(manifests: Sequence[Manifest], tasks: TaskRegistry, split: str, config: RunConfig,
+               cache_dir: Path, progress: bool, dist: DistInfo | None = None) -> Batch:
+    """All images of the tasks' rows of one split as tensors (empty if there are none); with ``dist``
+    (distributed training) rank 0 fills the cache first, the others then read it."""
+    dist = dist or DistInfo(rank=0, world_size=1, device=torch.device("cpu"))
+    entries = [(m, s) for m in manifests for s in m.select(split=split) if s.task in tasks]
+    if not entries:
+        r, c = config.model.resolution, config.model.in_channels
+        empty = torch.zeros(0, dtype=torch.long)
+        return Batch(images=torch.zeros(0, c, r, r), masks=torch.zeros(0, 1, r, r),
+                     has_mask=torch.zeros(0, dtype=torch.bool), labels=empty, task_indices=empty, indices=empty)
+    dataset = ImageDataset(entries, tasks, resolution=config.model.resolution, cache_dir=cache_dir,
+                           with_masks=False)
+    if not dist.is_main:
+        barrier(dist)
+    batch = dataset.materialize(progress=progress)
+    if dist.is_main:
+        barrier(dist)
+    return batch

@@ -16,7 +16,6 @@ Files in the run folder:
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
 import json
 import logging
 import math
@@ -33,12 +32,12 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from medmoe.atomic import atomic_write_bytes, atomic_write_text
-from medmoe.data.dataset import Batch, ImageDataset
+from medmoe.data.dataset import Batch
 from medmoe.data.manifest import Manifest
 from medmoe.engine.calibrate import TRAINING_SOURCE, VALIDATION_SOURCE, calibrate, fit_scope
 from medmoe.engine.checkpoint import save_checkpoint
 from medmoe.engine.config import RunConfig, TrainConfig, with_text_dim
-from medmoe.engine.data import default_cache_dir, select_tasks
+from medmoe.engine.data import default_cache_dir, load_split, select_tasks
 from medmoe.engine.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
 from medmoe.engine.features import prepared_inputs
 from medmoe.engine.inference import predict, task_text_embeddings
@@ -46,7 +45,7 @@ from medmoe.errors import CheckpointError, ConfigError, DatasetError
 from medmoe.metrics import fit_threshold
 from medmoe.model.base import AnomalyModel
 from medmoe.model.losses import LossParts
-from medmoe.model.registry import create_model
+from medmoe.model.registry import architecture, create_model
 from medmoe.tasks import TaskRegistry, default_registry, load_task_file
 from medmoe.text import PromptEmbeddingCache
 
@@ -131,7 +130,7 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
         torch.set_num_threads(tc.num_threads)
     tasks = select_tasks(task_registry(config), manifests, tc.tasks)
     check_channels(tasks, config)
-    if config.model.architecture in ("moe", "feature_moe") and config.model.num_experts < len(tasks):
+    if architecture(config.model.architecture).experts_per_task and config.model.num_experts < len(tasks):
         raise ConfigError(f"{len(tasks)} tasks need at least as many experts; model.num_experts="
                           f"{config.model.num_experts}")
     embeddings = prompt_embeddings_for(config, tasks)
@@ -214,27 +213,6 @@ def _memory_model_checkpoint(config: RunConfig, model: AnomalyModel, tasks: Task
         result = _finish(config, model, tasks, embeddings, state, val_data, train_data, run_dir, dist.device)
     barrier(dist)
     return result if result is not None else TrainResult(run_dir, 0, math.nan, {}, state["seconds"], [])
-
-
-def load_split(manifests: Sequence[Manifest], tasks: TaskRegistry, split: str, config: RunConfig,
-               cache_dir: Path, progress: bool, dist: DistInfo | None = None) -> Batch:
-    """All images of the tasks' rows of one split as tensors (empty if there are none); with ``dist``
-    (distributed training) rank 0 fills the cache first, the others then read it."""
-    dist = dist or DistInfo(rank=0, world_size=1, device=torch.device("cpu"))
-    entries = [(m, s) for m in manifests for s in m.select(split=split) if s.task in tasks]
-    if not entries:
-        r, c = config.model.resolution, config.model.in_channels
-        empty = torch.zeros(0, dtype=torch.long)
-        return Batch(images=torch.zeros(0, c, r, r), masks=torch.zeros(0, 1, r, r),
-                     has_mask=torch.zeros(0, dtype=torch.bool), labels=empty, task_indices=empty, indices=empty)
-    dataset = ImageDataset(entries, tasks, resolution=config.model.resolution, cache_dir=cache_dir,
-                           with_masks=False)
-    if not dist.is_main:
-        barrier(dist)
-    batch = dataset.materialize(progress=progress)
-    if dist.is_main:
-        barrier(dist)
-    return batch
 
 
 def _prepared(model: AnomalyModel, data: Batch, cache_dir: Path, dist: DistInfo, progress: bool) -> Batch:

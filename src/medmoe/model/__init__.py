@@ -3,12 +3,17 @@
 ``x → VisionEncoder → v``; ``prompt embedding → PromptEncoder → tau``; ``Router([v, tau]) → s``;
 ``ExpertBank(v) → (mu_k, sigma_k)``; ``x_hat = Σ s_k mu_k``, ``u = Σ s_k sigma_k``;
 anomaly map ``(x − x_hat)² · exp(−u²)``, image score = its mean.
+
+Importing this package imports every architecture module, which registers it
+(:mod:`medmoe.model.registry`): the pixel model, ``feature_moe`` and the baselines.
 """
 
+from medmoe.model import baselines, feature_moe, moe  # noqa: F401  (each registers its architectures)
 from medmoe.model.config import ModelConfig
 from medmoe.model.moe import ModelOutput, MoEOutput, PromptMoE
-from medmoe.model.registry import MODELS, create_model, register_model
+from medmoe.model.registry import ARCHITECTURES, Architecture, architecture, create_model, register_model
 
 __all__ = [
-    "MODELS", "ModelConfig", "ModelOutput", "MoEOutput", "PromptMoE", "create_model", "register_model",
+    "ARCHITECTURES", "Architecture", "ModelConfig", "ModelOutput", "MoEOutput", "PromptMoE", "architecture",
+    "create_model", "register_model",
 ]

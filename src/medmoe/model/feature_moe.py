@@ -50,6 +50,7 @@ from medmoe.model.losses import LossParts, routing_loss
 from medmoe.model.memory import COVERAGE, greedy_coreset, nearest_distance, patches, resize_to_stored
 from medmoe.model.output import ModelOutput
 from medmoe.model.prompt import PromptEncoder
+from medmoe.model.registry import register_model
 from medmoe.model.router import Router, router_input
 from medmoe.model.trunk import FrozenTrunk, trunk_identity
 
@@ -119,6 +120,7 @@ class FeatureExpertBank(nn.Module):
         return torch.einsum("bn,bnchw->bchw", weights, self(b))
 
 
+@register_model("feature_moe", experts_per_task=True, adds_tasks=True)
 class FeatureMoE(AnomalyModel):
     """Prompt-driven hallucination-aware experts on frozen trunk features (module docstring).
 

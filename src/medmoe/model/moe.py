@@ -10,6 +10,7 @@ from medmoe.model.experts import ExpertBank
 from medmoe.model.output import ModelOutput
 from medmoe.model.prompt import PromptEncoder
 from medmoe.model.reference import LoopedExperts
+from medmoe.model.registry import register_model
 from medmoe.model.router import Router, router_input
 from medmoe.model.scoring import anomaly_map, image_score, to_model_range
 from medmoe.model.vision import VisionEncoder
@@ -17,6 +18,7 @@ from medmoe.model.vision import VisionEncoder
 MoEOutput = ModelOutput  # the paper's name for it
 
 
+@register_model("moe", experts_per_task=True)
 class PromptMoE(AnomalyModel):
     """Prompt-driven mixture of hallucination-aware experts.
 

@@ -11,7 +11,7 @@ from typing import ClassVar
 from medmoe.data.manifest import Sample
 from medmoe.data.splits import ContentHashes, joint_groups, seeded_pick, seeded_rng
 from medmoe.errors import DatasetError
-from medmoe.io.formats import image_stem, image_suffix
+from medmoe.io.formats import image_suffix
 
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     """Image files in ``folder`` (by suffix), sorted; hidden files (``.DS_Store``, ``._x.png``) skipped.

@@ -21,7 +21,8 @@ from collections import defaultdict
 from pathlib import Path, PurePosixPath
 
 from medmoe.data.manifest import Sample
-from medmoe.data.sources._base import Layout, Source, image_stem, list_images, relative, report_problems
+from medmoe.data.sources._base import Layout, Source, list_images, relative, report_problems
+from medmoe.io.formats import image_stem
 from medmoe.data.splits import ContentHashes
 from medmoe.errors import DatasetError
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medmoe.baselines._common import check_config, decoded_output
+from medmoe.model.baselines._common import check_config, decoded_output
 from medmoe.model.base import AnomalyModel
 from medmoe.model.config import ModelConfig
 from medmoe.model.output import ModelOutput

@@ -13,8 +13,8 @@ The AE family needs ``model.prompt: false`` (no router, no prompt). Train one pe
 ``train.tasks=[<task>]`` for a single-task baseline, or on all tasks for a universal one.
 """
 
-from medmoe.baselines.ae import AutoEncoder
-from medmoe.baselines.memae import MemAE, Memory, attention_entropy, hard_shrink
-from medmoe.baselines.patchcore import FeatureNN, PatchCore
+from medmoe.model.baselines.ae import AutoEncoder
+from medmoe.model.baselines.memae import MemAE, Memory, attention_entropy, hard_shrink
+from medmoe.model.baselines.patchcore import FeatureNN, PatchCore
 
 __all__ = ["AutoEncoder", "FeatureNN", "MemAE", "Memory", "PatchCore", "attention_entropy", "hard_shrink"]
