@@ -19,7 +19,7 @@ import platform
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             auroc = validation_auroc(load_checkpoint(run), manifests, args.seed)
         record = {"variant": name, "overrides": overrides, "seed": args.seed, "val_synthetic_auroc": auroc,
                   "train_seconds": round(seconds, 1), "machine": f"{platform.processor() or platform.machine()}, "
-                  f"{torch.get_num_threads()} threads", "when": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                  f"{torch.get_num_threads()} threads", "when": datetime.now(UTC).isoformat(timespec="seconds")}
         records.append(record)
         print(json.dumps(record), flush=True)
         RESULTS.mkdir(parents=True, exist_ok=True)

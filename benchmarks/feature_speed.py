@@ -25,7 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu = platform.processor() or platform.machine()
     names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
              if ln.startswith("model name")] if Path("/proc/cpuinfo").is_file() else []
-    text = (f"# Feature models: cost on this machine\n\nWritten {datetime.now(timezone.utc).isoformat(timespec='seconds')} by "
+    text = (f"# Feature models: cost on this machine\n\nWritten {datetime.now(UTC).isoformat(timespec='seconds')} by "
             f"`python benchmarks/feature_speed.py {' '.join(map(str, args.runs))} --threads {args.threads}` on "
             f"{names[0] if names else cpu}, {args.threads} torch thread(s), torch {torch.__version__}. Medians of "
             f"{args.rounds} rounds (batch 1: {args.rounds * 4}) after a warm-up; the model alone on preprocessed "

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                              with_masks=False).materialize(progress=False)
         return batch.images, prepared_inputs(model, batch.images, cache_dir=cache, progress=False)
 
-    _, all_train = zip(*(features("train", t) for t in tasks.ids))
+    _, all_train = zip(*(features("train", t) for t in tasks.ids), strict=False)
     stacked = torch.cat(all_train)
     mean, std = stacked.mean(dim=(0, 2, 3)).view(1, -1, 1, 1), stacked.std(dim=(0, 2, 3)).view(1, -1, 1, 1)
     aggregations = {

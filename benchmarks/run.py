@@ -16,7 +16,7 @@ import platform
 import shlex
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": shlex.join(canonical),
         "invocation": shlex.join(["python", "benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]),
         "commit": _git("describe", "--always", "--dirty"),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": _machine(args.threads),
     }
     context = BenchmarkContext(

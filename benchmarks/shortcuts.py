@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# Image statistics as anomaly scores ({args.resolution}×{args.resolution}, no learning)",
         "",
         f"- Command: `python benchmarks/shortcuts.py --data $MEDMOE_DATA --resolution {args.resolution} --seed {args.seed}`",
-        f"- Written {datetime.now(timezone.utc).isoformat(timespec='seconds')}; seed {args.seed} (seeded splits).",
+        f"- Written {datetime.now(UTC).isoformat(timespec='seconds')}; seed {args.seed} (seeded splits).",
         "- AUROC in percent, not flipped: below 50, abnormal images have less of the statistic than normals.",
         "- `detail`: mean squared difference to a 3×3 box blur of the preprocessed image.",
         "",

@@ -41,7 +41,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -92,7 +92,7 @@ class Timings:
 
     def speedups(self) -> list[float]:
         """Per-round ratio reference time / medmoe time."""
-        return [r / m for r, m in zip(self.wall["reference"], self.wall["medmoe"])]
+        return [r / m for r, m in zip(self.wall["reference"], self.wall["medmoe"], strict=False)]
 
 
 # --------------------------------------------------------------------------- models and inputs
@@ -344,7 +344,7 @@ def timing_table(result: dict) -> list[str]:
     """Markdown rows of one (thread count, resolution) cell."""
     train, infer, latency, gemm = result["train"], result["infer64"], result["infer1"], result["gemm"]
     part = {i: {k: statistics.median(p[i] for p in train.parts[k]) for k in IMPLS} for i in (0, 1)}
-    part_ratio = {i: [r[i] / m[i] for r, m in zip(train.parts["reference"], train.parts["medmoe"])] for i in (0, 1)}
+    part_ratio = {i: [r[i] / m[i] for r, m in zip(train.parts["reference"], train.parts["medmoe"], strict=False)] for i in (0, 1)}
     lines = [
         "| measurement | reference | medmoe | speed-up: median (min–max) over rounds |", "|---|---:|---:|---:|",
         _row(f"training, batch {TRAIN_BATCH}", *(f"{TRAIN_BATCH / train.median(k):.1f} img/s" for k in IMPLS),
@@ -455,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     meta = {"command": " ".join(["python", "benchmarks/speed.py", *(argv if argv is not None else sys.argv[1:])]),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": git_commit(),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": git_commit(),
             **machine_info(), "torch threads": f"{', '.join(map(str, thread_counts))} (default {default_threads})"}
     plan = PLANS["quick" if args.quick else "full"]
     meta["repeats"] = "; ".join(f"{r}×{r}: {p.train} training rounds, {p.infer} batch-64 and {p.latency} batch-1 "

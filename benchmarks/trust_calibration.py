@@ -42,10 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     from medmoe.data.transforms import preprocess_image
     from medmoe.engine.calibrate import calibrate_run, fit_scope, scope_distances
     from medmoe.engine.checkpoint import load_checkpoint
-    from medmoe.engine.data import default_cache_dir, run_manifests
+    from medmoe.engine.data import default_cache_dir, load_split, run_manifests
     from medmoe.engine.features import prepared_inputs
     from medmoe.engine.inference import predict, task_text_embeddings
-    from medmoe.engine.data import load_split
     from medmoe.report.tables import markdown_table
     from medmoe.trust.calibration import fit_calibration
     from medmoe.trust.conformal import decision_threshold, p_values

@@ -7,18 +7,23 @@ for margins 1–3 × the limit: synthetic anomalies made from the validation nor
 in scope), natural images flagged, and leave-one-task-out validation normals flagged (out of scope).
 Results: ``benchmarks/results/trust-margin.txt``. The test split is not loaded.
 """
-import sys; sys.path.insert(0, "benchmarks")
-import numpy as np, torch
+import sys
+
+sys.path.insert(0, "benchmarks")
 from pathlib import Path
+
+import numpy as np
+import torch
 from trust_design import natural_images
+
 from medmoe.data.anomalies import synthesize_anomalies
 from medmoe.data.transforms import preprocess_image
 from medmoe.engine.calibrate import fit_scope, scope_distances
 from medmoe.engine.checkpoint import load_checkpoint
-from medmoe.engine.data import default_cache_dir, run_manifests
+from medmoe.engine.data import default_cache_dir, load_split, run_manifests
 from medmoe.engine.features import prepared_inputs
-from medmoe.engine.data import load_split
 from medmoe.trust.calibration import fit_calibration
+
 torch.set_num_threads(1)
 run = Path("benchmarks/results/cpu-feat/runs/feature_moe/seed0/all")
 ck = load_checkpoint(run); model, config, tasks = ck.model, ck.config, ck.tasks; ids = tasks.ids

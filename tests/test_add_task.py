@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from api_fixtures import feature_run, save_tiny_model, tiny_run  # noqa: F401 (fixtures)
 from typer.testing import CliRunner
 
+from api_fixtures import feature_run, save_tiny_model, tiny_run  # noqa: F401 (fixtures)
 from medmoe import Detector
 from medmoe.api.export import export_onnx
 from medmoe.cli import app as cli_app

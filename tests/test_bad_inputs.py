@@ -12,13 +12,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from api_fixtures import tiny_run  # noqa: F401 (fixture)
 from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
 import medmoe.io.policy as policy
+from api_fixtures import tiny_run  # noqa: F401 (fixture)
 from medmoe import Detector
 from medmoe.cli import app as cli_app
 from medmoe.errors import MedmoeError

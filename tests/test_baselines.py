@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from engine_fixtures import fast_config, synthetic
-from medmoe.model.baselines import AutoEncoder, MemAE, Memory, attention_entropy, hard_shrink
-from medmoe.model.baselines.memae import ENTROPY_WEIGHT, MEMORY_SLOTS, SHRINK_THRESHOLD
 from medmoe.engine.checkpoint import load_checkpoint
 from medmoe.engine.evaluate import collect, compute_metrics
 from medmoe.engine.train import train
 from medmoe.errors import ConfigError
 from medmoe.model import ARCHITECTURES, ModelConfig, create_model
+from medmoe.model.baselines import AutoEncoder, MemAE, Memory, attention_entropy, hard_shrink
+from medmoe.model.baselines.memae import ENTROPY_WEIGHT, MEMORY_SLOTS, SHRINK_THRESHOLD
 
 BASELINES = {"ae": False, "ae_u": True, "memae": False}  # name -> hallucination head
 

@@ -18,9 +18,9 @@ from medmoe.benchmark.claim import CLAIM_FILE
 from medmoe.benchmark.plan import METHOD_BY_NAME, METHODS, select_methods
 from medmoe.benchmark.results import MEAN
 from medmoe.benchmark.runner import equal_step_epochs, subsample
+from medmoe.benchmark.tables import cell, render_table
 from medmoe.data.manifest import Manifest, Sample
 from medmoe.engine.config import load_config
-from medmoe.benchmark.tables import cell, render_table
 from medmoe.errors import CheckpointError, ConfigError
 
 TASKS = ("brain_mri", "head_ct")

@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 from engine_fixtures import fast_config, synthetic
 from medmoe.engine.checkpoint import load_checkpoint, save_checkpoint
 from medmoe.engine.config import load_config
-from medmoe.engine.evaluate import collect, compute_metrics, write_figures, write_report
+from medmoe.engine.evaluate import collect, compute_metrics
 from medmoe.engine.train import train
 from medmoe.errors import CheckpointError, ConfigError
+from medmoe.report.evaluation import write_figures, write_report
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ def test_evaluation_reports_every_view(trained: Path, data, tmp_path: Path) -> N
     result = collect(ckpt, [data], split="test", cache_dir=tmp_path / "cache", progress=False)
     metrics = compute_metrics(ckpt, result)
     assert set(metrics["tasks"]) == set(ckpt.tasks.ids)
-    for task, m in metrics["tasks"].items():
+    for _task, m in metrics["tasks"].items():
         assert m["n_normal"] == 4 and m["n_abnormal"] == 4
         assert 0 <= m["auroc"] <= 1 and 0 <= m["routing_accuracy"] <= 1
         assert {"f1_best", "acc_best", "threshold_best", "f1_val", "sensitivity_val", "dedup"} <= set(m)

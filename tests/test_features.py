@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from medmoe.model.baselines.patchcore import FeatureNN, PatchCore
-from medmoe.model.memory import FAR, greedy_coreset, nearest_distance
 from medmoe.engine.features import feature_key, prepared_inputs
+from medmoe.model.baselines.patchcore import FeatureNN, PatchCore
 from medmoe.model.config import ModelConfig
 from medmoe.model.feature_moe import FeatureMoE
+from medmoe.model.memory import FAR, greedy_coreset, nearest_distance
 
 
 class CountingTrunk(torch.nn.Module):

@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from medmoe.errors import ImageReadError
-from medmoe.io.policy import NoFiniteValues
 from medmoe.io import (
     SUPPORTED_SUFFIXES,
     WINDOW_PRESETS,
@@ -24,6 +23,7 @@ from medmoe.io import (
     to_grayscale,
 )
 from medmoe.io.intensity import apply_window, fill_non_finite, resolve_window, scale_min_max
+from medmoe.io.policy import NoFiniteValues
 
 # --- formats -------------------------------------------------------------------------------------
 

@@ -102,7 +102,7 @@ def test_bank_mix_equals_weighted_sum_of_looped_decoders(schedule: str, hallucin
     (expected, *expected_grads), (got, *got_grads) = results
     assert got.shape == (5, 4 if hallucination else 2, 32, 32)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    for g, e in zip(got_grads, expected_grads):
+    for g, e in zip(got_grads, expected_grads, strict=False):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
     decoders = list(looped.decoders)
     torch.testing.assert_close(bank.head.weight.grad, torch.cat([d.deconv[-1].weight.grad for d in decoders]),
@@ -140,12 +140,12 @@ def test_fused_adam_of_the_trainer_matches_plain_adam() -> None:
     assert fused.defaults["fused"]
     for _ in range(5):  # the same gradients for both, of very different scales per step
         scale = 10.0 ** torch.randint(-6, 2, ()).item()
-        for p, q in zip(plain_model.parameters(), fused_model.parameters()):
+        for p, q in zip(plain_model.parameters(), fused_model.parameters(), strict=False):
             p.grad = torch.randn_like(p) * scale
             q.grad = p.grad.clone()
         plain.step()
         fused.step()
-    for (name, p), q in zip(plain_model.named_parameters(), fused_model.parameters()):
+    for (name, p), q in zip(plain_model.named_parameters(), fused_model.parameters(), strict=False):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
 
 

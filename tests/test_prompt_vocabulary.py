@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from api_fixtures import tiny_run  # noqa: F401 (fixture)
 
+from api_fixtures import tiny_run  # noqa: F401 (fixture)
 from medmoe import Detector
 from medmoe.text.vocabulary import named_terms
 

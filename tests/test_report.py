@@ -176,7 +176,7 @@ class TestFigures:
         ex.pop("masks")
         ex["hallucination_maps"] = None
         ablation = plot_examples(tmp_path / "ablation.png", **ex, titles=titles)
-        (w_full, h_full), (w_abl, h_abl) = _png_size(full), _png_size(ablation)
+        (w_full, h_full), (w_abl, _h_abl) = _png_size(full), _png_size(ablation)
         assert w_abl < w_full  # one column fewer
         assert h_full > 2 * 150  # three rows
         assert _only(tmp_path) == ["ablation.png", "full.png"]

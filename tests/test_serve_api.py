@@ -16,7 +16,6 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.data import get_testdata_file
-from serve_fixtures import brain_phantom, tiny_model
 from typer.testing import CliRunner
 
 from medmoe.api import Detector
@@ -25,6 +24,7 @@ from medmoe.cli.serve import _is_loopback
 from medmoe.errors import CheckpointError
 from medmoe.serve import create_app
 from medmoe.serve.uploads import sniff_suffix
+from serve_fixtures import brain_phantom, tiny_model
 
 LIMIT_MB = 0.25
 LIMIT = int(LIMIT_MB * 1024 * 1024)

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+
 from serve_fixtures import brain_phantom, tiny_model
 
 pytestmark = pytest.mark.browser

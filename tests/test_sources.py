@@ -15,8 +15,8 @@ from medmoe.cli import app
 from medmoe.data.manifest import Manifest, read_manifest, write_manifest
 from medmoe.data.sources import SOURCES, TASK_SOURCES, prepare_all, prepare_source
 from medmoe.data.sources._base import list_images
-from medmoe.io.formats import image_format, image_stem, image_suffix
 from medmoe.errors import ConfigError, DatasetError
+from medmoe.io.formats import image_format, image_stem, image_suffix
 
 # ---------------------------------------------------------------- helpers
 

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from api_fixtures import phantom_batch, save_tiny_model
-from serve_fixtures import tiny_model
 from skimage import data as skdata
 from typer.testing import CliRunner
 
+from api_fixtures import phantom_batch, save_tiny_model
 from medmoe import Detector
 from medmoe.cli import app as cli_app
 from medmoe.data.transforms import preprocess_image
@@ -24,6 +23,7 @@ from medmoe.model.config import ModelConfig
 from medmoe.model.registry import create_model
 from medmoe.tasks import default_registry
 from medmoe.trust import TrustCalibration, assess, decision_threshold, p_values, smallest_p
+from serve_fixtures import tiny_model
 
 
 def test_p_values_on_known_scores() -> None:

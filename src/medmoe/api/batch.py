@@ -17,8 +17,8 @@ import csv
 import io
 import math
 import multiprocessing
-from concurrent.futures import Future, ProcessPoolExecutor
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,7 +152,8 @@ def write_outputs(result: DetectionResult, name: str, out_dir: Path, *, overlays
     return cells
 
 
-def result_row(path: Path, outcome: DetectionResult | MedmoeError, files: dict[str, str] | None = None) -> dict[str, str]:
+def result_row(path: Path, outcome: DetectionResult | MedmoeError,
+               files: dict[str, str] | None = None) -> dict[str, str]:
     """One ``results.csv`` row (all cells as text) for a result or an error."""
     row = dict.fromkeys(COLUMNS, "")
     row["path"] = str(path)
@@ -160,7 +161,8 @@ def result_row(path: Path, outcome: DetectionResult | MedmoeError, files: dict[s
         row["error"] = str(outcome)
         return row
     row.update(task=outcome.task, prompt=outcome.prompt, prompt_similarity=f"{outcome.prompt_similarity:.4f}",
-               score=f"{outcome.score:.6g}", threshold="" if math.isnan(outcome.threshold) else f"{outcome.threshold:.6g}",
+               score=f"{outcome.score:.6g}",
+               threshold="" if math.isnan(outcome.threshold) else f"{outcome.threshold:.6g}",
                decision=outcome.decision, warnings=" | ".join(outcome.warnings))
     if not math.isnan(outcome.p_value):
         row.update(p_value=f"{outcome.p_value:.4g}", fpr=f"{outcome.fpr:.4g}", resembles=outcome.resembles or "",

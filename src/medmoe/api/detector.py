@@ -47,8 +47,8 @@ from medmoe.data.transforms import preprocess_image, resize_plane
 from medmoe.errors import CheckpointError, ImageReadError, MedmoeError, PromptError
 from medmoe.io import read_dicom_tags, read_image, to_grayscale
 from medmoe.io.choice import Choice
-from medmoe.io.policy import check_scorable, constant_note
 from medmoe.io.formats import image_format
+from medmoe.io.policy import check_scorable, constant_note
 from medmoe.tasks import TaskRegistry
 from medmoe.trust.calibration import DEFAULT_FPR, assess
 
@@ -334,7 +334,8 @@ def _unit_image(array: np.ndarray) -> np.ndarray:
     if array.dtype in (np.uint8, np.uint16):
         return (array / np.iinfo(array.dtype).max).astype(np.float32)
     if not np.issubdtype(array.dtype, np.floating):
-        raise ImageReadError("<array>", f"pixel type {array.dtype} is not supported; pass float in [0, 1], uint8 or uint16")
+        raise ImageReadError("<array>", f"pixel type {array.dtype} is not supported; pass float in [0, 1], uint8 "
+                                        "or uint16")
     if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
         raise ImageReadError("<array>", "float pixels must be finite and in [0, 1]; scale the image first")
     return np.ascontiguousarray(array, dtype=np.float32)

@@ -16,7 +16,7 @@ import io
 import json
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from hashlib import sha256
 from pathlib import Path
 
@@ -112,7 +112,7 @@ def export_onnx(run_dir: str | Path, out: str | Path, *, opset: int = OPSET) -> 
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "exported_by": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": str(Path(run_dir).resolve()),
         "onnx": {"file": out.name, "sha256": sha256(blob).hexdigest(), "opset": opset,
                  "inputs": list(inputs), "outputs": list(outputs)},

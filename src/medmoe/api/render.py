@@ -89,7 +89,8 @@ def draw_overlay(image: np.ndarray, anomaly_map: np.ndarray, vmax: float, shape:
     fig_width, fig_height = MARGIN + WIDTH_INCHES + BAR_SPACE, MARGIN + drawn_height + TITLE_SPACE
     figure = Figure(figsize=(fig_width, fig_height), dpi=dpi)
     FigureCanvasAgg(figure)
-    axes = figure.add_axes((MARGIN / fig_width, MARGIN / fig_height, WIDTH_INCHES / fig_width, drawn_height / fig_height))
+    axes = figure.add_axes((MARGIN / fig_width, MARGIN / fig_height,
+                            WIDTH_INCHES / fig_width, drawn_height / fig_height))
     axes.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="antialiased")
     heat = axes.imshow(anomaly_map, cmap=CMAP, vmin=0.0, vmax=vmax, alpha=ALPHA, interpolation="antialiased")
     axes.set_axis_off()

@@ -12,7 +12,7 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ def claim(run_dir: Path) -> Iterator[bool]:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CLAIM_FILE
     owner = {"pid": os.getpid(), "host": socket.gethostname(),
-             "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+             "since": datetime.now(UTC).isoformat(timespec="seconds")}
     if not _create(path, owner):
         held_by = claim_owner(run_dir)
         if held_by is not None and _alive(held_by):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from medmoe.atomic import atomic_write_text
@@ -28,7 +28,7 @@ def settings_header(context: BenchmarkContext, provenance: Mapping[str, Any]) ->
             "resolution": config.model.resolution, "epochs": config.train.epochs,
             "batch_size": config.train.batch_size, "lr": config.train.lr,
             "subsample": str(context.profile.subsample) if context.profile.subsample else None,
-            **provenance, "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            **provenance, "written": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 def write_outputs(context: BenchmarkContext, methods: Sequence[Method], seeds: Sequence[int],

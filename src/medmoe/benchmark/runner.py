@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +40,10 @@ from medmoe.data.manifest import Manifest, Sample, write_manifest
 from medmoe.engine.checkpoint import META_NAME, Checkpoint, load_checkpoint
 from medmoe.engine.config import RunConfig, load_config
 from medmoe.engine.data import MANIFEST_DIR, resolve_data, select_tasks
-from medmoe.engine.evaluate import EvaluationData, collect, compute_metrics, write_report
+from medmoe.engine.evaluate import EvaluationData
 from medmoe.engine.train import RESUME_FILE, steps_per_epoch, task_registry, train
 from medmoe.errors import ConfigError
+from medmoe.report.evaluation import evaluate_run
 
 _log = logging.getLogger(__name__)
 
@@ -161,10 +162,9 @@ def execute_run(context: BenchmarkContext, spec: RunSpec, manifests: list[Manife
     if not (run_dir / META_NAME).is_file():
         train(config, manifests, run_dir, resume=(run_dir / RESUME_FILE).is_file(), progress=context.progress)
     checkpoint = load_checkpoint(run_dir)
-    data = collect(checkpoint, manifests, split="test", progress=context.progress)
-    write_report(compute_metrics(checkpoint, data), checkpoint, run_dir / METRICS_FILE, split="test")
+    data = evaluate_run(checkpoint, manifests, run_dir / METRICS_FILE, split="test", progress=context.progress).data
     atomic_write_bytes(run_dir / PREDICTIONS_FILE, _predictions_npz(checkpoint, data))
-    done = {"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    done = {"finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds_this_session": round(time.perf_counter() - started, 1), **(context.provenance or {})}
     atomic_write_text(run_dir / DONE_FILE, json.dumps(done, indent=1) + "\n")
     (run_dir / RESUME_FILE).unlink(missing_ok=True)  # the resume state (weights + Adam moments) is no longer needed

@@ -40,8 +40,10 @@ TITLES = {
     "table1": "Table 1 — our model against single-task and universal baselines",
     "table2": "Table 2 — ablation: hallucination quantification (HQ) and text prompting (TP)",
     "table3": "Table 3 — number of active experts K (N = 5)",
-    "table4": "Table 4 (ours, not in the paper) — budget control: single-task baselines with the steps of a universal run",
-    "feat1": "Feature Table 1 — feature_moe against PatchCore, feature 1-NN and the pixel model, on one trunk and one split",
+    "table4": ("Table 4 (ours, not in the paper) — budget control: single-task baselines with the steps of a "
+               "universal run"),
+    "feat1": ("Feature Table 1 — feature_moe against PatchCore, feature 1-NN and the pixel model, on one trunk and "
+              "one split"),
     "feat2": "Feature Table 2 — feature_moe ablation: hallucination quantification (HQ) and text prompting (TP)",
     "feat3": "Feature Table 3 — feature_moe: active experts K (N = 5) and N = 8 experts for five tasks",
 }
@@ -58,7 +60,8 @@ FEATURE_NOTES = {
               "(greedy coreset; anomalib's default is 10 %), scores the maximum patch distance; 1-NN scores the "
               "distance of the mean-pooled feature; neither trains. The pixel model is the paper's, at 64×64 "
               "with the cpu-64 profile's 40 epochs.",
-              "No paper rows: the paper has no feature-space model. Italic paper rows are in `benchmarks/results/cpu-64`."),
+              "No paper rows: the paper has no feature-space model. Italic paper rows are in "
+              "`benchmarks/results/cpu-64`."),
     "feat2": ("The paper's Table 2 for feature_moe (no hallucination map: plain mean error; no prompt: the router "
               "sees the image feature only).",),
     "feat3": ("K = 1…4 keep the K largest router weights (renormalised); N = 8 gives the router three experts no "
@@ -198,7 +201,8 @@ def paired_delta(results: Mapping[str, Any], table: str) -> str:
         common = values[ours].keys() & values[peer].keys()
         row[key] = cell({s: values[ours][s] - values[peer][s] for s in common}, len(seeds))
         rows.append(row)
-    columns = [("task", "Task", ""), (ours, _short(results, ours), ""), (peer, _short(results, peer), ""), (key, key, "")]
+    columns = [("task", "Task", ""), (ours, _short(results, ours), ""), (peer, _short(results, peer), ""),
+               (key, key, "")]
     return markdown_table(rows, columns)
 
 

@@ -28,8 +28,8 @@ def register(app: typer.Typer) -> None:
         from medmoe.data.synthetic import write_synthetic_dataset
         from medmoe.engine.checkpoint import load_checkpoint
         from medmoe.engine.config import load_config
-        from medmoe.engine.evaluate import collect, compute_metrics, write_figures, write_report
         from medmoe.engine.train import train
+        from medmoe.report.evaluation import evaluate_run
 
         console = Console()
         console.rule("[bold]medmoe demo[/] — synthetic phantoms, not real data")
@@ -43,11 +43,9 @@ def register(app: typer.Typer) -> None:
         train(run_config, [manifest], out / "run")
         console.print("3/3 evaluating on the held-out phantoms …")
         checkpoint = load_checkpoint(out / "run")
-        data = collect(checkpoint, [manifest], split="test", cache_dir=out / "cache")
-        metrics = compute_metrics(checkpoint, data)
-        markdown = write_report(metrics, checkpoint, out / "report" / "metrics.json", split="test")
-        write_figures(checkpoint, data, out / "report" / "figures")
-        console.print(Markdown(markdown))
+        result = evaluate_run(checkpoint, [manifest], out / "report" / "metrics.json", split="test",
+                              figures=out / "report" / "figures", cache_dir=out / "cache")
+        console.print(Markdown(result.markdown))
         console.print(f"report: [bold]{out / 'report'}[/] (metrics.json, metrics.md, figures/); "
                       f"model: [bold]{out / 'run'}[/]")
         console.print(f"next: medmoe detect {out / 'data'}/brain_mri/test/abnormal --task brain_mri "

@@ -29,14 +29,11 @@ def register(app: typer.Typer) -> None:
         from medmoe.data.manifest import read_manifest
         from medmoe.engine.checkpoint import load_checkpoint
         from medmoe.engine.data import run_manifests
-        from medmoe.engine.evaluate import collect, compute_metrics, write_report, write_figures
+        from medmoe.report.evaluation import evaluate_run
 
         checkpoint = load_checkpoint(run)
         manifests = [read_manifest(p) for p in manifest] if manifest else run_manifests(run)
-        data = collect(checkpoint, manifests, split=split, batch_size=batch_size, progress=progress)
-        metrics = compute_metrics(checkpoint, data)
-        markdown = write_report(metrics, checkpoint, out, split=split)
-        if figures is not None:
-            write_figures(checkpoint, data, figures)
-        Console().print(Markdown(markdown))
+        result = evaluate_run(checkpoint, manifests, out, split=split, figures=figures, batch_size=batch_size,
+                              progress=progress)
+        Console().print(Markdown(result.markdown))
         Console().print(f"metrics: [bold]{out}[/]" + (f"; figures: [bold]{figures}[/]" if figures else ""))

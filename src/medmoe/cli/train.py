@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 
 import typer
 
-
 RUN_MARKERS = ("model.json", "config.yaml", "checkpoints")
 """What a run folder holds once training has started (its manifests are written first, by every process)."""
 
@@ -38,7 +37,6 @@ def register(app: typer.Typer) -> None:
         from medmoe.engine.config import load_config
         from medmoe.engine.data import resolve_data
         from medmoe.engine.train import train as run_training
-
         from medmoe.errors import ConfigError
 
         if out.exists() and not out.is_dir():

@@ -181,7 +181,7 @@ def carve_validation(manifest: Manifest, fraction: float, seed: int,
         train = [i for i, s in enumerate(samples) if s.task == task and s.split == "train"]
         n_val = min(math.floor(fraction * len(train) + 0.5), max(len(train) - 1, 0))
         picked = seeded_pick([keys[i] for i in train], n_val, seeded_rng(seed, "val", task))
-        for i, moved in zip(train, picked):
+        for i, moved in zip(train, picked, strict=False):
             if moved:
                 samples[i] = samples[i].with_split("val")
     return Manifest(root=manifest.root, samples=samples, meta=dict(manifest.meta))
@@ -201,7 +201,7 @@ def flag_duplicates(manifest: Manifest, hashes: ContentHashes | None = None) -> 
     """
     digests = (hashes or ContentHashes()).of_samples(manifest)
     by_content: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for i, (s, d) in enumerate(zip(manifest.samples, digests)):
+    for i, (s, d) in enumerate(zip(manifest.samples, digests, strict=False)):
         by_content[(s.task, d)].append(i)
     samples = list(manifest.samples)
     for rows in by_content.values():

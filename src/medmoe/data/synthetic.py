@@ -174,7 +174,8 @@ def _chest_xray(size: int, rng: np.random.Generator, lesion_rng: np.random.Gener
         r = np.sqrt(((x - cx) / (rx * narrowing)) ** 2 + v**2)
         diaphragm = _inside((y - dome - side * 0.03 + 0.12 * ((x - cx) / rx) ** 2) / 0.04 + 1.0, 0.5)
         lungs = np.maximum(lungs, _inside(r, 0.06) * diaphragm)
-    heart = _inside(c.radius(rng.uniform(0.1, 0.16), dome + 0.05, rng.uniform(0.28, 0.34), rng.uniform(0.34, 0.4), -10), 0.08)
+    heart = _inside(c.radius(rng.uniform(0.1, 0.16), dome + 0.05, rng.uniform(0.28, 0.34), rng.uniform(0.34, 0.4),
+                             -10), 0.08)
     mediastinum = _inside(np.abs(x) / rng.uniform(0.1, 0.13), 0.2) * _inside(-y / 0.9, 0.6)
     thorax = body * _inside((y - dome - 0.1) / 0.15 + 1.0, 0.5)
     soft = np.maximum(heart, mediastinum) * thorax
@@ -383,7 +384,8 @@ def _head_ct(size: int, rng: np.random.Generator, lesion_rng: np.random.Generato
     inner_r = r / (1.0 - thickness)
     brain = _inside(inner_r, 0.03)
     img = 0.30 * head + (rng.uniform(0.88, 0.98) - 0.30) * (head - brain)  # scalp, then skull
-    tissue = rng.uniform(0.38, 0.44) - 0.04 * _inside(inner_r / (0.75 + 0.05 * _smooth_noise(rng, size, size / 20)), 0.2)
+    tissue = rng.uniform(0.38, 0.44) - 0.04 * _inside(
+        inner_r / (0.75 + 0.05 * _smooth_noise(rng, size, size / 20)), 0.2)
     tissue = tissue - 0.12 * _sulci(rng, size, _inside(0.8 / inner_r, 0.2))
     tissue = tissue - 0.2 * _ventricles(c, rng) + 0.12 * _falx(c) + 0.015 * _smooth_noise(rng, size, size / 30)
     img = img + brain * (tissue - img)

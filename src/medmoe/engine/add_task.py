@@ -237,7 +237,8 @@ def _fit_adapter(model: FeatureMoE, adapter: TaskAdapter, features: torch.Tensor
         _, u, e = adapter.maps(model, x, z, b)
         with torch.no_grad():  # the temperature follows the current errors (a few steps only)
             raw = e * adapter.error_scale
-            adapter.error_scale.copy_(torch.quantile(raw.flatten().float(), model.config.error_quantile).clamp_min(1e-8))
+            quantile = torch.quantile(raw.flatten().float(), model.config.error_quantile)
+            adapter.error_scale.copy_(quantile.clamp_min(1e-8))
         e = raw / adapter.error_scale
         loss = e.mean() if u is None else (e * torch.exp(-u.square()) + u.square()).mean()
         optimizer.zero_grad(set_to_none=True)

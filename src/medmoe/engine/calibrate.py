@@ -100,6 +100,7 @@ def calibrate_run(run_dir: str | Path, manifests: Sequence[Manifest] | None = No
     calibration = calibrate(model, config.model, head, tasks.ids, calib_x, calib_t, scores, train_inputs=train_x,
                             train_task_indices=train_t, source=VALIDATION_SOURCE if len(val_x) else TRAINING_SOURCE,
                             device=device)
-    save_checkpoint(run_dir, model=model.cpu(), config=config, tasks=tasks, prompt_embeddings=checkpoint.prompt_embeddings,
-                    thresholds=checkpoint.thresholds, info=checkpoint.info, scope=head.cpu(), calibration=calibration)
+    save_checkpoint(run_dir, model=model.cpu(), config=config, tasks=tasks,
+                    prompt_embeddings=checkpoint.prompt_embeddings, thresholds=checkpoint.thresholds,
+                    info=checkpoint.info, scope=head.cpu(), calibration=calibration)
     return calibration

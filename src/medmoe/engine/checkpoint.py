@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,7 @@ def save_checkpoint(directory: str | Path, *, model: nn.Module, config: RunConfi
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "medmoe_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "weights": {"file": WEIGHTS_NAME, "sha256": hashlib.sha256(blob).hexdigest()},
         "config": config.to_dict(),
         "tasks": tasks.to_list(),

@@ -11,6 +11,9 @@ Per task, three views of the same scores:
 ``f1_best``/``acc_best``/``threshold_best`` use the threshold that maximises F1 on the evaluated labels
 (the paper's protocol, which peeks at the test labels); ``*_val`` use the threshold fitted on
 validation normals at training time (what a deployed model does).
+
+The report writers and :func:`~medmoe.report.evaluation.evaluate_run` (collect → metrics → report →
+figures, as the CLI, the demo and the benchmark run it) live in :mod:`medmoe.report.evaluation`.
 """
 
 from __future__ import annotations
@@ -24,8 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from medmoe import __version__
-from medmoe.atomic import atomic_write_text
 from medmoe.data.dataset import Batch, ImageDataset
 from medmoe.data.manifest import Manifest, Sample
 from medmoe.engine.checkpoint import Checkpoint
@@ -33,8 +34,6 @@ from medmoe.engine.data import default_cache_dir
 from medmoe.engine.inference import Predictions, predict, task_text_embeddings
 from medmoe.errors import DatasetError
 from medmoe.metrics import image_metrics, mean_over_tasks, pixel_metrics, routing_accuracy
-from medmoe.report.figures import plot_examples, plot_expert_heatmap, plot_score_histograms
-from medmoe.report.tables import metrics_table, write_json
 
 PROTOCOL = {
     "f1_best, acc_best, threshold_best": "threshold maximising F1 on the evaluated (test) labels — the "
@@ -103,7 +102,7 @@ def compute_metrics(checkpoint: Checkpoint, data: EvaluationData) -> dict[str, A
         if views["all_sources"]["n_abnormal"] + views["all_sources"]["n_normal"] != \
                 result["n_abnormal"] + result["n_normal"]:
             result["all_sources"] = views["all_sources"]
-        result["excluded"] = {flag: int(sum(flag in f for f, i in zip(flags, in_task) if i))
+        result["excluded"] = {flag: int(sum(flag in f for f, i in zip(flags, in_task, strict=False) if i))
                               for flag in ("other_source", "dup_of_train")}
         if data.predictions.router_weights is not None and checkpoint.config.model.num_experts >= len(checkpoint.tasks):
             result["routing_accuracy"] = routing_accuracy(data.predictions.router_weights[in_task], task_idx[in_task])
@@ -111,7 +110,7 @@ def compute_metrics(checkpoint: Checkpoint, data: EvaluationData) -> dict[str, A
         per_task[task.id] = result
     return {
         "tasks": per_task,
-        "mean": mean_over_tasks({k: _flat(v) for k, v in per_task.items()}),
+        "mean": mean_over_tasks({k: numeric_fields(v) for k, v in per_task.items()}),
         "mean_dedup": mean_over_tasks({k: v["dedup"] for k, v in per_task.items()}),
         "protocol": PROTOCOL,
     }
@@ -131,101 +130,6 @@ def _pixel_view(checkpoint: Checkpoint, data: EvaluationData, in_task: np.ndarra
     return pixel_metrics(preds.anomaly_maps, masks)
 
 
-def _flat(metrics: dict[str, Any]) -> dict[str, float]:
+def numeric_fields(metrics: dict[str, Any]) -> dict[str, float]:
+    """The scalar entries of one task's metrics (its nested views left out)."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-
-
-def report_markdown(metrics: dict[str, Any], checkpoint: Checkpoint, split: str) -> str:
-    """The evaluation as Markdown tables (paper protocol, deployable threshold, dedup, extras)."""
-    tasks = {k: _flat(v) for k, v in metrics["tasks"].items()}
-    nested = metrics["tasks"]
-    info = checkpoint.info
-    lines = [
-        f"## medmoe evaluation — `{split}` split",
-        "",
-        f"Model `{checkpoint.path}`: {checkpoint.config.model.architecture}, "
-        f"{checkpoint.config.model.resolution}×{checkpoint.config.model.resolution}, "
-        f"N={checkpoint.config.model.num_experts}, K={checkpoint.config.model.top_k}, "
-        f"seed {info.get('seed', '?')}, epoch {info.get('best_epoch', '?')} of {info.get('epochs', '?')} "
-        f"(selection: {info.get('selection', '?')}). Thresholds: {info.get('threshold_rule', '?')}.",
-        "",
-        metrics_table(tasks, ("auroc", "ap", "f1_best", "acc_best"),
-                      title="Paper protocol: F1/ACC at the best-F1 threshold on the test labels (peeks at test labels)"),
-        "",
-        metrics_table(tasks, ("f1_val", "acc_val", "sensitivity_val", "specificity_val"),
-                      title="Deployable: threshold fitted on validation normals only"),
-        "",
-        metrics_table({k: v["dedup"] for k, v in nested.items()},
-                      ("auroc", "ap", "f1_best", "acc_best", "n_normal", "n_abnormal"),
-                      title="Without test images byte-identical to a training image (dup_of_train)"),
-    ]
-    extra = {k: {m: v[m] for m in ("routing_accuracy", "pixel_auroc", "dice_best") if m in v}
-             for k, v in tasks.items()}
-    if any(extra.values()):
-        columns = [m for m in ("routing_accuracy", "pixel_auroc", "dice_best") if any(m in v for v in extra.values())]
-        lines += ["", metrics_table(extra, columns, title="Routing accuracy and localisation (dice_best peeks at masks)")]
-    confounded = {k: v["all_sources"] for k, v in nested.items() if "all_sources" in v}
-    if confounded:
-        lines += ["", metrics_table(confounded, ("auroc", "ap", "f1_best", "acc_best", "n_abnormal"),
-                                    title="All sources, including the confounded other-source abnormals")]
-    return "\n".join(lines) + "\n"
-
-
-def write_report(metrics: dict[str, Any], checkpoint: Checkpoint, out: str | Path, *, split: str) -> str:
-    """Write ``metrics.json`` (at ``out``) and the Markdown table beside it; return the Markdown."""
-    out = Path(out)
-    payload = {
-        "run": str(checkpoint.path),
-        "split": split,
-        "medmoe_version": __version__,
-        "checkpoint_info": checkpoint.info,
-        "thresholds": checkpoint.thresholds,
-        **metrics,
-    }
-    write_json(payload, out)
-    markdown = report_markdown(metrics, checkpoint, split)
-    atomic_write_text(out.with_suffix(".md"), markdown)
-    return markdown
-
-
-def write_figures(checkpoint: Checkpoint, data: EvaluationData, folder: str | Path, *,
-                  examples_per_task: int = 4, seed: int = 0) -> list[Path]:
-    """The paper's figures from this evaluation: localisation examples per task (Figs. 4, 10–13),
-    score histograms (Fig. 5) and the task × expert heatmap (Fig. 6)."""
-    folder = Path(folder)
-    labels = data.batch.labels.numpy()
-    task_idx = data.batch.task_indices.numpy()
-    scores = data.predictions.scores
-    written = []
-    rng = np.random.default_rng(seed)
-    for t, task in enumerate(checkpoint.tasks):
-        rows = [r for label in (0, 1)
-                for r in rng.permutation(np.flatnonzero((task_idx == t) & (labels == label)))[:examples_per_task // 2]]
-        if not rows:
-            continue
-        rows_arr = np.array(sorted(rows))
-        preds = maps_for(checkpoint, data, rows_arr)
-        images = data.batch.images[torch.from_numpy(rows_arr)].numpy()
-        gray = images.mean(axis=1)
-        u = None if preds.hallucination_maps is None else np.abs(preds.hallucination_maps).mean(axis=1)
-        masks = data.batch.masks[torch.from_numpy(rows_arr), 0].numpy() > 0.5
-        if preds.reconstructions is not None:
-            x_hat = preds.reconstructions.mean(axis=1)
-            low, high = checkpoint.config.model.value_range
-            error = ((gray - x_hat) * (high - low)) ** 2  # in the model's range, like the anomaly map
-        else:  # a feature model: the map with the hallucination discount undone, on the image grid (the
-            # error itself for reconstruct/retrieve experts; for hybrid ones, whose map also averages in
-            # the undiscounted retrieval error, an upper bound of it)
-            x_hat = None
-            error = preds.anomaly_maps * (1.0 if u is None else np.exp(u**2))
-        titles = [f"{'abnormal' if labels[r] else 'normal'} · score {scores[r]:.4f}" for r in rows_arr]
-        written.append(plot_examples(folder / f"examples_{task.id}.png", gray, x_hat, error, u,
-                                     preds.anomaly_maps, titles, masks=masks))
-    groups = {task.id: (scores[task_idx == t], labels[task_idx == t]) for t, task in enumerate(checkpoint.tasks)
-              if (task_idx == t).any()}
-    written.append(plot_score_histograms(folder / "score_histograms.png", groups,
-                                         "Anomaly scores, normal vs abnormal (test)"))
-    if data.predictions.router_weights is not None:
-        written.append(plot_expert_heatmap(folder / "expert_heatmap.png", data.predictions.router_weights,
-                                           task_idx, checkpoint.tasks.ids))
-    return written

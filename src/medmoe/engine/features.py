@@ -85,7 +85,7 @@ def prepared_inputs(model: nn.Module, images: torch.Tensor, *, cache_dir: Path |
             out = torch.empty((len(images), *feats.shape[1:]), dtype=torch.float32)
         out[rows] = feats.float()
         if folder is not None:
-            for row, feat in zip(rows, feats.numpy()):
+            for row, feat in zip(rows, feats.numpy(), strict=False):
                 buffer = io.BytesIO()
                 np.save(buffer, feat)
                 atomic_write_bytes(folder / keys[row][:2] / f"{keys[row]}.npy", buffer.getvalue())

@@ -36,7 +36,7 @@ def parse_choice(text: str | None) -> Choice:
 
 def choose_index(n: int, choice: Choice, path: str | Path, *, unit: str, flag: str, keyword: str,
                  note: str = "") -> int:
-    """The 0-based index that ``choice`` picks among ``n`` (≥ 1) ``unit``\\ s of ``path``.
+    r"""The 0-based index that ``choice`` picks among ``n`` (≥ 1) ``unit``\\ s of ``path``.
 
     Args:
         unit: what is counted (``frame``, ``page``, ``axial slice``).

@@ -28,8 +28,8 @@ from nibabel.spatialimages import HeaderDataError
 
 from medmoe.errors import ImageReadError
 from medmoe.io.choice import Choice, choose_index
-from medmoe.io.policy import check_decoded_size
 from medmoe.io.intensity import apply_window, scale_min_max
+from medmoe.io.policy import check_decoded_size
 
 _NIBABEL_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, gzip.BadGzipFile, zlib.error)
 

@@ -22,8 +22,8 @@ from PIL import Image, ImageOps
 
 from medmoe.errors import ImageReadError
 from medmoe.io.choice import Choice, choose_index
-from medmoe.io.policy import NoFiniteValues, check_decoded_size
 from medmoe.io.intensity import scale_min_max
+from medmoe.io.policy import NoFiniteValues, check_decoded_size
 
 _GRAY_MODES = frozenset({"1", "L", "LA", "La"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})

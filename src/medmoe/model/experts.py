@@ -182,10 +182,10 @@ class ExpertBank(nn.Module):
         convs = [conv.weight.chunk(n) for conv, _, _ in blocks]
         norms = [[t.chunk(n) for t in (norm.running_mean, norm.running_var, norm.weight, norm.bias)]
                  for _, norm, _ in blocks]
-        heads = zip(self.head.weight.chunk(n), self.head.bias.chunk(n))
-        for e, (x, (head_weight, head_bias)) in enumerate(zip(h.unbind(1), heads)):
+        heads = zip(self.head.weight.chunk(n), self.head.bias.chunk(n), strict=False)
+        for e, (x, (head_weight, head_bias)) in enumerate(zip(h.unbind(1), heads, strict=False)):
             x = x.reshape(b, self.first_channels, s, s)
-            for (_, norm, _), factor, weights, parts in zip(blocks, factors, convs, norms):
+            for (_, norm, _), factor, weights, parts in zip(blocks, factors, convs, norms, strict=False):
                 x = F.conv_transpose2d(x, weights[e], stride=2, padding=1)
                 x = F.batch_norm(x, *(p[e] for p in parts), norm.training, factor, norm.eps).relu_()
             yield x, head_weight, head_bias

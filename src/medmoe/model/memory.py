@@ -9,8 +9,8 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 COVERAGE = 0.01
 """Share of training patches a memory keeps (PatchCore; anomalib's default is 0.1, but greedy selection

@@ -72,7 +72,7 @@ def same_padding(size: tuple[int, ...] | torch.Size, kernel: tuple[int, ...], st
                  ) -> tuple[int, int, int, int]:
     """(left, right, top, bottom) padding TensorFlow's "same" gives a ``size`` (H, W) input."""
     pads = []
-    for n, k, s in zip(size, kernel, stride):
+    for n, k, s in zip(size, kernel, stride, strict=False):
         total = max((math.ceil(n / s) - 1) * s + k - n, 0)
         pads.append((total // 2, total - total // 2))
     (top, bottom), (left, right) = pads

@@ -214,11 +214,11 @@ def plot_score_histograms(
             s = (s - s.min()) / span if span > 0 else np.zeros_like(s)
         panels[name] = (s, y)
     if len(panels) > 1:
-        pooled = [np.concatenate(parts) for parts in zip(*panels.values())]
+        pooled = [np.concatenate(parts) for parts in zip(*panels.values(), strict=False)]
         panels = {"all tasks": (pooled[0], pooled[1]), **panels}
 
     fig, axes = _grid(len(panels), max_cols=3, panel_size=(4.0, 3.0))
-    for ax, (name, (s, y)) in zip(axes, panels.items()):
+    for ax, (name, (s, y)) in zip(axes, panels.items(), strict=False):
         edges = np.histogram_bin_edges(s, bins=bins)
         ax.hist(s[~y], bins=edges, color=NORMAL_COLOUR, alpha=0.75, label=f"normal (n={int((~y).sum())})")
         ax.hist(s[y], bins=edges, color=ABNORMAL_COLOUR, alpha=0.55, label=f"abnormal (n={int(y.sum())})")
@@ -281,7 +281,7 @@ def plot_expert_heatmap(
     fig = Figure(figsize=(2.0 + 1.5 * n_experts, 1.2 + 0.5 * len(task_names)), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     cmap = colormaps[HEATMAP_CMAP].with_extremes(bad="#dddddd")
-    for ax, (label, matrix) in zip(axes, matrices.items()):
+    for ax, (label, matrix) in zip(axes, matrices.items(), strict=False):
         im = ax.imshow(matrix, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
         for (t, e), value in np.ndenumerate(matrix):
             if not np.isnan(value):
@@ -290,7 +290,7 @@ def plot_expert_heatmap(
         ax.set_xticks(range(n_experts), [f"E{e + 1}" for e in range(n_experts)])
         ax.set_xlabel("expert")
         ax.set_title(label, fontsize=10)
-    axes[0].set_yticks(range(len(task_names)), [f"{name} (n={c})" for name, c in zip(task_names, counts)])
+    axes[0].set_yticks(range(len(task_names)), [f"{name} (n={c})" for name, c in zip(task_names, counts, strict=False)])
     fig.colorbar(im, ax=list(axes), fraction=0.04, pad=0.02)
     return save_figure(fig, path)
 
@@ -344,7 +344,7 @@ def plot_tsne(
 
     fig, axes = _grid(len(embedded), max_cols=3, panel_size=(4.5, 4.2))
     colours = colormaps[TASK_CMAP]
-    for ax, (setting, (xy, tasks)) in zip(axes, embedded.items()):
+    for ax, (setting, (xy, tasks)) in zip(axes, embedded.items(), strict=False):
         for t, name in enumerate(task_names):
             sel = tasks == t
             if sel.any():

@@ -101,7 +101,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[st
     widths = [max(3, *(len(line[i]) for line in grid)) for i in range(len(columns))]
 
     def line(cells: Sequence[str]) -> str:
-        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=False))]
         return "| " + " | ".join(padded) + " |"
 
     rule = ["-" * widths[0]] + ["-" * (w - 1) + ":" for w in widths[1:]]

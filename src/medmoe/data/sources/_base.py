@@ -13,6 +13,7 @@ from medmoe.data.splits import ContentHashes, joint_groups, seeded_pick, seeded_
 from medmoe.errors import DatasetError
 from medmoe.io.formats import image_suffix
 
+
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     """Image files in ``folder`` (by suffix), sorted; hidden files (``.DS_Store``, ``._x.png``) skipped.
 
@@ -131,4 +132,4 @@ def split_normals(root: Path, normals: Sequence[Sample], n_train: int, seed: int
     keys = joint_groups(digests, list(groups) if groups is not None else [s.path for s in normals])
     task = normals[0].task if normals else ""
     picked = seeded_pick(keys, n_train, seeded_rng(seed, "train", task))
-    return [s.with_split("train") if p else s for s, p in zip(normals, picked)]
+    return [s.with_split("train") if p else s for s, p in zip(normals, picked, strict=False)]

@@ -22,9 +22,9 @@ from pathlib import Path, PurePosixPath
 
 from medmoe.data.manifest import Sample
 from medmoe.data.sources._base import Layout, Source, list_images, relative, report_problems
-from medmoe.io.formats import image_stem
 from medmoe.data.splits import ContentHashes
 from medmoe.errors import DatasetError
+from medmoe.io.formats import image_stem
 
 _USED = {("train", "normal"): ("train", 0), ("val", "normal"): ("val", 0),
          ("test", "normal"): ("test", 0), ("test", "abnormal"): ("test", 1)}

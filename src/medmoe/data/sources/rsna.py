@@ -76,7 +76,7 @@ class Rsna(Source):
         return layout
 
     def _read_boxes(self, root: Path) -> dict[str, list[tuple[float, ...]]]:
-        """patientId → its boxes (rows with Target 1)."""
+        """PatientId → its boxes (rows with Target 1)."""
         path = root / _LABELS
         if not path.is_file():
             raise self.layout_error(root, f"no {_LABELS}")

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medmoe.model.baselines._common import check_config, decoded_output
 from medmoe.model.base import AnomalyModel
+from medmoe.model.baselines._common import check_config, decoded_output
 from medmoe.model.config import ModelConfig
 from medmoe.model.output import ModelOutput
 from medmoe.model.reference import ExpertDecoder

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medmoe.model.baselines._common import check_config, decoded_output
 from medmoe.model.base import AnomalyModel
+from medmoe.model.baselines._common import check_config, decoded_output
 from medmoe.model.config import ModelConfig
 from medmoe.model.output import ModelOutput
 from medmoe.model.reference import ExpertDecoder

@@ -28,12 +28,18 @@ from medmoe.errors import ConfigError
 from medmoe.model.base import AnomalyModel
 from medmoe.model.config import ModelConfig
 from medmoe.model.losses import LossParts
-from medmoe.model.memory import (COVERAGE, FAR, gaussian_blur, greedy_coreset, nearest_distance, patches,
-                                 resize_to_stored)
+from medmoe.model.memory import (
+    COVERAGE,
+    FAR,
+    gaussian_blur,
+    greedy_coreset,
+    nearest_distance,
+    patches,
+    resize_to_stored,
+)
 from medmoe.model.output import ModelOutput
 from medmoe.model.registry import register_model
 from medmoe.model.trunk import FrozenTrunk, trunk_identity
-
 
 
 class MemoryModel(AnomalyModel):

@@ -1,0 +1,150 @@
+"""Write an evaluation: ``metrics.json`` with its Markdown tables and the paper's figures, and
+:func:`evaluate_run`, the one sequence the CLI, the demo and the benchmark run
+(:func:`~medmoe.engine.evaluate.collect` → :func:`~medmoe.engine.evaluate.compute_metrics` →
+:func:`write_report` → :func:`write_figures`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medmoe import __version__
+from medmoe.atomic import atomic_write_text
+from medmoe.data.manifest import Manifest
+from medmoe.engine.checkpoint import Checkpoint
+from medmoe.engine.evaluate import EvaluationData, collect, compute_metrics, maps_for, numeric_fields
+from medmoe.report.figures import plot_examples, plot_expert_heatmap, plot_score_histograms
+from medmoe.report.tables import metrics_table, write_json
+
+
+@dataclass(frozen=True)
+class RunEvaluation:
+    """What :func:`evaluate_run` computed and wrote.
+
+    Attributes:
+        data: the evaluated rows, batch and predictions.
+        metrics: the metrics (:func:`~medmoe.engine.evaluate.compute_metrics`).
+        markdown: the report's Markdown.
+        figures: the figure files written (empty without ``figures``).
+    """
+
+    data: EvaluationData
+    metrics: dict[str, Any]
+    markdown: str
+    figures: list[Path]
+
+
+def evaluate_run(checkpoint: Checkpoint, manifests: Sequence[Manifest], out: str | Path, *, split: str = "test",
+                 figures: str | Path | None = None, batch_size: int = 64, cache_dir: Path | None = None,
+                 progress: bool = True) -> RunEvaluation:
+    """Evaluate ``checkpoint`` on the ``split`` rows of ``manifests``: ``metrics.json`` at ``out`` (and
+    its ``.md``), the figures in ``figures`` if given."""
+    data = collect(checkpoint, manifests, split=split, batch_size=batch_size, cache_dir=cache_dir,
+                   progress=progress)
+    metrics = compute_metrics(checkpoint, data)
+    markdown = write_report(metrics, checkpoint, out, split=split)
+    written = write_figures(checkpoint, data, figures) if figures is not None else []
+    return RunEvaluation(data=data, metrics=metrics, markdown=markdown, figures=written)
+
+
+def report_markdown(metrics: dict[str, Any], checkpoint: Checkpoint, split: str) -> str:
+    """The evaluation as Markdown tables (paper protocol, deployable threshold, dedup, extras)."""
+    tasks = {k: numeric_fields(v) for k, v in metrics["tasks"].items()}
+    nested = metrics["tasks"]
+    info = checkpoint.info
+    lines = [
+        f"## medmoe evaluation — `{split}` split",
+        "",
+        f"Model `{checkpoint.path}`: {checkpoint.config.model.architecture}, "
+        f"{checkpoint.config.model.resolution}×{checkpoint.config.model.resolution}, "
+        f"N={checkpoint.config.model.num_experts}, K={checkpoint.config.model.top_k}, "
+        f"seed {info.get('seed', '?')}, epoch {info.get('best_epoch', '?')} of {info.get('epochs', '?')} "
+        f"(selection: {info.get('selection', '?')}). Thresholds: {info.get('threshold_rule', '?')}.",
+        "",
+        metrics_table(tasks, ("auroc", "ap", "f1_best", "acc_best"),
+                      title="Paper protocol: F1/ACC at the best-F1 threshold on the test labels "
+                            "(peeks at test labels)"),
+        "",
+        metrics_table(tasks, ("f1_val", "acc_val", "sensitivity_val", "specificity_val"),
+                      title="Deployable: threshold fitted on validation normals only"),
+        "",
+        metrics_table({k: v["dedup"] for k, v in nested.items()},
+                      ("auroc", "ap", "f1_best", "acc_best", "n_normal", "n_abnormal"),
+                      title="Without test images byte-identical to a training image (dup_of_train)"),
+    ]
+    extra = {k: {m: v[m] for m in ("routing_accuracy", "pixel_auroc", "dice_best") if m in v}
+             for k, v in tasks.items()}
+    if any(extra.values()):
+        columns = [m for m in ("routing_accuracy", "pixel_auroc", "dice_best") if any(m in v for v in extra.values())]
+        lines += ["", metrics_table(extra, columns,
+                                    title="Routing accuracy and localisation (dice_best peeks at masks)")]
+    confounded = {k: v["all_sources"] for k, v in nested.items() if "all_sources" in v}
+    if confounded:
+        lines += ["", metrics_table(confounded, ("auroc", "ap", "f1_best", "acc_best", "n_abnormal"),
+                                    title="All sources, including the confounded other-source abnormals")]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(metrics: dict[str, Any], checkpoint: Checkpoint, out: str | Path, *, split: str) -> str:
+    """Write ``metrics.json`` (at ``out``) and the Markdown table beside it; return the Markdown."""
+    out = Path(out)
+    payload = {
+        "run": str(checkpoint.path),
+        "split": split,
+        "medmoe_version": __version__,
+        "checkpoint_info": checkpoint.info,
+        "thresholds": checkpoint.thresholds,
+        **metrics,
+    }
+    write_json(payload, out)
+    markdown = report_markdown(metrics, checkpoint, split)
+    atomic_write_text(out.with_suffix(".md"), markdown)
+    return markdown
+
+
+def write_figures(checkpoint: Checkpoint, data: EvaluationData, folder: str | Path, *,
+                  examples_per_task: int = 4, seed: int = 0) -> list[Path]:
+    """The paper's figures from this evaluation: localisation examples per task (Figs. 4, 10–13),
+    score histograms (Fig. 5) and the task × expert heatmap (Fig. 6)."""
+    folder = Path(folder)
+    labels = data.batch.labels.numpy()
+    task_idx = data.batch.task_indices.numpy()
+    scores = data.predictions.scores
+    written = []
+    rng = np.random.default_rng(seed)
+    for t, task in enumerate(checkpoint.tasks):
+        rows = [r for label in (0, 1)
+                for r in rng.permutation(np.flatnonzero((task_idx == t) & (labels == label)))[:examples_per_task // 2]]
+        if not rows:
+            continue
+        rows_arr = np.array(sorted(rows))
+        preds = maps_for(checkpoint, data, rows_arr)
+        images = data.batch.images[torch.from_numpy(rows_arr)].numpy()
+        gray = images.mean(axis=1)
+        u = None if preds.hallucination_maps is None else np.abs(preds.hallucination_maps).mean(axis=1)
+        masks = data.batch.masks[torch.from_numpy(rows_arr), 0].numpy() > 0.5
+        if preds.reconstructions is not None:
+            x_hat = preds.reconstructions.mean(axis=1)
+            low, high = checkpoint.config.model.value_range
+            error = ((gray - x_hat) * (high - low)) ** 2  # in the model's range, like the anomaly map
+        else:  # a feature model: the map with the hallucination discount undone, on the image grid (the
+            # error itself for reconstruct/retrieve experts; for hybrid ones, whose map also averages in
+            # the undiscounted retrieval error, an upper bound of it)
+            x_hat = None
+            error = preds.anomaly_maps * (1.0 if u is None else np.exp(u**2))
+        titles = [f"{'abnormal' if labels[r] else 'normal'} · score {scores[r]:.4f}" for r in rows_arr]
+        written.append(plot_examples(folder / f"examples_{task.id}.png", gray, x_hat, error, u,
+                                     preds.anomaly_maps, titles, masks=masks))
+    groups = {task.id: (scores[task_idx == t], labels[task_idx == t]) for t, task in enumerate(checkpoint.tasks)
+              if (task_idx == t).any()}
+    written.append(plot_score_histograms(folder / "score_histograms.png", groups,
+                                         "Anomaly scores, normal vs abnormal (test)"))
+    if data.predictions.router_weights is not None:
+        written.append(plot_expert_heatmap(folder / "expert_heatmap.png", data.predictions.router_weights,
+                                           task_idx, checkpoint.tasks.ids))
+    return written
