@@ -126,6 +126,20 @@ def test_concurrent_requests_get_their_own_results(client: TestClient, png: byte
     assert [(r.json()["task"], r.json()["source"]) for r in responses] == [(t, f"{t}.png") for t in tasks]
 
 
+def test_concurrent_requests_share_forward_passes_and_score_as_alone(detector: Detector, root: Path,
+                                                                       png: bytes) -> None:
+    with TestClient(create_app(detector)) as fresh:
+        tasks = ["chest_xray", "brain_mri", "fundus", "breast_us"] * 6
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            bodies = [r.json() for r in pool.map(lambda task: _detect(fresh, png, task=task, fpr="0.5"), tasks)]
+        scored = fresh.get("/healthz").json()["scored"]
+    assert scored["images"] == 24 and scored["batches"] < 24  # some requests were scored together
+    alone = {t: detector.predict(brain_phantom(root), task=t, fpr=0.5) for t in set(tasks)}
+    for task, body in zip(tasks, bodies, strict=True):
+        assert body["task"] == task and body["score"] == pytest.approx(alone[task].score, rel=1e-5)
+        assert body["p_value"] == pytest.approx(alone[task].p_value)
+
+
 def test_tasks(client: TestClient, detector: Detector) -> None:
     tasks = client.get("/v1/tasks").json()
     assert [t["id"] for t in tasks] == detector.tasks.ids == ["chest_xray", "brain_mri", "fundus", "breast_us",
@@ -136,6 +150,7 @@ def test_tasks(client: TestClient, detector: Detector) -> None:
 
 def test_healthz(client: TestClient) -> None:
     body = client.get("/healthz").json()
+    assert body["limits"]["max_batch"] == 16 and body["limits"]["max_decoded_pixels"] == 64_000_000
     assert body["status"] == "ok" and body["version"] == "0.1.0"
     assert body["model"]["backend"] == "torch" and body["model"]["resolution"] == 32
     assert len(body["model"]["tasks"]) == 5

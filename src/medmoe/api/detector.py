@@ -71,14 +71,23 @@ class _Query:
 
 
 @dataclass
-class _Prepared:
-    """One image read and preprocessed, with its query."""
+class PreparedImage:
+    """One image read and preprocessed, with its prompt resolved: what :meth:`Detector.run` scores.
+
+    Attributes:
+        source: the file path, if the input was a file.
+        image: ``(H, W)`` gray in ``[0, 1]``, for the maps' size and the overlay.
+        model_input: ``(C, R, R)``, what the network reads.
+        fpr: the false-positive rate of its decision.
+        notes: warnings about the image itself (a constant image).
+    """
 
     source: str | None
-    image: np.ndarray  # (H, W) gray in [0, 1]
-    model_input: np.ndarray  # (C, R, R)
+    image: np.ndarray
+    model_input: np.ndarray
     query: _Query
-    notes: tuple[str, ...] = ()  # about the image itself (a constant image)
+    fpr: float = DEFAULT_FPR
+    notes: tuple[str, ...] = ()
 
 
 class Detector:
@@ -202,16 +211,33 @@ class Detector:
         query = self._query(prompt, task, strict)
         results: list[DetectionResult | MedmoeError] = []
         for start in range(0, len(images), batch_size):
-            prepared: list[_Prepared | MedmoeError] = []
+            prepared: list[PreparedImage | MedmoeError] = []
             for item in images[start:start + batch_size]:
                 try:
-                    prepared.append(self._prepare(item, query, frame, slice_index, window))
+                    prepared.append(self._prepare(item, query, frame, slice_index, window, fpr))
                 except MedmoeError as exc:
                     if not return_errors:
                         raise
                     prepared.append(exc)
-            results.extend(self._run(prepared, fpr))
+            results.extend(self._run(prepared))
         return results
+
+    def prepare(self, image: ImageInput, prompt: str | None = None, task: str | None = None, *,
+                strict: bool = False, fpr: float = DEFAULT_FPR, frame: Choice = None, slice_index: Choice = None,
+                window: tuple[float, float] | str | None = None) -> PreparedImage:
+        """The first half of :meth:`predict`: read, preprocess and resolve the prompt, without running the
+        network — for callers that gather images of many requests into one batch (:meth:`run`).
+
+        Raises:
+            As :meth:`predict`.
+        """
+        if not 0 < fpr < 1:
+            raise ValueError(f"fpr (the false-positive rate) must be in (0, 1), not {fpr}")
+        return self._prepare(image, self._query(prompt, task, strict), frame, slice_index, window, fpr)
+
+    def run(self, prepared: Sequence[PreparedImage]) -> list[DetectionResult]:
+        """Score prepared images (any mix of prompts, tasks and rates) in one forward pass."""
+        return cast(list[DetectionResult], self._run(list(prepared)))
 
     def _query(self, prompt: str | None, task: str | None, strict: bool) -> _Query | None:
         """Resolve the prompt or task given for all images (``None``: decide per image)."""
@@ -242,7 +268,7 @@ class Detector:
                       warnings=(note,) if note else ())
 
     def _prepare(self, item: ImageInput, query: _Query | None, frame: Choice, slice_index: Choice,
-                 window: tuple[float, float] | str | None) -> _Prepared:
+                 window: tuple[float, float] | str | None, fpr: float) -> PreparedImage:
         """Read, preprocess and (without a query) pick the task from DICOM tags."""
         if isinstance(item, np.ndarray):
             if frame is not None or slice_index is not None or window is not None:
@@ -255,8 +281,8 @@ class Detector:
             query = self._query_from_tags(source)
         model_input = preprocess_image(decoded, self.spec.channels, self.spec.resolution)
         constant = constant_note(decoded)
-        return _Prepared(source=source, image=to_grayscale(decoded), model_input=model_input, query=query,
-                         notes=(constant,) if constant else ())
+        return PreparedImage(source=source, image=to_grayscale(decoded), model_input=model_input, query=query,
+                             fpr=fpr, notes=(constant,) if constant else ())
 
     def _query_from_tags(self, source: str | None) -> _Query:
         """Suggest the task of a DICOM file from its tags; other inputs need a prompt or task."""
@@ -273,20 +299,21 @@ class Detector:
                 f"BodyPartExamined={tags['BodyPartExamined'] or '(none)'}); pass a prompt or task to override")
         return self._task_query(task.id, note)
 
-    def _run(self, prepared: list[_Prepared | MedmoeError], fpr: float) -> list[DetectionResult | MedmoeError]:
+    def _run(self, prepared: list[PreparedImage | MedmoeError]) -> list[DetectionResult | MedmoeError]:
         """Run the backend on the prepared images of one batch; errors keep their place."""
-        ok = [p for p in prepared if isinstance(p, _Prepared)]
+        ok = [p for p in prepared if isinstance(p, PreparedImage)]
         if not ok:
             return list(prepared)
         images = np.stack([p.model_input for p in ok])
         text = np.stack([p.query.embedding for p in ok]) if self.spec.uses_prompt else None
         raw = self.backend.run(images, text)
-        results = iter(_result(p, i, raw, self.spec, fpr) for i, p in enumerate(ok))
-        return [next(results) if isinstance(p, _Prepared) else p for p in prepared]
+        results = iter(_result(p, i, raw, self.spec) for i, p in enumerate(ok))
+        return [next(results) if isinstance(p, PreparedImage) else p for p in prepared]
 
 
-def _result(prepared: _Prepared, row: int, raw: RawOutput, spec: ModelSpec, fpr: float) -> DetectionResult:
-    """The :class:`DetectionResult` of row ``row`` of a backend's output at false-positive rate ``fpr``."""
+def _result(prepared: PreparedImage, row: int, raw: RawOutput, spec: ModelSpec) -> DetectionResult:
+    """The :class:`DetectionResult` of row ``row`` of a backend's output."""
+    fpr = prepared.fpr
     shape = prepared.image.shape
     query = prepared.query
     score = float(raw.score[row])

@@ -15,9 +15,9 @@ Endpoints:
 Errors are ``{"detail": "<one clear sentence>"}``: ``413`` upload too large, ``415`` not an image
 format medmoe reads, ``422`` no file, an unreadable image, or a bad prompt or task.
 
-Inference runs in FastAPI's thread pool (the endpoint is a plain ``def``), one request at a time
-behind a lock: the model already uses every core it is given, and the prompt-embedding cache is
-not meant for concurrent writers. A failed request changes nothing, so the service keeps serving.
+Requests are read and preprocessed in FastAPI's thread pool (the endpoint is a plain ``def``) and
+scored together by one thread (:mod:`medmoe.serve.batching`): up to 16 images per forward pass.
+The limits are stated in ``/healthz``. A failed request changes nothing, so the service keeps serving.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import math
-import threading
 import time
 from importlib.resources import files
 from typing import Annotated, Any
@@ -39,6 +38,8 @@ from medmoe.api import Detector
 from medmoe.api.render import render_result
 from medmoe.api.results import finite_or_none
 from medmoe.errors import ConfigError, MedmoeError
+from medmoe.io import policy
+from medmoe.serve.batching import Batcher
 from medmoe.serve.limits import BodySizeLimit
 from medmoe.serve.uploads import ACCEPTED_FORMATS, sniff_suffix, upload_as_file
 from medmoe.trust import DEFAULT_FPR
@@ -119,7 +120,7 @@ def create_app(detector: Detector, *, max_upload_mb: float = 20, fpr: float = DE
     max_bytes = int(max_upload_mb * MIB)
     too_large = (f"the upload is larger than this server's limit of {max_upload_mb:g} MB; send a smaller "
                  "image (one 2-D slice or frame) or restart the server with a larger --max-upload-mb")
-    lock = threading.Lock()
+    batcher = Batcher(detector)
     index_html = files("medmoe.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
     app = FastAPI(title="medmoe", version=__version__,
@@ -151,6 +152,10 @@ def create_app(detector: Detector, *, max_upload_mb: float = 20, fpr: float = DE
                 "trained_with_medmoe": spec.medmoe_version,
             },
             "max_upload_mb": max_upload_mb,
+            "limits": {"max_upload_mb": max_upload_mb, "max_decoded_pixels": policy.MAX_PIXELS,
+                       "min_side_px": policy.MIN_SIDE, "max_batch": batcher.max_batch,
+                       "batch_wait_ms": 1000 * batcher.max_wait_s},
+            "scored": {"images": batcher.images, "batches": batcher.batches},
         }
 
     @app.get("/v1/tasks")
@@ -190,13 +195,13 @@ def create_app(detector: Detector, *, max_upload_mb: float = 20, fpr: float = DE
                                      "files may have neither (their tags suggest the task)")
         with upload_as_file(data, suffix) as path:
             try:
-                with lock:
-                    waited = time.perf_counter()
-                    result = detector.predict(path, prompt=prompt, task=task, strict=strict,
-                                              fpr=default_fpr if fpr is None else fpr)
-                    inferred = time.perf_counter()
+                prepared = detector.prepare(path, prompt=prompt, task=task, strict=strict,
+                                            fpr=default_fpr if fpr is None else fpr)
             except MedmoeError as exc:
                 raise HTTPException(422, str(exc).replace(str(path), name)) from None
+        waited = time.perf_counter()
+        result = batcher.score(prepared)
+        inferred = time.perf_counter()
         result = dataclasses.replace(result, source=name)
         overlay = render_result(result)
         done = time.perf_counter()

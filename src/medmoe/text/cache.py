@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -9,9 +10,14 @@ import numpy as np
 from medmoe.text.base import TextEncoder, build_text_encoder
 from medmoe.text.prompts import encoder_text
 
+MAX_LEARNED = 10_000
+"""Most prompts kept beyond the seeded ones (oldest dropped first), so a long-running service that
+sees endless distinct free-text prompts stays bounded."""
+
 
 class PromptEmbeddingCache:
-    """Maps prompts to embeddings, building the text encoder only on a cache miss.
+    """Maps prompts to embeddings, building the text encoder only on a cache miss; safe to share
+    between threads.
 
     Args:
         encoder_spec: the text encoder's spec (see :func:`~medmoe.text.base.build_text_encoder`).
@@ -24,7 +30,9 @@ class PromptEmbeddingCache:
                  encoder: TextEncoder | None = None) -> None:
         self.encoder_spec = encoder_spec
         self._entries: dict[str, np.ndarray] = dict(entries or {})
+        self._seeded = frozenset(self._entries)
         self._encoder = encoder
+        self._lock = threading.Lock()
 
     @property
     def encoder(self) -> TextEncoder:
@@ -36,11 +44,16 @@ class PromptEmbeddingCache:
     def embed(self, prompts: Sequence[str]) -> np.ndarray:
         """``n`` prompts → ``(n, dim)`` float32 embeddings; misses are encoded in one batch."""
         keys = [encoder_text(p) for p in prompts]
-        missing = [k for k in dict.fromkeys(keys) if k not in self._entries]
-        if missing:
-            for key, vector in zip(missing, self.encoder.encode(missing), strict=True):
-                self._entries[key] = vector.astype(np.float32)
-        return np.stack([self._entries[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
+        with self._lock:
+            missing = [k for k in dict.fromkeys(keys) if k not in self._entries]
+            if missing:
+                for key, vector in zip(missing, self.encoder.encode(missing), strict=True):
+                    self._entries[key] = vector.astype(np.float32)
+            found = [self._entries[k] for k in keys]
+            learned = [k for k in self._entries if k not in self._seeded]
+            for key in learned[:max(0, len(learned) - MAX_LEARNED)]:
+                del self._entries[key]
+        return np.stack(found) if keys else np.zeros((0, 0), np.float32)
 
     def __contains__(self, prompt: str) -> bool:
         return encoder_text(prompt) in self._entries
