@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+"""Load test of ``medmoe serve`` on 127.0.0.1: throughput, latency and resident memory per burst.
+
+``python benchmarks/serve_load.py --model RUN --image FILE [--before COMMIT] [--bursts 5] [--concurrency 50]
+[--out benchmarks/results/serve-load.md]`` starts the server (this checkout, and with ``--before`` the
+given commit in a temporary git worktree, same virtual environment), sends ``--bursts`` bursts of
+``--concurrency`` simultaneous ``POST /v1/detect`` requests with ``FILE`` and a task, and reports per
+burst: requests/s, p50/p95 latency and the server's resident memory (``VmRSS``) after it. Use a run
+both versions load (one without trust outputs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _load(src: Path, args: argparse.Namespace) -> list[str]:
+    import httpx
+
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    server = subprocess.Popen([sys.executable, "-c", "from medmoe.cli import main; main()", "serve", "--model",
+                               str(args.model), "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    rows = []
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        content = args.image.read_bytes()
+
+        def one(_: int) -> float:
+            started = time.perf_counter()
+            response = httpx.post(f"{url}/v1/detect", files={"file": (args.image.name, content)},
+                                  data={"task": args.task}, timeout=600)
+            response.raise_for_status()
+            return time.perf_counter() - started
+
+        for burst in range(1, args.bursts + 1):
+            started = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+                latencies = sorted(pool.map(one, range(args.concurrency)))
+            wall = time.perf_counter() - started
+            p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
+            rows.append(f"{burst} | {args.concurrency / wall:.1f} | {statistics.median(latencies):.2f} | "
+                        f"{p95:.2f} | {_rss_mb(server.pid):.0f}")
+            print(rows[-1], flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--image", type=Path, required=True)
+    parser.add_argument("--task", default="brain_mri")
+    parser.add_argument("--before")
+    parser.add_argument("--bursts", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+
+    from medmoe.atomic import atomic_write_text
+
+    sections = []
+    work = Path(tempfile.mkdtemp(prefix="medmoe-load-"))
+    versions = {"this checkout": REPO / "src"}
+    if args.before:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(work / "before"), args.before],
+                       check=True, capture_output=True)
+        versions[f"before ({args.before[:10]})"] = work / "before" / "src"
+    try:
+        for label, src in versions.items():
+            rows = _load(src, args)
+            sections.append(f"### {label}\n\n| burst | requests/s | p50 s | p95 s | server RSS MB |\n"
+                            "|---:|---:|---:|---:|---:|\n" + "\n".join(f"| {r} |" for r in rows))
+    finally:
+        if args.before:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(work / "before")],
+                           check=False, capture_output=True)
+    text = (f"# `medmoe serve` under load\n\n`python benchmarks/serve_load.py --model {args.model} --image "
+            f"{args.image.name} --before {args.before} --bursts {args.bursts} --concurrency {args.concurrency}` on "
+            f"{platform.node()} ({os.cpu_count()} CPUs); each burst: {args.concurrency} simultaneous requests.\n\n"
+            + "\n\n".join(sections) + "\n")
+    print(text)
+    if args.out:
+        atomic_write_text(args.out, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
