@@ -1,4 +1,5 @@
-"""Test-wide settings: one torch thread (CI has 2 shared cores), offline Hugging Face."""
+"""Test-wide settings (one torch thread: CI has 2 shared cores; offline Hugging Face) and the shared
+fixtures of ``api_fixtures`` (tiny saved models, phantom images), available to every test."""
 
 from __future__ import annotations
 
@@ -11,3 +12,5 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+pytest_plugins = ["api_fixtures"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from api_fixtures import feature_run, save_tiny_model, tiny_run  # noqa: F401 (fixtures)
+from api_fixtures import save_tiny_model
 from medmoe import Detector
 from medmoe.api.export import export_onnx
 from medmoe.cli import app as cli_app
@@ -38,7 +38,7 @@ def _same(a: object, b: object) -> bool:
 
 
 @pytest.mark.parametrize("expert", ["expert", "route"])
-def test_old_tasks_are_bit_exact_and_the_new_one_is_scored(feature_run: Path, data: Path, tmp_path: Path,  # noqa: F811
+def test_old_tasks_are_bit_exact_and_the_new_one_is_scored(feature_run: Path, data: Path, tmp_path: Path,
                                                            expert: str) -> None:
     # the knee task's "normals": breast ultrasound phantoms under another name (any images of one kind do)
     manifest = folder_manifest(data / "breast_us" / "train", KNEE.id)
@@ -65,7 +65,7 @@ def test_old_tasks_are_bit_exact_and_the_new_one_is_scored(feature_run: Path, da
     assert export_onnx(result.run_dir, tmp_path / "new.onnx").max_score_diff < 1e-4  # the export check passes
 
 
-def test_a_second_add_keeps_the_first(feature_run: Path, data: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_a_second_add_keeps_the_first(feature_run: Path, data: Path, tmp_path: Path) -> None:
     first = add_task(feature_run, KNEE, [folder_manifest(data / "breast_us" / "train", "knee_mri")],
                      tmp_path / "one", progress=False).run_dir
     hip = Task("hip_xray", "hip", "X-ray", "Hip X-ray.")
@@ -78,7 +78,7 @@ def test_a_second_add_keeps_the_first(feature_run: Path, data: Path, tmp_path: P
     assert Detector.load(second).predict(images[0], prompt="Hip X-ray.").task == "hip_xray"
 
 
-def test_misuse_is_refused_with_one_message(feature_run: Path, tiny_run: Path, data: Path,  # noqa: F811
+def test_misuse_is_refused_with_one_message(feature_run: Path, tiny_run: Path, data: Path,
                                             tmp_path: Path) -> None:
     knee = [folder_manifest(data / "breast_us" / "train", "knee_mri")]
     with pytest.raises(ConfigError, match="already in the model"):
@@ -108,7 +108,7 @@ def test_misuse_is_refused_with_one_message(feature_run: Path, tiny_run: Path, d
         add_task(old, KNEE, knee, tmp_path / "g", progress=False)
 
 
-def test_add_task_command_then_detect(feature_run: Path, data: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_add_task_command_then_detect(feature_run: Path, data: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     done = runner.invoke(cli_app, ["add-task", "--model", str(feature_run), "--task", "knee_mri", "--prompt",
                                    "Knee MRI slice.", "--data", str(data / "breast_us" / "train"), "--out",

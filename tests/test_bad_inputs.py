@@ -18,7 +18,6 @@ from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
 import medmoe.io.policy as policy
-from api_fixtures import tiny_run  # noqa: F401 (fixture)
 from medmoe import Detector
 from medmoe.cli import app as cli_app
 from medmoe.errors import MedmoeError
@@ -107,7 +106,7 @@ def test_the_corpus_is_big_enough(corpus: tuple[Path, dict[str, str], dict[str, 
     assert len(refused) + len(scored) >= 30 and {p.name for p in root.iterdir()} == set(refused) | set(scored)
 
 
-def test_api_refuses_each_with_its_reason(tiny_run: Path, corpus: tuple[Path, dict[str, str], dict[str, str]]) -> None:  # noqa: F811
+def test_api_refuses_each_with_its_reason(tiny_run: Path, corpus: tuple[Path, dict[str, str], dict[str, str]]) -> None:
     root, refused, scored = corpus
     names = sorted(refused) + sorted(scored)
     results = Detector.load(tiny_run).predict_batch([root / n for n in names], task="brain_mri", return_errors=True)
@@ -121,7 +120,7 @@ def test_api_refuses_each_with_its_reason(tiny_run: Path, corpus: tuple[Path, di
             assert np.isfinite(result.score) and all(scored[name] in " ".join(result.warnings) for _ in [0])
 
 
-def test_detect_command_reports_every_file_and_keeps_the_good_ones(tiny_run: Path, tmp_path: Path,  # noqa: F811
+def test_detect_command_reports_every_file_and_keeps_the_good_ones(tiny_run: Path, tmp_path: Path,
                                                                    corpus: tuple[Path, dict[str, str], dict[str, str]]) -> None:
     root, refused, scored = corpus
     out = tmp_path / "out"
@@ -142,7 +141,7 @@ def test_detect_command_reports_every_file_and_keeps_the_good_ones(tiny_run: Pat
     assert f"scored {len(scored)} of {len(rows)}" in done.output
 
 
-def test_rest_answers_each_with_one_clear_error(tiny_run: Path, corpus: tuple[Path, dict[str, str], dict[str, str]]) -> None:  # noqa: F811
+def test_rest_answers_each_with_one_clear_error(tiny_run: Path, corpus: tuple[Path, dict[str, str], dict[str, str]]) -> None:
     root, refused, scored = corpus
     with TestClient(create_app(Detector.load(tiny_run))) as client:
         for name in sorted(refused) + sorted(scored):

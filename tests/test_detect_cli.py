@@ -13,7 +13,7 @@ import pydicom.data
 import pytest
 from PIL import Image
 
-from api_fixtures import brain_images, phantoms, tiny_run  # noqa: F401 (fixtures)
+from api_fixtures import brain_images
 from medmoe.api.batch import COLUMNS, collect_inputs
 from medmoe.cli import main
 from medmoe.cli.detect import parse_window
@@ -42,7 +42,7 @@ def read_rows(out: Path) -> dict[str, dict[str, str]]:
         return {Path(row["path"]).name: row for row in reader}
 
 
-def test_dicom_chest_radiograph_without_prompt(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],  # noqa: F811
+def test_dicom_chest_radiograph_without_prompt(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
     code, output = run_cli([RG1, "--model", str(tiny_run), "--out", str(out), "--no-progress", "--maps"], capsys,
@@ -62,7 +62,7 @@ def test_dicom_chest_radiograph_without_prompt(tiny_run: Path, tmp_path: Path, c
         assert float(row["score"]) == pytest.approx(float(maps["anomaly_map"].mean()), rel=0.05)
 
 
-def _mixed_folder(root: Path, phantoms: Path) -> Path:  # noqa: F811
+def _mixed_folder(root: Path, phantoms: Path) -> Path:
     """Good phantoms (one in a subfolder) and three broken files."""
     folder = root / "mixed"
     (folder / "sub").mkdir(parents=True)
@@ -78,7 +78,7 @@ def _mixed_folder(root: Path, phantoms: Path) -> Path:  # noqa: F811
     return folder
 
 
-def test_folder_with_good_and_broken_files(tiny_run: Path, phantoms: Path, tmp_path: Path,  # noqa: F811
+def test_folder_with_good_and_broken_files(tiny_run: Path, phantoms: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     folder = _mixed_folder(tmp_path, phantoms)
     out = tmp_path / "out"
@@ -99,7 +99,7 @@ def test_folder_with_good_and_broken_files(tiny_run: Path, phantoms: Path, tmp_p
     assert "3 file(s) could not be scored" in output and "empty (0 bytes)" in output and "scored 2 of 5" in output
 
 
-def test_neither_prompt_nor_task_for_png_is_a_per_file_error(tiny_run: Path, phantoms: Path, tmp_path: Path,  # noqa: F811
+def test_neither_prompt_nor_task_for_png_is_a_per_file_error(tiny_run: Path, phantoms: Path, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str],
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     image = brain_images(phantoms)[0]
@@ -119,7 +119,7 @@ def test_neither_prompt_nor_task_for_png_is_a_per_file_error(tiny_run: Path, pha
     (["--prompt", "x", "--task", "brain_mri"], "not both"),
     (["--task", "brain_mri", "--window", "40,x"], "CENTER,WIDTH"),
 ])
-def test_usage_errors_exit_2_with_one_line(tiny_run: Path, phantoms: Path, tmp_path: Path,  # noqa: F811
+def test_usage_errors_exit_2_with_one_line(tiny_run: Path, phantoms: Path, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
                                            extra: list[str], message: str) -> None:
     image = brain_images(phantoms)[0]
@@ -129,7 +129,7 @@ def test_usage_errors_exit_2_with_one_line(tiny_run: Path, phantoms: Path, tmp_p
     assert not (tmp_path / "out" / "results.csv").exists()
 
 
-def test_no_images_found(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],  # noqa: F811
+def test_no_images_found(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                          monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.txt").write_text("x")
@@ -158,7 +158,7 @@ def test_parse_window() -> None:
         parse_window("1,2,3")
 
 
-def test_an_interrupt_keeps_what_was_scored(tiny_run: Path, phantoms: Path, tmp_path: Path,  # noqa: F811
+def test_an_interrupt_keeps_what_was_scored(tiny_run: Path, phantoms: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     from medmoe.api.detector import Detector
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import medmoe.text.cache
-from api_fixtures import THRESHOLDS, brain_images, phantoms, plain_run, tiny_run  # noqa: F401 (fixtures)
+from api_fixtures import brain_images
 from medmoe import Detector
 from medmoe.api import MIN_SIMILARITY, DetectionResult, PromptWarning
 from medmoe.api.prompts import suggest_task
@@ -32,7 +32,7 @@ CT_SMALL = pydicom.data.get_testdata_file("CT_small.dcm", download=False)  # CT,
 
 
 @pytest.fixture(scope="module")
-def detector(tiny_run: Path) -> Detector:  # noqa: F811
+def detector(tiny_run: Path) -> Detector:
     return Detector.load(tiny_run)
 
 
@@ -65,7 +65,7 @@ def test_preprocessing_is_training_preprocessing_and_torch_free_resize_matches_t
     np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-6)
 
 
-def test_predict_a_file_with_a_task(detector: Detector, tiny_run: Path, gray_png: Path) -> None:  # noqa: F811
+def test_predict_a_file_with_a_task(detector: Detector, tiny_run: Path, gray_png: Path) -> None:
     result = detector.predict(gray_png, task="brain_mri")
     assert isinstance(result, DetectionResult)
     assert result.task == "brain_mri" and result.prompt == "Brain MRI slice." and result.prompt_similarity == 1.0
@@ -114,7 +114,7 @@ def test_arrays_are_accepted_like_files(detector: Detector, gray_png: Path) -> N
         detector.predict(pixels, task="brain_mri", frame=0)
 
 
-def test_predict_batch_matches_single_predictions_and_keeps_order(detector: Detector, phantoms: Path) -> None:  # noqa: F811
+def test_predict_batch_matches_single_predictions_and_keeps_order(detector: Detector, phantoms: Path) -> None:
     files = brain_images(phantoms)
     batched = detector.predict_batch(files, task="brain_mri", batch_size=3)
     assert [r.source for r in batched] == [str(f) for f in files]
@@ -123,7 +123,7 @@ def test_predict_batch_matches_single_predictions_and_keeps_order(detector: Dete
     assert len({round(s, 9) for s in singles}) == len(files)  # different images, different scores
 
 
-def test_predict_batch_return_errors_keeps_bad_files_in_place(detector: Detector, phantoms: Path,  # noqa: F811
+def test_predict_batch_return_errors_keeps_bad_files_in_place(detector: Detector, phantoms: Path,
                                                               tmp_path: Path) -> None:
     good = brain_images(phantoms)[:2]
     missing = tmp_path / "missing.png"
@@ -146,7 +146,7 @@ def test_unreadable_file_names_the_file(detector: Detector, tmp_path: Path) -> N
 # --- prompts and tasks ------------------------------------------------------------------------------
 
 
-def test_free_text_prompt_is_routed_with_its_own_embedding(detector: Detector, tiny_run: Path,  # noqa: F811
+def test_free_text_prompt_is_routed_with_its_own_embedding(detector: Detector, tiny_run: Path,
                                                            gray_png: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a sensible prompt raises no warning
@@ -209,7 +209,7 @@ def test_trained_prompts_and_tasks_never_load_the_text_model(detector: Detector,
     assert fresh.predict(gray_png, task="fundus").task == "fundus"
 
 
-def test_prompt_free_model_needs_a_task_only_for_the_threshold(plain_run: Path, gray_png: Path,  # noqa: F811
+def test_prompt_free_model_needs_a_task_only_for_the_threshold(plain_run: Path, gray_png: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     plain = Detector.load(plain_run)
     assert plain.spec.prompt_embeddings is None and not plain.spec.uses_prompt
@@ -257,7 +257,7 @@ def test_suggest_task_rules() -> None:
 # --- loading -------------------------------------------------------------------------------------------
 
 
-def test_load_errors(tmp_path: Path, tiny_run: Path) -> None:  # noqa: F811
+def test_load_errors(tmp_path: Path, tiny_run: Path) -> None:
     with pytest.raises(CheckpointError, match="no checkpoint"):
         Detector.load(tmp_path)
     with pytest.raises(CheckpointError, match="unknown backend"):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import medmoe.api.export as export_module
-from api_fixtures import THRESHOLDS, brain_images, phantoms, plain_run, tiny_run  # noqa: F401 (fixtures)
+from api_fixtures import THRESHOLDS, brain_images
 from medmoe import Detector, __version__
 from medmoe.api.export import MAP_ATOL, SCORE_ATOL, SCORE_RTOL, export_onnx
 from medmoe.api.onnx_backend import OnnxBackend
@@ -22,11 +22,11 @@ from medmoe.errors import CheckpointError
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_onnx(tiny_run, tmp_path_factory.mktemp("onnx") / "model.onnx").onnx_path
 
 
-def test_export_writes_model_and_sidecar(tiny_run: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_export_writes_model_and_sidecar(tiny_run: Path, tmp_path: Path) -> None:
     result = export_onnx(tiny_run, tmp_path / "sub" / "tiny.onnx")
     assert result.onnx_path.is_file() and result.sidecar_path == tmp_path / "sub" / "tiny.medmoe.json"
     assert result.max_score_diff <= SCORE_ATOL + SCORE_RTOL and result.max_map_diff <= MAP_ATOL
@@ -45,7 +45,7 @@ def test_export_writes_model_and_sidecar(tiny_run: Path, tmp_path: Path) -> None
     assert spec["medmoe_version"] == __version__
 
 
-def test_onnx_and_torch_agree_on_images(tiny_run: Path, exported: Path, phantoms: Path) -> None:  # noqa: F811
+def test_onnx_and_torch_agree_on_images(tiny_run: Path, exported: Path, phantoms: Path) -> None:
     files = [p for task in ("brain_mri", "chest_xray") for p in sorted((phantoms / task / "test").rglob("*.png"))]
     torch_results = Detector.load(tiny_run).predict_batch(files, task="brain_mri", batch_size=3)
     onnx_detector = Detector.load(exported, backend="onnx")
@@ -64,7 +64,7 @@ def test_onnx_and_torch_agree_on_images(tiny_run: Path, exported: Path, phantoms
     assert any(r.prompt_mismatch for r in torch_results)  # chest phantoms asked about as brain MRI
 
 
-def test_onnx_backend_runs_without_torch(tiny_run: Path, exported: Path, phantoms: Path) -> None:  # noqa: F811
+def test_onnx_backend_runs_without_torch(tiny_run: Path, exported: Path, phantoms: Path) -> None:
     image = brain_images(phantoms)[-1]
     script = (
         "import json, sys\n"
@@ -84,7 +84,7 @@ def test_onnx_backend_runs_without_torch(tiny_run: Path, exported: Path, phantom
     assert (p_value, resembles) == (expected.p_value, expected.resembles)
 
 
-def test_prompt_free_model_without_hallucination_exports(plain_run: Path, tmp_path: Path, phantoms: Path) -> None:  # noqa: F811
+def test_prompt_free_model_without_hallucination_exports(plain_run: Path, tmp_path: Path, phantoms: Path) -> None:
     result = export_onnx(plain_run, tmp_path / "plain.onnx")
     meta = json.loads(result.sidecar_path.read_text())
     assert meta["onnx"]["inputs"] == ["image"] and meta["onnx"]["outputs"] == ["score", "anomaly_map", "router_weights",
@@ -118,7 +118,7 @@ def test_tampered_or_incomplete_exports_are_refused(exported: Path, tmp_path: Pa
         Detector.load(tmp_path, backend="onnx")
 
 
-def test_export_refuses_bad_targets_and_removes_a_wrong_export(tiny_run: Path, tmp_path: Path,  # noqa: F811
+def test_export_refuses_bad_targets_and_removes_a_wrong_export(tiny_run: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(CheckpointError, match=r"must end in \.onnx"):
         export_onnx(tiny_run, tmp_path / "model.bin")
@@ -128,7 +128,7 @@ def test_export_refuses_bad_targets_and_removes_a_wrong_export(tiny_run: Path, t
     assert list(tmp_path.iterdir()) == []
 
 
-def test_export_and_detect_commands(tiny_run: Path, phantoms: Path, tmp_path: Path,  # noqa: F811
+def test_export_and_detect_commands(tiny_run: Path, phantoms: Path, tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     def run(*args: str) -> int:
         monkeypatch.setattr(sys, "argv", ["medmoe", *args])

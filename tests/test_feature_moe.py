@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from api_fixtures import feature_run, phantoms  # noqa: F401 (fixtures)
 from engine_fixtures import synthetic
 from medmoe import Detector
 from medmoe.api.export import MAP_ATOL, SCORE_ATOL, SCORE_RTOL, export_onnx
@@ -137,7 +136,7 @@ def test_top_fraction_score_is_the_mean_of_the_largest_values() -> None:
     assert float(top_fraction_mean(amap, 0.0)) == pytest.approx(49.5)
 
 
-def test_onnx_export_with_the_trunk_matches_torch(feature_run: Path, phantoms: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_onnx_export_with_the_trunk_matches_torch(feature_run: Path, phantoms: Path, tmp_path: Path) -> None:
     result = export_onnx(feature_run, tmp_path / "feature.onnx")
     assert result.max_score_diff <= SCORE_ATOL + SCORE_RTOL and result.max_map_diff <= MAP_ATOL
     files = sorted((phantoms / "brain_mri" / "test").rglob("*.png"))

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from api_fixtures import tiny_run  # noqa: F401 (fixture)
 from medmoe import Detector
 from medmoe.text.vocabulary import named_terms
 
@@ -46,7 +45,7 @@ def test_the_list_is_big_enough_and_names_what_it_means() -> None:
 
 
 @pytest.fixture(scope="module")
-def detector(tiny_run: Path) -> Detector:  # noqa: F811
+def detector(tiny_run: Path) -> Detector:
     return Detector.load(tiny_run)
 
 
