@@ -244,3 +244,23 @@ def test_settings_added_later_at_their_default_still_match(bench, tmp_path: Path
     stored.write_text(json.dumps(spec))
     with pytest.raises(ConfigError, match="another configuration"):
         run_benchmark(_context(data, copy), select_methods(["ae"]), [0, 1], HEADER)
+
+
+def test_report_only_in_a_fresh_clone_keeps_the_committed_results(tmp_path: Path) -> None:
+    """Run folders are not committed: a report-only call re-renders the tables from results.json and
+    leaves it as it is (the committed cpu-64 results, read unchanged)."""
+    import importlib.util
+
+    committed = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "cpu-64"
+    out = tmp_path / "cpu-64"
+    out.mkdir()
+    for name in ("results.json", "table1.md", "table2.md"):
+        shutil.copy(committed / name, out / name)
+    manifest = synthetic(tmp_path / "data")
+    spec = importlib.util.spec_from_file_location("run_script", committed.parent.parent / "run.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--profile", "cpu-64", "--report-only", "--out", str(out), "--data",
+                        str(manifest.root / "manifest.csv")]) == 0
+    assert (out / "results.json").read_bytes() == (committed / "results.json").read_bytes()
+    assert (out / "table1.md").read_text() == (committed / "table1.md").read_text()

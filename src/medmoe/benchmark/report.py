@@ -33,10 +33,18 @@ def settings_header(context: BenchmarkContext, provenance: Mapping[str, Any]) ->
 
 def write_outputs(context: BenchmarkContext, methods: Sequence[Method], seeds: Sequence[int],
                   tasks: Sequence[str], provenance: Mapping[str, Any], *, figures: bool = True) -> dict[str, Any]:
-    """Rewrite ``results.json`` from the run folders, then the tables from it and (optionally) the figures."""
-    write_json(build_results(methods, seeds, tasks, context.out / "runs", settings_header(context, provenance)),
-               context.out / RESULTS_FILE)
-    results = json.loads((context.out / RESULTS_FILE).read_text(encoding="utf-8"))  # tables use the file only
+    """Rewrite ``results.json`` from the run folders, then the tables from it and (optionally) the figures.
+
+    Without run folders (a fresh clone: they are not committed), the committed ``results.json`` is
+    kept as it is and only the tables are rendered from it, so a report-only call never empties it.
+    """
+    runs, stored = context.out / "runs", context.out / RESULTS_FILE
+    if runs.is_dir() or not stored.is_file():
+        write_json(build_results(methods, seeds, tasks, runs, settings_header(context, provenance)), stored)
+    else:
+        _log.info("no run folders in %s: tables rendered from the committed %s", context.out, RESULTS_FILE)
+        figures = False
+    results = json.loads(stored.read_text(encoding="utf-8"))  # tables use the file only
     names = {m.name for m in methods}
     for table, rows in TABLE_ROWS.items():
         if names & set(rows):
