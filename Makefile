@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint install browser clean
+.PHONY: demo test lint typecheck install browser clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,10 @@ browser:
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
-test: $(STAMP) browser lint
+typecheck: $(STAMP)
+	.ci/mypy-gate
+
+test: $(STAMP) browser lint typecheck
 	$(BIN)/python -m pytest -q
 
 clean:

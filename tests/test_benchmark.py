@@ -260,7 +260,7 @@ def test_report_only_in_a_fresh_clone_keeps_the_committed_results(tmp_path: Path
     spec = importlib.util.spec_from_file_location("run_script", committed.parent.parent / "run.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    assert script.main(["--profile", "cpu-64", "--report-only", "--out", str(out), "--data",
+    assert script.main(["--profile", "cpu-64", "--report-only", "--threads", "1", "--out", str(out), "--data",
                         str(manifest.root / "manifest.csv")]) == 0
     assert (out / "results.json").read_bytes() == (committed / "results.json").read_bytes()
     assert (out / "table1.md").read_text() == (committed / "table1.md").read_text()

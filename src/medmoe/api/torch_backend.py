@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -11,6 +12,7 @@ import torch
 from medmoe import __version__
 from medmoe.api.spec import ModelSpec, RawOutput
 from medmoe.engine.checkpoint import META_NAME, Checkpoint, load_checkpoint
+from medmoe.model.base import AnomalyModel
 from medmoe.model.output import ModelOutput
 from medmoe.trust.scope import ScopeHead, ScopeTrunk
 
@@ -21,7 +23,9 @@ class ScreenedModel(torch.nn.Module):
     The trunk is computed once for feature models (the scope head reads the model's prepared features).
     """
 
-    def __init__(self, model: torch.nn.Module, scope: ScopeHead | None) -> None:
+    model: AnomalyModel
+
+    def __init__(self, model: AnomalyModel, scope: ScopeHead | None) -> None:
         super().__init__()
         self.model = model
         self.scope = scope
@@ -70,7 +74,8 @@ class TorchBackend:
         self.device = torch.device(device)
         self.checkpoint = load_checkpoint(run_dir, map_location=self.device)
         self.spec = spec_of(self.checkpoint)
-        self.network = ScreenedModel(self.checkpoint.model, self.checkpoint.scope).to(self.device).eval()
+        network = ScreenedModel(cast(AnomalyModel, self.checkpoint.model), self.checkpoint.scope)
+        self.network = network.to(self.device).eval()
 
     @torch.no_grad()
     def run(self, images: np.ndarray, text_embeddings: np.ndarray | None) -> RawOutput:
@@ -81,9 +86,12 @@ class TorchBackend:
             e = torch.from_numpy(np.ascontiguousarray(text_embeddings, dtype=np.float32)).to(self.device)
         out, distances = self.network(x, e)
 
-        def host(t: torch.Tensor | None) -> np.ndarray | None:
-            return None if t is None else t.float().cpu().numpy()
+        def host(t: torch.Tensor) -> np.ndarray:
+            return t.float().cpu().numpy()
+
+        def optional(t: torch.Tensor | None) -> np.ndarray | None:
+            return None if t is None else host(t)
 
         return RawOutput(score=host(out.score), anomaly_map=host(out.anomaly_map[:, 0]),
-                         hallucination_map=host(out.u), router_weights=host(out.router_weights),
-                         scope_distances=host(distances))
+                         hallucination_map=optional(out.u), router_weights=optional(out.router_weights),
+                         scope_distances=optional(distances))

@@ -19,6 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -146,13 +147,13 @@ def add_task(model_run: str | Path, task: Task, manifests: list[Manifest], out: 
     embeddings = torch.cat([checkpoint.prompt_embeddings, embedding.to(checkpoint.prompt_embeddings.dtype)])
     new_config = replace(config, model=replace(config.model, added_tasks=config.model.added_tasks + 1,
                                                added_task_expert=expert))
-    new_model = create_model(new_config.model)
+    new_model = cast(FeatureMoE, create_model(new_config.model))
     missing, unexpected = new_model.load_state_dict(model.state_dict(), strict=False)
     index = config.model.added_tasks
     if unexpected or any(not (k.startswith(f"added.{index}.") or k == "task_prompts") for k in missing):
         raise CheckpointError(f"the run's weights do not carry over to the extended model ({missing}, {unexpected})")
     new_model.task_prompts = embeddings.float().clone()
-    adapter = new_model.added[index]
+    adapter = cast(TaskAdapter, new_model.added[index])
     torch.manual_seed(seed)
     _fit_adapter(new_model, adapter, train_x, seed, lr=config.train.lr)
 
@@ -250,7 +251,7 @@ def _fit_adapter(model: FeatureMoE, adapter: TaskAdapter, features: torch.Tensor
         # the memory holds the training images' own patches: their retrieval errors are taken
         # leave-one-image-out, as a new image's would be
         retrieval = _leave_one_out_retrieval(features, adapter.memory, owner) if model.retrieve else None
-        if model.config.feature_expert == "retrieve":
+        if retrieval is not None and model.config.feature_expert == "retrieve":
             raw = retrieval
         else:
             z = model.standardise(features)
@@ -258,7 +259,7 @@ def _fit_adapter(model: FeatureMoE, adapter: TaskAdapter, features: torch.Tensor
             _, _, e = adapter.maps(model, features, z, b)
             raw = e * adapter.error_scale
         adapter.error_scale.copy_(torch.quantile(raw.flatten().float(), model.config.error_quantile).clamp_min(1e-8))
-        if model.config.feature_expert == "hybrid":
+        if retrieval is not None and model.config.feature_expert == "hybrid":
             adapter.retrieval_scale.copy_(retrieval.flatten().median().clamp_min(1e-8))
 
 

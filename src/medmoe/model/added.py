@@ -34,6 +34,10 @@ class TaskAdapter(nn.Module):
         bank: a factory of one expert of the model's bank shape (for ``expert``).
     """
 
+    memory: torch.Tensor
+    error_scale: torch.Tensor
+    retrieval_scale: torch.Tensor
+
     def __init__(self, config: ModelConfig, channels: int, bank: nn.Module | None) -> None:
         super().__init__()
         self.config = config
@@ -56,7 +60,7 @@ class TaskAdapter(nn.Module):
         b, d, h, w = inputs.shape
         return (nearest_distance(patches(inputs), self.memory).square().view(b, 1, h, w) / d)
 
-    def maps(self, model: nn.Module, inputs: torch.Tensor, z: torch.Tensor,
+    def maps(self, model: Any, inputs: torch.Tensor, z: torch.Tensor,
              bottleneck: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """``(anomaly map, u, e)`` on the feature grid ``(B, 1, h, w)`` for trunk features ``inputs``,
         their standardised ``z`` and the model's bottleneck (``e``: the tempered error, Eq. 5's input)."""

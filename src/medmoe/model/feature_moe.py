@@ -130,6 +130,16 @@ class FeatureMoE(AnomalyModel):
         pretrained: load the trunk's ImageNet weights (``False`` for shape-only tests).
     """
 
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
+    error_scale: torch.Tensor
+    retrieval_scale: torch.Tensor
+    memory: torch.Tensor
+    memory_counts: torch.Tensor
+    task_prompts: torch.Tensor
+    experts: FeatureExpertBank | None
+    added: nn.ModuleList
+
     def __init__(self, config: ModelConfig, pretrained: bool = True) -> None:
         super().__init__()
         if config.in_channels != 1:

@@ -42,6 +42,9 @@ class ScopeHead(nn.Module):
         precision: ``(T, F, F)`` per-task inverse (shrunk) covariances.
     """
 
+    mean: torch.Tensor
+    precision: torch.Tensor
+
     def __init__(self, mean: torch.Tensor, precision: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mean", mean.float())
