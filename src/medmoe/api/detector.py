@@ -287,8 +287,8 @@ class Detector:
     def _query_from_tags(self, source: str | None) -> _Query:
         """Suggest the task of a DICOM file from its tags; other inputs need a prompt or task."""
         if source is None or image_format(source) != "dicom":
-            raise PromptError(f"'{source or '<array>'}': no prompt or task given; pass a prompt (e.g. "
-                              f"--prompt 'Brain MRI slice.') or a task ({', '.join(self.tasks.ids)}); only "
+            raise PromptError(f"'{source or '<array>'}': no prompt or task given; describe the image in a prompt "
+                              f"(e.g. 'Brain MRI slice.') or choose a task ({', '.join(self.tasks.ids)}); only "
                               "DICOM files can have their task suggested from their tags")
         tags = read_dicom_tags(source)
         try:

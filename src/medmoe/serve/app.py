@@ -189,10 +189,6 @@ def create_app(detector: Detector, *, max_upload_mb: float = 20, fpr: float = DE
         suffix = sniff_suffix(data)
         if suffix is None:
             raise HTTPException(415, f"'{name}' is not an image format medmoe reads; send {ACCEPTED_FORMATS}")
-        if prompt is None and task is None and suffix != ".dcm":
-            raise HTTPException(422, "no prompt and no task: describe the image in 'prompt' (e.g. 'Brain MRI "
-                                     f"slice.') or choose a 'task' ({', '.join(detector.tasks.ids)}); only DICOM "
-                                     "files may have neither (their tags suggest the task)")
         with upload_as_file(data, suffix) as path:
             try:
                 prepared = detector.prepare(path, prompt=prompt, task=task, strict=strict,
