@@ -27,6 +27,12 @@ import yaml
 from medmoe.errors import ConfigError
 
 
+def check_task_id(task_id: str) -> None:
+    """Raise :class:`ConfigError` unless ``task_id`` is non-empty letters, digits and ``_``."""
+    if not task_id or not task_id.replace("_", "").isalnum():
+        raise ConfigError(f"task id {task_id!r} must be non-empty letters, digits and '_'")
+
+
 @dataclass(frozen=True)
 class Task:
     """One organ/modality pair.
@@ -50,8 +56,7 @@ class Task:
     dicom_body_parts: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        if not self.id or not self.id.replace("_", "").isalnum():
-            raise ConfigError(f"task id {self.id!r} must be non-empty letters, digits and '_'")
+        check_task_id(self.id)
         if not self.prompt.strip():
             raise ConfigError(f"task {self.id!r} has an empty prompt")
         if self.channels not in (1, 3):

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from medmoe.data.splits import VAL_FRACTION
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -66,7 +68,7 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(min=0, help="Seed of seeded splits and the validation carve.")] = 0,
         val_fraction: Annotated[float, typer.Option(
             "--val-fraction", min=0.0,
-            help="Share of each task's training normals carved out as validation.")] = 0.1,
+            help="Share of each task's training normals carved out as validation.")] = VAL_FRACTION,
         task: Annotated[str | None, typer.Option(
             help="Task id of the rows; required for 'folder', else the layout's own task.")] = None,
     ) -> None:

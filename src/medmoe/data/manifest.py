@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -159,8 +159,3 @@ def read_manifest(path: str | Path, root: str | Path | None = None) -> Manifest:
     recorded_root = meta.pop("root", None)
     chosen = root if root is not None else recorded_root if recorded_root else path.parent
     return Manifest(root=Path(chosen).resolve(), samples=samples, meta=meta)
-
-
-def merge_manifests(manifests: Iterable[Manifest]) -> list[tuple[Manifest, Sample]]:
-    """All samples of several manifests, each with the manifest it resolves against."""
-    return [(m, s) for m in manifests for s in m.samples]

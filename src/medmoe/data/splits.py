@@ -32,6 +32,9 @@ import numpy as np
 from medmoe.data.manifest import Manifest, Sample
 from medmoe.errors import ConfigError, DatasetError
 
+VAL_FRACTION = 0.1
+"""The default share of each task's training normals carved out as validation (one home for it)."""
+
 _CHUNK = 1 << 20
 # a row of the key split that has the same bytes as a row of one of these splits is ``dup_of_train``
 _COPIED_FROM: dict[str, set[str]] = {"train": set(), "val": {"train"}, "test": {"train", "val"}}

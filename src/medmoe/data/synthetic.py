@@ -43,7 +43,7 @@ from PIL import Image, ImageDraw
 
 from medmoe.atomic import atomic_write_bytes
 from medmoe.data.manifest import Manifest, Sample, write_manifest
-from medmoe.data.splits import carve_validation, check_split_args
+from medmoe.data.splits import VAL_FRACTION, carve_validation, check_split_args
 from medmoe.errors import ConfigError
 
 Array = np.ndarray
@@ -459,7 +459,7 @@ def _png_bytes(array: np.ndarray) -> bytes:
 
 def write_synthetic_dataset(root: str | Path, *, n_train: int = 40, n_test_normal: int = 10,
                             n_test_abnormal: int = 10, size: int = 128, seed: int = 0,
-                            tasks: Sequence[str] = tuple(PHANTOMS), val_fraction: float = 0.1
+                            tasks: Sequence[str] = tuple(PHANTOMS), val_fraction: float = VAL_FRACTION
                             ) -> Manifest:
     """Write a synthetic dataset (never real data) and its manifest.
 

@@ -21,6 +21,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from medmoe.data.splits import VAL_FRACTION
 from medmoe.errors import ConfigError
 from medmoe.model.config import ModelConfig
 
@@ -85,7 +86,7 @@ class DataConfig:
 
     cache_dir: str | None = None
     tasks_file: str | None = None
-    val_fraction: float = 0.1
+    val_fraction: float = VAL_FRACTION
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from medmoe.data.sources.headct import HeadCT
 from medmoe.data.sources.lag import Lag
 from medmoe.data.sources.rsna import Rsna
 from medmoe.data.splits import (
+    VAL_FRACTION,
     ContentHashes,
     carve_validation,
     check_split_args,
@@ -46,6 +47,7 @@ from medmoe.data.splits import (
     sort_samples,
 )
 from medmoe.errors import ConfigError, DatasetError
+from medmoe.tasks import check_task_id
 
 __all__ = ["SOURCES", "TASK_SOURCES", "Source", "get_source", "prepare_all", "prepare_source"]
 
@@ -75,7 +77,7 @@ def get_source(name: str) -> Source:
         raise DatasetError(f"unknown dataset layout {name!r}; known: {', '.join(SOURCES)}") from None
 
 
-def prepare_source(name: str, root: str | Path, seed: int = 0, val_fraction: float = 0.1, *,
+def prepare_source(name: str, root: str | Path, seed: int = 0, val_fraction: float = VAL_FRACTION, *,
                    task: str | None = None) -> Manifest:
     """Read a dataset folder into a manifest: split, validation carve, duplicate flags.
 
@@ -96,8 +98,7 @@ def prepare_source(name: str, root: str | Path, seed: int = 0, val_fraction: flo
     task = task or source.task
     if task is None:
         raise ConfigError(f"layout '{name}' serves no fixed task; give one with --task (e.g. --task knee_mri)")
-    if not task.replace("_", "").isalnum():
-        raise ConfigError(f"task id {task!r} must be non-empty letters, digits and '_'")
+    check_task_id(task)
     check_split_args(seed, val_fraction)
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
@@ -114,7 +115,7 @@ def prepare_source(name: str, root: str | Path, seed: int = 0, val_fraction: flo
     return manifest
 
 
-def prepare_all(data_root: str | Path, seed: int = 0, val_fraction: float = 0.1, *,
+def prepare_all(data_root: str | Path, seed: int = 0, val_fraction: float = VAL_FRACTION, *,
                 prefer_paper: bool = True) -> dict[str, Manifest]:
     """Prepare every standard dataset folder found under a data root, one manifest per task.
 
