@@ -153,3 +153,31 @@ def test_rest_answers_each_with_one_clear_error(tiny_run: Path, corpus: tuple[Pa
             assert response.status_code in (413, 415, 422), (name, response.status_code)
             detail = response.json()["detail"]
             assert isinstance(detail, str) and "Traceback" not in detail, (name, detail)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "cuda"], "this PyTorch build has no CUDA"),
+    (["--out", "/proc/medmoe-cannot-write"], "cannot be written"),
+    (["--batch-size", "0"], "Invalid value for '--batch-size'"),
+    (["--fpr", "1.5"], "--fpr is a false-positive rate in (0, 1)"),
+    (["--frame", "sideways"], "neither an index"),
+])
+def test_cli_misuse_is_one_line_and_a_usage_exit_code(tiny_run: Path, tmp_path: Path, args: list[str],
+                                                      message: str, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from medmoe.cli import main
+
+    image = tmp_path / "x.png"
+    _png(image, (np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8))
+    base = {"--out": str(tmp_path / "out"), "--model": str(tiny_run), "--task": "brain_mri"}
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    monkeypatch.setattr(sys, "argv", ["medmoe", "detect", str(image), *[x for kv in base.items() for x in kv],
+                                      "--no-progress"])
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as info:
+        main()
+    output = capsys.readouterr()
+    assert info.value.code == 2, output
+    assert message in output.out + output.err and "Traceback" not in output.err

@@ -12,6 +12,7 @@ import torch
 from medmoe import __version__
 from medmoe.api.spec import ModelSpec, RawOutput
 from medmoe.engine.checkpoint import META_NAME, Checkpoint, load_checkpoint
+from medmoe.errors import CheckpointError
 from medmoe.model.base import AnomalyModel
 from medmoe.model.output import ModelOutput
 from medmoe.trust.scope import ScopeHead, ScopeTrunk
@@ -38,6 +39,20 @@ class ScreenedModel(torch.nn.Module):
         if self.scope is None or self._trunk is None:
             return out, None
         return out, self.scope(self._trunk(image, prepared))
+
+
+def checked_device(device: str) -> torch.device:
+    """``device`` as a torch device, or a :class:`CheckpointError` saying why it cannot be used here."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"unknown device {device!r} ({exc}); use cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(f"device {device!r}: this PyTorch build has no CUDA or sees no GPU "
+                              f"(torch {torch.__version__}); use --device cpu")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise CheckpointError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) are visible")
+    return resolved
 
 
 def spec_of(checkpoint: Checkpoint) -> ModelSpec:
@@ -71,7 +86,7 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
-        self.device = torch.device(device)
+        self.device = checked_device(device)
         self.checkpoint = load_checkpoint(run_dir, map_location=self.device)
         self.spec = spec_of(self.checkpoint)
         network = ScreenedModel(cast(AnomalyModel, self.checkpoint.model), self.checkpoint.scope)

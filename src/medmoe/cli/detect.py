@@ -75,6 +75,13 @@ def register(app: typer.Typer) -> None:
             frames, slices = parse_choice(frame), parse_choice(slice_index)
         except ValueError as exc:
             raise ConfigError(f"--frame/--slice: {exc}") from None
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".medmoe-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"--out '{out}' cannot be written ({exc.strerror}); choose a folder you can write to") from None
         detector = Detector.load(model, backend=backend, device=device)
         rows, failures, notes = [], [], {}
         bar = tqdm(total=len(inputs), unit="image", desc="detect", disable=not progress)
