@@ -82,9 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             x = prepared_inputs(checkpoint.model, batch.images, cache_dir=cache, progress=False)
             text = task_text_embeddings(checkpoint.prompt_embeddings, batch.task_indices)
             result[task] = (predict(checkpoint.model, x, text, prepared=True).scores, batch.labels.numpy())
-        old = dict(np.load(stored)) if stored.is_file() else {}
-        np.savez(stored, **old, **{f"{t}_scores": v[0] for t, v in result.items()},
-                 **{f"{t}_labels": v[1] for t, v in result.items()})
+        arrays = dict(np.load(stored)) if stored.is_file() else {}
+        arrays.update({f"{t}_scores": v[0] for t, v in result.items()})
+        arrays.update({f"{t}_labels": v[1] for t, v in result.items()})
+        np.savez(stored, **arrays)
         return result
 
     def auroc(pair: tuple[np.ndarray, np.ndarray]) -> float:
