@@ -51,6 +51,7 @@ from medmoe.io.formats import image_format
 from medmoe.io.policy import check_scorable, constant_note
 from medmoe.tasks import TaskRegistry
 from medmoe.trust.calibration import DEFAULT_FPR, assess
+from medmoe.trust.conformal import check_fpr
 
 ImageInput = str | Path | np.ndarray
 """A file path, or an ``(H, W)`` / ``(H, W, 3)`` array (float in ``[0, 1]``, or ``uint8``/``uint16``)."""
@@ -206,8 +207,7 @@ class Detector:
         """:meth:`predict_batch`; called directly by the public methods (the warnings' stack level)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, not {batch_size}")
-        if not 0 < fpr < 1:
-            raise ValueError(f"fpr (the false-positive rate) must be in (0, 1), not {fpr}")
+        check_fpr(fpr)
         query = self._query(prompt, task, strict)
         results: list[DetectionResult | MedmoeError] = []
         for start in range(0, len(images), batch_size):
@@ -231,8 +231,7 @@ class Detector:
         Raises:
             As :meth:`predict`.
         """
-        if not 0 < fpr < 1:
-            raise ValueError(f"fpr (the false-positive rate) must be in (0, 1), not {fpr}")
+        check_fpr(fpr)
         return self._prepare(image, self._query(prompt, task, strict), frame, slice_index, window, fpr)
 
     def run(self, prepared: Sequence[PreparedImage]) -> list[DetectionResult]:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from medmoe.errors import CheckpointError
-from medmoe.trust.conformal import decision_threshold, p_values, smallest_p
+from medmoe.trust.conformal import check_fpr, decision_threshold, p_values, smallest_p
 
 SCOPE_QUANTILE = 0.99
 """Quantile of the in-scope validation normals' normalised distances that bounds the scope."""
@@ -144,8 +144,7 @@ def assess(calibration: TrustCalibration, task_ids: list[str], task: str, score:
            distances: np.ndarray | None) -> Assessment:
     """The trust fields of one result: ``task`` asked for, its ``score``, the asked ``fpr`` and the
     image's squared scope distances ``(T,)`` (``None``: a model without a scope head)."""
-    if not 0 < fpr < 1:
-        raise ValueError(f"the false-positive rate must be in (0, 1), not {fpr}")
+    check_fpr(fpr)
     notes = []
     threshold, level = calibration.threshold(task, fpr)
     if level > fpr:

@@ -27,6 +27,12 @@ _EPS = 1e-9
 """Slack for ``α (n + 1)`` landing a rounding error below an integer (0.05 · 100 = 5.000…1)."""
 
 
+def check_fpr(fpr: float) -> None:
+    """Raise ``ValueError`` unless ``fpr`` (a false-positive rate, ``α``) is in ``(0, 1)``."""
+    if not 0 < fpr < 1:
+        raise ValueError(f"the false-positive rate (fpr) must be in (0, 1), not {fpr}")
+
+
 def p_values(calibration: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Conformal p-values ``(1 + #{v ≥ s}) / (n + 1)`` of ``scores`` against ``calibration`` ``(n,)``."""
     reference = np.sort(np.asarray(calibration, dtype=np.float64))
@@ -52,8 +58,7 @@ def decision_threshold(calibration: np.ndarray, alpha: float) -> tuple[float, fl
         ``p(s) ≤ level``; ``level`` is ``alpha`` or, when ``alpha < 1 / (n + 1)``, that smallest
         reachable p (the threshold is then the largest validation score).
     """
-    if not 0 < alpha < 1:
-        raise ValueError(f"the false-positive rate must be in (0, 1), not {alpha}")
+    check_fpr(alpha)
     reference = np.sort(np.asarray(calibration, dtype=np.float64))[::-1]
     if len(reference) == 0:
         raise ValueError("no calibration scores")
