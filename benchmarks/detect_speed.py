@@ -24,7 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _versions import source_trees  # noqa: E402
 
 
 def _folder_size(folder: Path) -> int:
@@ -73,27 +75,19 @@ def main(argv: list[str] | None = None) -> int:
             source = manifest.resolve(sample.path)
             shutil.copy(source, images / f"{task}_{i}{''.join(source.suffixes)}")
     n = len(list(images.iterdir()))
-    versions = {"this checkout": REPO / "src"}
-    if args.before:
-        tree = work / "before"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), args.before], check=True,
-                       capture_output=True)
-        versions[f"before ({args.before[:10]})"] = tree / "src"
     rows = []
     try:
-        for label, src in versions.items():
-            times, size = [], 0
-            for repeat in range(args.repeats):
-                out = work / f"out-{len(rows)}-{repeat}"
-                times.append(_run(src, images, args.model, args.task, out))
-                size = _folder_size(out)
-            median = statistics.median(times)
-            rows.append(f"| {label} | {median:.1f} | {n / median:.2f} | {size / 1e6:.1f} |")
-            print(rows[-1], flush=True)
+        with source_trees(args.before, work) as versions:
+            for label, src in versions.items():
+                times, size = [], 0
+                for repeat in range(args.repeats):
+                    out = work / f"out-{len(rows)}-{repeat}"
+                    times.append(_run(src, images, args.model, args.task, out))
+                    size = _folder_size(out)
+                median = statistics.median(times)
+                rows.append(f"| {label} | {median:.1f} | {n / median:.2f} | {size / 1e6:.1f} |")
+                print(rows[-1], flush=True)
     finally:
-        if args.before:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(work / "before")],
-                           check=False, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     text = (f"# `medmoe detect` throughput\n\n`python benchmarks/detect_speed.py --model {args.model} "
             f"--before {args.before} --n {args.n} --repeats {args.repeats}` on {platform.node()} "

@@ -23,7 +23,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _versions import source_trees  # noqa: E402
 
 
 def _free_port() -> int:
@@ -95,20 +97,11 @@ def main(argv: list[str] | None = None) -> int:
 
     sections = []
     work = Path(tempfile.mkdtemp(prefix="medmoe-load-"))
-    versions = {"this checkout": REPO / "src"}
-    if args.before:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(work / "before"), args.before],
-                       check=True, capture_output=True)
-        versions[f"before ({args.before[:10]})"] = work / "before" / "src"
-    try:
+    with source_trees(args.before, work) as versions:
         for label, src in versions.items():
             rows = _load(src, args)
             sections.append(f"### {label}\n\n| burst | requests/s | p50 s | p95 s | server RSS MB |\n"
                             "|---:|---:|---:|---:|---:|\n" + "\n".join(f"| {r} |" for r in rows))
-    finally:
-        if args.before:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(work / "before")],
-                           check=False, capture_output=True)
     text = (f"# `medmoe serve` under load\n\n`python benchmarks/serve_load.py --model {args.model} --image "
             f"{args.image.name} --before {args.before} --bursts {args.bursts} --concurrency {args.concurrency}` on "
             f"{platform.node()} ({os.cpu_count()} CPUs); each burst: {args.concurrency} simultaneous requests.\n\n"
