@@ -16,8 +16,6 @@ from PIL import Image
 from api_fixtures import brain_images
 from medmoe.api.batch import COLUMNS, collect_inputs
 from medmoe.cli import main
-from medmoe.cli.detect import parse_window
-from medmoe.errors import ConfigError
 
 RG1 = pydicom.data.get_testdata_file("RG1_UNCR.dcm", download=False)  # CR chest, MONOCHROME1 (pydicom-data)
 
@@ -145,17 +143,52 @@ def test_collect_inputs_names_are_unique_and_skip_output_and_hidden(tmp_path: Pa
     for name in ("x.png", "x.jpg", "vol.nii.gz", "results/old_overlay.png", ".hidden/y.png", "z.txt"):
         (data / name).write_bytes(b"\x89PNG")
     (data / "NOSUFFIX").write_bytes(b"\0" * 128 + b"DICM")
-    inputs = collect_inputs([data, data / "x.png", tmp_path / "missing.png"], exclude=data / "results")
+    inputs = collect_inputs([data, data / "x.png", tmp_path / "missing.png"], exclude=data / "results").items
     assert [(i.path.relative_to(tmp_path).as_posix(), i.name) for i in inputs] == [
         ("data/NOSUFFIX", "NOSUFFIX"), ("data/vol.nii.gz", "vol"), ("data/x.jpg", "x"), ("data/x.png", "x_2"),
         ("data/x.png", "x_3"), ("missing.png", "missing"),
     ]
 
 
-def test_parse_window() -> None:
-    assert parse_window("40,80") == (40.0, 80.0) and parse_window("brain") == "brain" and parse_window(None) is None
-    with pytest.raises(ConfigError):
-        parse_window("1,2,3")
+def test_frame_all_scores_every_frame_and_mixed_folders_ignore_the_choice(
+        tiny_run: Path, phantoms: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    brain = brain_images(phantoms)[:3]
+    pages = [Image.open(path) for path in brain]
+    pages[0].save(data / "stack.tif", save_all=True, append_images=pages[1:])
+    shutil.copy(brain[0], data / "single.png")
+    out = tmp_path / "out"
+    code, output = run_cli([str(data), "--model", str(tiny_run), "--out", str(out), "--task", "brain_mri",
+                            "--frame", "all", "--slice", "middle", "--no-progress"], capsys, monkeypatch)
+    assert code == 0, output
+    with open(out / "results.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(Path(r["path"]).name, r["frame"], r["slice"]) for r in rows] == [
+        ("single.png", "", ""), ("stack.tif", "0", ""), ("stack.tif", "1", ""), ("stack.tif", "2", "")]
+    assert [r["overlay"] for r in rows] == ["single_overlay.png", *(f"stack_frame{i:03d}_overlay.png" for i in range(3))]
+    assert all(r["error"] == "" for r in rows) and "scored 4 of 4" in output
+    assert float(rows[0]["score"]) == float(rows[1]["score"])  # page 0 is the single image
+    assert len({r["score"] for r in rows[1:]}) == 3
+
+
+def test_broken_links_in_a_folder_are_reported_not_dropped(tiny_run: Path, phantoms: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(brain_images(phantoms)[0], data / "ok.png")
+    (data / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (data / "loop.png").symlink_to(data / "loop.png")
+    (data / "up").symlink_to(data)
+    out = tmp_path / "out"
+    code, output = run_cli([str(data), "--model", str(tiny_run), "--out", str(out), "--task", "brain_mri",
+                            "--no-progress"], capsys, monkeypatch)
+    rows = read_rows(out)
+    assert code == 1 and rows["ok.png"]["error"] == ""
+    assert "which does not exist" in rows["dangling.png"]["error"] and "a loop" in rows["loop.png"]["error"]
+    assert "searched once" in output and "2 file(s) could not be scored" in output
 
 
 def test_an_interrupt_keeps_what_was_scored(tiny_run: Path, phantoms: Path, tmp_path: Path,

@@ -267,7 +267,8 @@ def test_window_convention_and_presets() -> None:
     np.testing.assert_allclose(apply_window(hu, *WINDOW_PRESETS["brain"]), [0, 0, 0.5, 1, 1])
     assert resolve_window("Brain") == (40.0, 80.0)
     assert resolve_window((50, 350)) == (50.0, 350.0)
-    for bad in ("nope", (40, 0), (40, float("nan")), ("a", "b"), (1, 2, 3)):
+    assert resolve_window("40,80") == resolve_window(" 40 , 80") == (40.0, 80.0)  # the CLI's and REST's text
+    for bad in ("nope", (40, 0), (40, float("nan")), ("a", "b"), (1, 2, 3), "1,2,3", "40,x", "40,-1"):
         with pytest.raises(ValueError):
             resolve_window(bad)  # type: ignore[arg-type]
 

@@ -118,6 +118,27 @@ def test_nifti_gz_upload_is_recognised_by_content(client: TestClient, tmp_path: 
     assert response.json()["image_size"] == {"height": 48, "width": 40}  # radiological view: (x, y) → (H, W)
 
 
+def test_frame_slice_and_window_fields(client: TestClient, detector: Detector, tmp_path: Path) -> None:
+    volume = np.stack([np.full((40, 48), 10 * k, np.int16) for k in range(5)], axis=-1)
+    volume[5:20, 5:20, :] = 400
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "vol.nii.gz")
+    content = (tmp_path / "vol.nii.gz").read_bytes()
+    missing = _detect(client, content, "vol.nii.gz", task="head_ct")
+    assert missing.status_code == 422 and "5 axial slices" in missing.json()["detail"]
+    assert "vol.nii.gz" in missing.json()["detail"] and "slice_index=0..4" in missing.json()["detail"]
+    for fields in ({"slice_index": "2"}, {"slice_index": "middle", "window": "40,80"},
+                   {"slice_index": "middle", "window": "brain"}):
+        response = _detect(client, content, "vol.nii.gz", task="head_ct", **fields)
+        assert response.status_code == 200, response.text
+        expected = detector.predict(tmp_path / "vol.nii.gz", task="head_ct", slice_index=2,
+                                    window=fields.get("window"))
+        assert response.json()["score"] == pytest.approx(expected.score, rel=1e-5)
+    for fields, said in (({"slice_index": "all"}, "a request scores one image"), ({"frame": "-1"}, "frame: "),
+                         ({"window": "40,0"}, "window: "), ({"slice_index": "7"}, "out of range")):
+        response = _detect(client, content, "vol.nii.gz", task="head_ct", **fields)
+        assert response.status_code == 422 and said in response.json()["detail"], (fields, response.text)
+
+
 def test_concurrent_requests_get_their_own_results(client: TestClient, png: bytes) -> None:
     tasks = ["chest_xray", "brain_mri", "fundus", "breast_us"]
     with ThreadPoolExecutor(max_workers=4) as pool:

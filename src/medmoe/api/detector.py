@@ -45,7 +45,7 @@ from medmoe.api.results import DetectionResult
 from medmoe.api.spec import Backend, ModelSpec, RawOutput
 from medmoe.data.transforms import preprocess_image, resize_plane
 from medmoe.errors import CheckpointError, ImageReadError, MedmoeError, PromptError
-from medmoe.io import read_dicom_tags, read_image, to_grayscale
+from medmoe.io import Plane, read_dicom_tags, read_plane, to_grayscale
 from medmoe.io.choice import Choice
 from medmoe.io.formats import image_format
 from medmoe.io.policy import check_scorable, constant_note
@@ -53,8 +53,9 @@ from medmoe.tasks import TaskRegistry
 from medmoe.trust.calibration import DEFAULT_FPR, assess
 from medmoe.trust.conformal import check_fpr
 
-ImageInput = str | Path | np.ndarray
-"""A file path, or an ``(H, W)`` / ``(H, W, 3)`` array (float in ``[0, 1]``, or ``uint8``/``uint16``)."""
+ImageInput = str | Path | Plane | np.ndarray
+"""A file path, one :class:`~medmoe.io.Plane` of a file (a frame or slice: :func:`medmoe.io.planes`), or an
+``(H, W)`` / ``(H, W, 3)`` array (float in ``[0, 1]``, or ``uint8``/``uint16``)."""
 
 BACKENDS = ("torch", "onnx", "auto")
 """Backend names for :meth:`Detector.load` (``auto``: ``onnx`` for ``.onnx`` files, else ``torch``)."""
@@ -147,7 +148,8 @@ class Detector:
         """Score one image.
 
         Args:
-            image: a file path (any format :func:`medmoe.io.read_image` reads) or an array.
+            image: a file path (any format :func:`medmoe.io.read_image` reads), a
+                :class:`~medmoe.io.Plane` or an array.
             prompt: free text describing the image (see the module docstring).
             task: a task id instead of a prompt.
             strict: a prompt that resembles no trained task, or names an organ or modality none
@@ -274,7 +276,11 @@ class Detector:
                 raise ImageReadError("<array>", "frame, slice_index and window apply to files, not arrays")
             source, decoded = None, _unit_image(item)
         else:
-            source, decoded = str(item), read_image(item, frame=frame, slice_index=slice_index, window=window)
+            plane = item if isinstance(item, Plane) else Plane(Path(item), frame=frame, slice_index=slice_index)
+            if plane is item and (frame is not None or slice_index is not None):
+                raise ImageReadError(plane.path, "a Plane carries its own frame/slice; do not pass frame= or "
+                                                 "slice_index= with it")
+            source, decoded = str(plane.path), read_plane(plane, window=window)
         check_scorable(source or "<array>", decoded)
         if query is None:
             query = self._query_from_tags(source)

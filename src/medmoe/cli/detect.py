@@ -12,17 +12,6 @@ from medmoe.errors import ConfigError
 from medmoe.io.choice import parse_choice
 
 
-def parse_window(text: str | None) -> tuple[float, float] | str | None:
-    """``--window``: ``CENTER,WIDTH`` (e.g. ``40,80``) or a preset name (``brain``)."""
-    if text is None or "," not in text:
-        return text
-    try:
-        center, width = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--window {text!r} must be CENTER,WIDTH (two numbers) or a preset name") from None
-    return center, width
-
-
 def register(app: typer.Typer) -> None:
     """Add the ``detect`` command."""
 
@@ -37,8 +26,8 @@ def register(app: typer.Typer) -> None:
         fpr: Annotated[float, typer.Option("--fpr", help="False-positive rate on normals the decision controls: anomalous when the p-value is at most this.")] = 0.05,
         batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
         window: Annotated[Optional[str], typer.Option(help="DICOM/NIfTI intensity window: CENTER,WIDTH or a preset (brain, subdural, bone, lung, ...).")] = None,
-        slice_index: Annotated[Optional[str], typer.Option("--slice", help="Axial slice of 3-D NIfTI volumes: an index (0 = most inferior) or first/middle/last; single-slice files ignore it.")] = None,
-        frame: Annotated[Optional[str], typer.Option(help="Frame of multi-frame DICOM / page of multi-page TIFF files: an index or first/middle/last; single-frame files ignore it.")] = None,
+        slice_index: Annotated[Optional[str], typer.Option("--slice", help="Axial slice of 3-D NIfTI volumes: an index (0 = most inferior), first/middle/last, or all (each slice its own image); other files ignore it.")] = None,
+        frame: Annotated[Optional[str], typer.Option(help="Frame of multi-frame DICOM / page of multi-page TIFF files: an index, first/middle/last, or all (each frame its own image); other files ignore it.")] = None,
         backend: Annotated[str, typer.Option(help="auto (onnx for .onnx files), torch or onnx.")] = "auto",
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
         overlays: Annotated[bool, typer.Option(help="Write <name>_overlay.png per image.")] = True,
@@ -63,18 +52,26 @@ def register(app: typer.Typer) -> None:
         from medmoe.api.detector import Detector
         from medmoe.api.prompts import PromptWarning
         from medmoe.errors import DatasetError
+        from medmoe.io.intensity import resolve_window
 
         console, errors = Console(), Console(stderr=True)
-        inputs = collect_inputs(paths, exclude=out)
-        if not inputs:
-            raise DatasetError(f"no image files in {', '.join(map(str, paths))}; medmoe reads PNG, JPEG, TIFF, "
-                               "BMP, DICOM and NIfTI")
         if not 0 < fpr < 1:
             raise ConfigError(f"--fpr is a false-positive rate in (0, 1), not {fpr}; e.g. --fpr 0.05")
         try:
             frames, slices = parse_choice(frame), parse_choice(slice_index)
         except ValueError as exc:
             raise ConfigError(f"--frame/--slice: {exc}") from None
+        try:
+            windowing = None if window is None else resolve_window(window)
+        except ValueError as exc:
+            raise ConfigError(f"--window: {exc}") from None
+        found = collect_inputs(paths, exclude=out, frame=frames, slice_index=slices)
+        inputs = found.items
+        if not inputs:
+            raise DatasetError(f"no image files in {', '.join(map(str, paths))}; medmoe reads PNG, JPEG, TIFF, "
+                               "BMP, DICOM and NIfTI")
+        for note in found.notes:
+            errors.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
         try:
             out.mkdir(parents=True, exist_ok=True)
             probe = out / ".medmoe-write-test"
@@ -92,9 +89,8 @@ def register(app: typer.Typer) -> None:
             try:
                 for start in range(0, len(inputs), batch_size):
                     chunk = inputs[start:start + batch_size]
-                    outcomes = detector.predict_batch([i.path for i in chunk], prompt, task, batch_size=batch_size,
-                                                      strict=strict, fpr=fpr, frame=frames, slice_index=slices,
-                                                      window=parse_window(window), return_errors=True)
+                    outcomes = detector.predict_batch([i.plane for i in chunk], prompt, task, batch_size=batch_size,
+                                                      strict=strict, fpr=fpr, window=windowing, return_errors=True)
                     for item, outcome in zip(chunk, outcomes, strict=True):
                         files = None
                         if isinstance(outcome, Exception):
@@ -103,7 +99,7 @@ def register(app: typer.Typer) -> None:
                             files = write_outputs(outcome, item.name, out, overlays=drawer if overlays else None,
                                                   maps=maps)
                             notes.update(dict.fromkeys(outcome.warnings))
-                        rows.append(result_row(item.path, outcome, files))
+                        rows.append(result_row(item.plane, outcome, files))
                     bar.update(len(chunk))
             except KeyboardInterrupt:
                 interrupted = True
@@ -118,7 +114,8 @@ def register(app: typer.Typer) -> None:
             table = Table("task", "score", "threshold", "p", "decision", title="results")
             table.add_column("file", overflow="fold")
             for r in scored:
-                table.add_row(r["task"], r["score"], r["threshold"] or "—", r["p_value"] or "—", r["decision"], r["path"])
+                table.add_row(r["task"], r["score"], r["threshold"] or "—", r["p_value"] or "—", r["decision"],
+                              r["path"] + "".join(f" ({key} {r[key]})" for key in ("frame", "slice") if r[key]))
             if scored:
                 console.print(table)
         for note in notes:

@@ -10,22 +10,28 @@ Formats: PNG/JPEG/TIFF/BMP (Pillow), DICOM (pydicom) and NIfTI (nibabel)::
     fundus = read_image("eye.jpg")                          # (H, W, 3)
     gray = to_grayscale(fundus)                             # (H, W), BT.601 luma
     read_dicom_tags("chest.dcm")["Modality"]                # 'CR'
+    planes("cine.dcm", frame="all")                         # [Plane(frame=0), Plane(frame=1), ...]
 
 Every failure raises :class:`medmoe.errors.ImageReadError` naming the file, the cause and what to do.
 """
 
+from medmoe.io.choice import Plane
 from medmoe.io.dicom import read_dicom_tags
 from medmoe.io.formats import SUPPORTED_SUFFIXES, file_suffix, is_dicom, is_image_file
 from medmoe.io.intensity import WINDOW_PRESETS, to_grayscale
-from medmoe.io.reader import read_image
+from medmoe.io.reader import count_planes, planes, read_image, read_plane
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
     "WINDOW_PRESETS",
+    "Plane",
+    "count_planes",
     "file_suffix",
     "is_dicom",
     "is_image_file",
+    "planes",
     "read_dicom_tags",
     "read_image",
+    "read_plane",
     "to_grayscale",
 ]

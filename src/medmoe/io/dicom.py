@@ -168,8 +168,23 @@ def _infer_transfer_syntax(dataset: Dataset) -> None:
         dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little_endian else ExplicitVRBigEndian
 
 
+def count_dicom_frames(path: str | Path) -> int:
+    """How many frames a DICOM file has, from (0028,0008) Number of Frames (pixel data is not read).
+
+    Raises:
+        ImageReadError: not DICOM, or a corrupt Number of Frames.
+    """
+    with _quiet_pydicom():
+        return _frame_count(_read_dataset(path, stop_before_pixels=True), path)
+
+
 def _frame_index(dataset: Dataset, path: str | Path, frame: Choice) -> int:
     """The frame ``frame`` picks (:mod:`medmoe.io.choice`) by (0028,0008) Number of Frames."""
+    return choose_index(_frame_count(dataset, path), frame, path, unit="frame", flag="--frame", keyword="frame")
+
+
+def _frame_count(dataset: Dataset, path: str | Path) -> int:
+    """(0028,0008) Number of Frames, 1 when absent."""
     raw = dataset.get("NumberOfFrames", 1)
     try:
         n_frames = int(raw or 1)
@@ -178,7 +193,7 @@ def _frame_index(dataset: Dataset, path: str | Path, frame: Choice) -> int:
                                    "is corrupt; re-export the file") from None
     if n_frames < 1:
         raise ImageReadError(path, f"its Number of Frames (0028,0008) is {n_frames}; re-export the file")
-    return choose_index(n_frames, frame, path, unit="frame", flag="--frame", keyword="frame")
+    return n_frames
 
 
 def _check_decoded_size(dataset: Dataset, path: str | Path) -> None:

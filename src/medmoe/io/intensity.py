@@ -38,22 +38,25 @@ BT601_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
 
 
 def resolve_window(window: tuple[float, float] | str) -> tuple[float, float]:
-    """Turn a preset name or a ``(center, width)`` pair into a validated ``(center, width)``.
+    """Turn a preset name, ``"CENTER,WIDTH"`` text or a ``(center, width)`` pair into a validated
+    ``(center, width)``.
 
     Raises:
         ValueError: unknown preset name, not a pair of numbers, non-finite values or width <= 0.
     """
-    if isinstance(window, str):
+    if isinstance(window, str) and "," not in window:
         key = window.strip().lower()
         if key not in WINDOW_PRESETS:
             raise ValueError(
                 f"unknown window preset {window!r}; use one of {sorted(WINDOW_PRESETS)} or window=(center, width)"
             )
         return WINDOW_PRESETS[key]
+    values = window.split(",") if isinstance(window, str) else window
     try:
-        center, width = (float(v) for v in window)
+        center, width = (float(v) for v in values)
     except (TypeError, ValueError):
-        raise ValueError(f"window must be a preset name or a (center, width) pair of numbers, not {window!r}") from None
+        raise ValueError(f"window must be a preset name, CENTER,WIDTH or a (center, width) pair of numbers, not "
+                         f"{window!r}") from None
     if not (np.isfinite(center) and np.isfinite(width)) or width <= 0:
         raise ValueError(f"window (center={center}, width={width}) needs finite values and width > 0")
     return center, width

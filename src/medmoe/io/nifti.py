@@ -56,23 +56,43 @@ def read_nifti(
             out-of-range ``slice_index``.
     """
     try:
-        image = nib.funcs.squeeze_image(nib.load(path))
-        if image.get_data_dtype().names:
-            raise ImageReadError(path, "it stores RGB voxels; medmoe reads scalar NIfTI images only")
-        if image.ndim > 3:
-            raise ImageReadError(
-                path,
-                f"it is a {image.ndim}-D image of shape {image.shape} (e.g. a time series); medmoe reads "
-                "2-D images and slices of 3-D volumes — save one 3-D volume (nibabel: image.slicer[..., t])",
-            )
-        values = _plane(nib.as_closest_canonical(image), path, slice_index)
-    except ImageReadError:
-        raise
+        values = _plane(nib.as_closest_canonical(_load_scalar(path)), path, slice_index)
     except _NIBABEL_ERRORS as exc:
         raise ImageReadError(path, f"it is not a readable NIfTI file ({exc}); re-export or copy it again") from exc
     check_decoded_size(path, *values.shape)
     displayed = values.T[::-1, ::-1]
     return apply_window(displayed, *window) if window is not None else scale_min_max(displayed)
+
+
+def count_axial_slices(path: str | Path) -> int:
+    """How many axial slices :func:`read_nifti` chooses among (1 for a 2-D image or a single slice),
+    from the header: the voxels are not read.
+
+    Raises:
+        ImageReadError: unreadable, RGB or 4-D (as :func:`read_nifti`).
+    """
+    try:
+        image = _load_scalar(path)
+        if image.ndim < 3 or 1 in image.shape:
+            return 1
+        axial = int(np.flatnonzero(nib.io_orientation(image.affine)[:, 0] == 2)[0])  # the axis along S
+        return int(image.shape[axial])
+    except _NIBABEL_ERRORS as exc:
+        raise ImageReadError(path, f"it is not a readable NIfTI file ({exc}); re-export or copy it again") from exc
+
+
+def _load_scalar(path: str | Path) -> nib.Nifti1Image:
+    """The image with trailing singleton axes dropped (voxels not read); RGB and 4-D refused."""
+    image = nib.funcs.squeeze_image(nib.load(path))
+    if image.get_data_dtype().names:
+        raise ImageReadError(path, "it stores RGB voxels; medmoe reads scalar NIfTI images only")
+    if image.ndim > 3:
+        raise ImageReadError(
+            path,
+            f"it is a {image.ndim}-D image of shape {image.shape} (e.g. a time series); medmoe reads "
+            "2-D images and slices of 3-D volumes — save one 3-D volume (nibabel: image.slicer[..., t])",
+        )
+    return image
 
 
 def _plane(canonical: nib.Nifti1Image, path: str | Path, slice_index: Choice) -> np.ndarray:

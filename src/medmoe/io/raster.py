@@ -63,6 +63,19 @@ def read_raster(path: str | Path, *, frame: Choice = None) -> np.ndarray:
         ) from exc
 
 
+def count_pages(path: str | Path) -> int:
+    """How many pages a raster file has (several only for multi-page TIFF); the pixels are not decoded.
+
+    Raises:
+        ImageReadError: not an image Pillow recognises.
+    """
+    try:
+        with Image.open(path) as image:
+            return int(getattr(image, "n_frames", 1))
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageReadError(path, f"it is not a PNG/JPEG/TIFF/BMP image Pillow recognises ({exc})") from exc
+
+
 def _seek_frame(image: Image.Image, path: str | Path, frame: Choice) -> None:
     """Move a multi-page image to the page ``frame`` picks (:mod:`medmoe.io.choice`)."""
     index = choose_index(getattr(image, "n_frames", 1), frame, path, unit="page", flag="--frame", keyword="frame")

@@ -1,4 +1,5 @@
-"""``read_image``: one image file of any supported format → a ``float32`` array in ``[0, 1]``."""
+"""``read_image``: one image file of any supported format → a ``float32`` array in ``[0, 1]``;
+``planes``: the 2-D images a frame/slice choice stands for in a file (every frame for ``all``)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from medmoe.errors import ImageReadError
-from medmoe.io.choice import Choice
-from medmoe.io.dicom import read_dicom
+from medmoe.io.choice import Choice, Plane, resolve_choice
+from medmoe.io.dicom import count_dicom_frames, read_dicom
+from medmoe.io.discovery import broken_link_reason
 from medmoe.io.formats import SUPPORTED_SUFFIXES, ImageFormat, file_suffix, image_format
 from medmoe.io.intensity import collapse_gray, resolve_window
-from medmoe.io.nifti import read_nifti
+from medmoe.io.nifti import count_axial_slices, read_nifti
 from medmoe.io.policy import NoFiniteValues, no_finite_values
-from medmoe.io.raster import read_raster
+from medmoe.io.raster import count_pages, read_raster
 
 # Which keyword arguments each format accepts.
 _FRAME_FORMATS: frozenset[ImageFormat] = frozenset({"dicom", "raster"})
@@ -74,11 +76,65 @@ def read_image(
     return np.ascontiguousarray(collapse_gray(image), dtype=np.float32)
 
 
+def count_planes(path: str | Path) -> int:
+    """How many frames (DICOM), pages (TIFF) or axial slices (NIfTI) ``path`` has, from its header.
+
+    Raises:
+        ImageReadError: as :func:`read_image`, for a file whose header cannot be read.
+    """
+    fmt = _check_file(path)
+    if fmt == "dicom":
+        return count_dicom_frames(path)
+    return count_axial_slices(path) if fmt == "nifti" else count_pages(path)
+
+
+def planes(path: str | Path, *, frame: Choice = None, slice_index: Choice = None) -> list[Plane]:
+    """The 2-D images of ``path`` that ``frame`` and ``slice_index`` stand for, each as a :class:`Plane`.
+
+    ``frame`` applies to DICOM and TIFF and ``slice_index`` to NIfTI; each is ignored by the other
+    formats, so one pair can be given for a folder of mixed files. ``all`` gives every frame (or slice)
+    its own plane; a policy name (``middle``) is resolved to its index from the header. A file with a
+    single one gets one plane without a choice. A choice the file cannot satisfy, or a header that
+    cannot be read, is passed through unresolved: :func:`read_image` then says why.
+
+    ::
+
+        for plane in planes("cine.dcm", frame="all"):
+            detector.predict(plane, task="busi")
+    """
+    file = Path(path)
+    fmt = image_format(file) if file.is_file() else None
+    if fmt is None:
+        return [Plane(file, frame=frame, slice_index=slice_index)]  # the read says what is wrong
+    nifti = fmt == "nifti"
+    choice = slice_index if nifti else frame
+
+    def plane(chosen: Choice) -> Plane:
+        return Plane(file, slice_index=chosen) if nifti else Plane(file, frame=chosen)
+
+    if choice is None:
+        return [Plane(file)]
+    try:
+        count = count_planes(file)
+    except ImageReadError:
+        return [plane(choice)]
+    indices = resolve_choice(count, choice)
+    if count == 1 or indices is None:
+        return [plane(None if count == 1 else choice)]
+    return [plane(index) for index in indices]
+
+
+def read_plane(plane: Plane, *, window: tuple[float, float] | str | None = None) -> np.ndarray:
+    """:func:`read_image` of one :class:`Plane`."""
+    return read_image(plane.path, frame=plane.frame, slice_index=plane.slice_index, window=window)
+
+
 def _check_file(path: str | Path) -> ImageFormat:
     """The format of an existing, non-empty regular file, or an :class:`ImageReadError`."""
     file = Path(path)
     if not file.exists():
-        raise ImageReadError(path, f"no such file (looked for {file.absolute()}); check the path")
+        raise ImageReadError(path, broken_link_reason(file) or f"no such file (looked for {file.absolute()}); "
+                                                               "check the path")
     if file.is_dir():
         raise ImageReadError(path, "it is a folder, not an image file; pass one of the image files inside it")
     if file.stat().st_size == 0:

@@ -3,8 +3,9 @@
 Endpoints:
 
 - ``POST /v1/detect`` — multipart form: ``file`` (PNG/JPEG/TIFF/BMP, DICOM or NIfTI) and ``prompt``
-  *or* ``task`` (a DICOM file may have neither: its tags suggest the task), optional ``strict`` and
-  ``fpr`` (the false-positive rate the decision controls). Answers :class:`DetectResponse`:
+  *or* ``task`` (a DICOM file may have neither: its tags suggest the task), optional ``strict``,
+  ``fpr`` (the false-positive rate the decision controls), ``frame``/``slice_index`` (which frame
+  or slice of a file with several) and ``window`` (DICOM/NIfTI intensity window). Answers :class:`DetectResponse`:
   :meth:`DetectionResult.to_dict` (score, p-value, decision, the task the image resembles,
   mismatch and out-of-scope flags, warnings …) plus ``overlay_png`` (base64 PNG of the anomaly map
   over the image) and ``timing_ms``.
@@ -39,6 +40,8 @@ from medmoe.api.render import render_result
 from medmoe.api.results import finite_or_none
 from medmoe.errors import ConfigError, MedmoeError
 from medmoe.io import policy
+from medmoe.io.choice import ALL, parse_choice
+from medmoe.io.intensity import resolve_window
 from medmoe.serve.batching import Batcher
 from medmoe.serve.limits import BodySizeLimit
 from medmoe.serve.uploads import ACCEPTED_FORMATS, sniff_suffix, upload_as_file
@@ -175,9 +178,17 @@ def create_app(detector: Detector, *, max_upload_mb: float = 20, fpr: float = DE
         fpr: Annotated[float | None, Form(gt=0, lt=1, description="The false-positive rate on normals the "
                                                                   "decision controls (default: the server's, "
                                                                   f"{DEFAULT_FPR} unless set).")] = None,
+        frame: Annotated[str | None, Form(description="Frame of a multi-frame DICOM or page of a multi-page TIFF: "
+                                                      "an index (0-based) or first/middle/last.")] = None,
+        slice_index: Annotated[str | None, Form(description="Axial slice of a 3-D NIfTI volume: an index (0 = most "
+                                                            "inferior) or first/middle/last.")] = None,
+        window: Annotated[str | None, Form(description="DICOM/NIfTI intensity window: CENTER,WIDTH in the file's "
+                                                       "units (e.g. 40,80 HU) or a preset (brain, bone, lung …).")]
+        = None,
     ) -> dict[str, Any]:
         """Score one image: anomaly score, threshold, decision, matched task, experts and an overlay PNG."""
         started = time.perf_counter()
+        choices = _read_choices(frame, slice_index, window)
         if file is None:
             raise HTTPException(422, "no image uploaded: send it as the multipart form field 'file'")
         name = file.filename or "upload"
@@ -192,7 +203,7 @@ def create_app(detector: Detector, *, max_upload_mb: float = 20, fpr: float = DE
         with upload_as_file(data, suffix) as path:
             try:
                 prepared = detector.prepare(path, prompt=prompt, task=task, strict=strict,
-                                            fpr=default_fpr if fpr is None else fpr)
+                                            fpr=default_fpr if fpr is None else fpr, **choices)
             except MedmoeError as exc:
                 raise HTTPException(422, str(exc).replace(str(path), name)) from None
         waited = time.perf_counter()
@@ -209,6 +220,25 @@ def create_app(detector: Detector, *, max_upload_mb: float = 20, fpr: float = DE
         }
 
     return app
+
+
+def _read_choices(frame: str | None, slice_index: str | None, window: str | None) -> dict[str, Any]:
+    """The ``frame``, ``slice_index`` and ``window`` form fields as :meth:`Detector.prepare` arguments;
+    a 422 naming the field for a bad value."""
+    parsed: dict[str, Any] = {}
+    for name, text in (("frame", frame), ("slice_index", slice_index)):
+        try:
+            parsed[name] = parse_choice(text)
+        except ValueError as exc:
+            raise HTTPException(422, f"{name}: {exc}") from None
+        if parsed[name] == ALL:
+            raise HTTPException(422, f"{name}=all asks for every one as its own image, but a request scores one "
+                                     "image: send an index (or first/middle/last), or use 'medmoe detect --frame all'")
+    try:
+        parsed["window"] = None if window is None else resolve_window(window)
+    except ValueError as exc:
+        raise HTTPException(422, f"window: {exc}") from None
+    return parsed
 
 
 def _ms(seconds: float) -> float:

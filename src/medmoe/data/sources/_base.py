@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -11,22 +12,25 @@ from typing import ClassVar
 from medmoe.data.manifest import Sample
 from medmoe.data.splits import ContentHashes, joint_groups, seeded_pick, seeded_rng
 from medmoe.errors import DatasetError
+from medmoe.io.discovery import broken_link_reason, walk_files
 from medmoe.io.formats import image_suffix
 
 
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
-    """Image files in ``folder`` (by suffix), sorted; hidden files (``.DS_Store``, ``._x.png``) skipped.
-
-    Anything else (``SOURCE.md``, ``PROVENANCE.csv`` …) is ignored.
+    """Image files in ``folder`` (by suffix), sorted (:func:`medmoe.io.discovery.walk_files`: hidden
+    files skipped, folder links followed once). Anything else (``SOURCE.md``, ``PROVENANCE.csv`` …) is
+    ignored; a broken symbolic link is skipped with a warning naming it.
     """
-    if not folder.is_dir():
-        return []
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(
-        p for p in found
-        if p.is_file() and image_suffix(p.name)
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+    images = []
+    for path in walk_files(folder, recursive=recursive).files:
+        if not image_suffix(path.name):
+            continue
+        reason = broken_link_reason(path)
+        if reason is None:
+            images.append(path)
+        else:
+            warnings.warn(f"skipped '{path}': {reason}", stacklevel=2)
+    return images
 
 
 def find_dir(root: Path, candidates: Sequence[str], containing: Sequence[str] = ()) -> Path | None:
