@@ -12,6 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import tifffile
 from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.data import get_testdata_file
@@ -89,6 +90,8 @@ def build_corpus(root: Path) -> tuple[dict[str, str], dict[str, str]]:
     Image.fromarray((rng.random((32, 32, 4)) * 255).astype(np.uint8), "RGBA").save(root / "alpha.png")
     scored["alpha.png"] = ""
     Image.fromarray(good).convert("P").save(root / "palette.png"); scored["palette.png"] = ""
+    tifffile.imwrite(root / "double.tif", rng.random((32, 32))); scored["double.tif"] = ""  # float64: tifffile
+    tifffile.imwrite(root / "nan64.tif", np.full((32, 32), np.nan)); refused["nan64.tif"] = "no pixel value is finite"
     return refused, scored
 
 

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from medmoe.errors import ImageReadError
 from medmoe.io import (
     SUPPORTED_SUFFIXES,
     WINDOW_PRESETS,
+    count_planes,
     file_suffix,
     is_dicom,
     is_image_file,
@@ -175,6 +177,25 @@ def test_float_tiff_with_nan_is_min_max_scaled(tmp_path: Path) -> None:
     image = read_image(path)
     assert np.isfinite(image).all()
     np.testing.assert_allclose(image, [[0.0, 0.0], [0.5, 1.0]])
+
+
+def test_tiff_samples_pillow_cannot_decode_are_read_with_tifffile(tmp_path: Path) -> None:
+    ramp = np.linspace(-3.0, 5.0, 48).reshape(6, 8)
+    for dtype in (np.float64, np.float16):
+        tifffile.imwrite(tmp_path / f"{np.dtype(dtype).name}.tif", ramp.astype(dtype))
+        image = read_image(tmp_path / f"{np.dtype(dtype).name}.tif")
+        assert image.shape == (6, 8) and image.dtype == np.float32
+        np.testing.assert_allclose(image, (ramp - ramp.min()) / np.ptp(ramp), atol=2e-3)  # min-max, like mode F
+    colour = np.random.default_rng(0).random((6, 8, 3)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "rgb.tif", colour, photometric="rgb")
+    np.testing.assert_allclose(read_image(tmp_path / "rgb.tif"), (colour - colour.min()) / np.ptp(colour), atol=1e-6)
+    stack = np.stack([ramp * k for k in (1.0, -1.0, 2.0)])
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    assert count_planes(tmp_path / "stack.tif") == 3
+    np.testing.assert_allclose(read_image(tmp_path / "stack.tif", frame=1), 1 - (ramp - ramp.min()) / np.ptp(ramp),
+                               atol=1e-6)
+    with pytest.raises(ImageReadError, match="3 pages; pass frame=0..2"):
+        read_image(tmp_path / "stack.tif")
 
 
 # --- failures ---------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ from typing import Literal
 
 ImageFormat = Literal["raster", "dicom", "nifti"]
 
-RASTER_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+TIFF_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
+RASTER_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", *TIFF_SUFFIXES, ".bmp")
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 

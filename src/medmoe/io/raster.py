@@ -11,6 +11,8 @@ Conventions (see :func:`read_raster`):
 - The whole file is decoded before returning, so a truncated or corrupt file fails here.
   ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` is left at Pillow's default (False).
 - Multi-page TIFFs need ``frame=`` (0-based page index).
+- TIFFs whose samples Pillow does not decode (float64, float16, float RGB) are read by
+  :mod:`medmoe.io.tiff` (tifffile) with the same conventions.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from PIL import Image, ImageOps
 
 from medmoe.errors import ImageReadError
 from medmoe.io.choice import Choice, choose_index
+from medmoe.io.formats import TIFF_SUFFIXES, file_suffix
 from medmoe.io.intensity import scale_min_max
 from medmoe.io.policy import NoFiniteValues, check_decoded_size
+from medmoe.io.tiff import count_tiff_pages, read_tiff
 
 _GRAY_MODES = frozenset({"1", "L", "LA", "La"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
@@ -53,14 +57,20 @@ def read_raster(path: str | Path, *, frame: Choice = None) -> np.ndarray:
             return _to_array(upright)
     except (ImageReadError, NoFiniteValues):
         raise
+    except Image.UnidentifiedImageError as exc:
+        if file_suffix(path) in TIFF_SUFFIXES:
+            return read_tiff(path, frame=frame)  # float64, float16, float RGB …: samples Pillow does not decode
+        raise _corrupt(path, exc) from exc
     except Image.DecompressionBombError as exc:
         raise ImageReadError(path, f"{exc}; raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageReadError(
-            path,
-            f"the file is truncated, corrupt or not a PNG/JPEG/TIFF/BMP image ({exc}); "
-            "re-export or copy the file again",
-        ) from exc
+        raise _corrupt(path, exc) from exc
+
+
+def _corrupt(path: str | Path, exc: Exception) -> ImageReadError:
+    """The error of a file Pillow cannot read."""
+    return ImageReadError(path, f"the file is truncated, corrupt or not a PNG/JPEG/TIFF/BMP image ({exc}); "
+                                "re-export or copy the file again")
 
 
 def count_pages(path: str | Path) -> int:
@@ -72,6 +82,10 @@ def count_pages(path: str | Path) -> int:
     try:
         with Image.open(path) as image:
             return int(getattr(image, "n_frames", 1))
+    except Image.UnidentifiedImageError as exc:
+        if file_suffix(path) in TIFF_SUFFIXES:
+            return count_tiff_pages(path)
+        raise ImageReadError(path, f"it is not a PNG/JPEG/TIFF/BMP image Pillow recognises ({exc})") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageReadError(path, f"it is not a PNG/JPEG/TIFF/BMP image Pillow recognises ({exc})") from exc
 
