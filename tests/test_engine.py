@@ -137,6 +137,28 @@ def test_dup_of_train_rows_are_excluded_from_dedup(trained: Path, data, tmp_path
     assert fundus["dedup"]["n_normal"] == fundus["n_normal"] - excluded
 
 
+def test_figures_show_the_rows_the_table_measures(trained: Path, data, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    import medmoe.report.evaluation as evaluation
+    from medmoe.data.manifest import Manifest
+
+    flagged = [replace(s, flags=("other_source",)) if s.split == "test" and s.label == 1 and s.task == "fundus"
+               and i % 2 else s for i, s in enumerate(data.samples)]
+    ckpt = load_checkpoint(trained)
+    result = collect(ckpt, [Manifest(data.root, flagged, data.meta)], cache_dir=tmp_path / "c", progress=False)
+    fundus = compute_metrics(ckpt, result)["tasks"]["fundus"]
+    drawn: dict[str, object] = {}
+    monkeypatch.setattr(evaluation, "plot_score_histograms",
+                        lambda path, groups, title: drawn.update(groups=groups, title=title) or Path(path))
+    write_figures(ckpt, result, tmp_path / "fig")
+    scores, labels = drawn["groups"]["fundus"]  # type: ignore[index]
+    assert len(labels) == fundus["n_normal"] + fundus["n_abnormal"] < fundus["all_sources"]["n_abnormal"] + \
+        fundus["all_sources"]["n_normal"]
+    assert f"{fundus['excluded']['other_source']} other-source rows left out" in str(drawn["title"])
+
+
 def test_config_overrides_and_errors(tmp_path: Path) -> None:
     config = load_config(None, ["train.lr=1e-3", "model.top_k=2", "train.tasks=[head_ct]"])
     assert config.train.lr == 0.001 and config.model.top_k == 2 and config.train.tasks == ("head_ct",)

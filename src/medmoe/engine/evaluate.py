@@ -81,11 +81,18 @@ def maps_for(checkpoint: Checkpoint, data: EvaluationData, rows: np.ndarray, bat
     return predict(checkpoint.model, data.batch.images[index], text, batch_size=batch_size, keep_maps=True)
 
 
+def view_rows(data: EvaluationData, view: str = "primary") -> np.ndarray:
+    """``(n,)`` bool: the evaluated rows in ``view`` (:data:`VARIANTS`: those without its excluded flags)."""
+    excluded = set(VARIANTS[view])
+    return np.array([not set(s.flags) & excluded for s in data.samples], dtype=bool)
+
+
 def compute_metrics(checkpoint: Checkpoint, data: EvaluationData) -> dict[str, Any]:
     """Per-task and mean metrics (see the module docstring for the three views)."""
     labels = data.batch.labels.numpy()
     task_idx = data.batch.task_indices.numpy()
     flags = [set(s.flags) for s in data.samples]
+    rows = {name: view_rows(data, name) for name in VARIANTS}
     per_task: dict[str, dict[str, Any]] = {}
     for t, task in enumerate(checkpoint.tasks):
         in_task = task_idx == t
@@ -94,8 +101,8 @@ def compute_metrics(checkpoint: Checkpoint, data: EvaluationData) -> dict[str, A
         threshold = checkpoint.thresholds.get(task.id)
         threshold = None if threshold is None or math.isnan(threshold) else threshold
         views = {}
-        for name, excluded in VARIANTS.items():
-            keep = in_task & np.array([not f & set(excluded) for f in flags])
+        for name, in_view in rows.items():
+            keep = in_task & in_view
             views[name] = image_metrics(data.predictions.scores[keep], labels[keep], threshold_val=threshold)
         result: dict[str, Any] = dict(views["primary"])
         result["dedup"] = views["dedup"]

@@ -17,7 +17,7 @@ from medmoe import __version__
 from medmoe.atomic import atomic_write_text
 from medmoe.data.manifest import Manifest
 from medmoe.engine.checkpoint import Checkpoint
-from medmoe.engine.evaluate import EvaluationData, collect, compute_metrics, maps_for, numeric_fields
+from medmoe.engine.evaluate import EvaluationData, collect, compute_metrics, maps_for, numeric_fields, view_rows
 from medmoe.report.figures import plot_examples, plot_expert_heatmap, plot_score_histograms
 from medmoe.report.tables import metrics_table, write_json
 
@@ -110,16 +110,19 @@ def write_report(metrics: dict[str, Any], checkpoint: Checkpoint, out: str | Pat
 def write_figures(checkpoint: Checkpoint, data: EvaluationData, folder: str | Path, *,
                   examples_per_task: int = 4, seed: int = 0) -> list[Path]:
     """The paper's figures from this evaluation: localisation examples per task (Figs. 4, 10–13),
-    score histograms (Fig. 5) and the task × expert heatmap (Fig. 6)."""
+    score histograms (Fig. 5) and the task × expert heatmap (Fig. 6). Examples and histograms show the
+    rows of the primary view, which the report's first table measures (other-source rows left out)."""
     folder = Path(folder)
     labels = data.batch.labels.numpy()
     task_idx = data.batch.task_indices.numpy()
+    primary = view_rows(data, "primary")
     scores = data.predictions.scores
     written = []
     rng = np.random.default_rng(seed)
     for t, task in enumerate(checkpoint.tasks):
         rows = [r for label in (0, 1)
-                for r in rng.permutation(np.flatnonzero((task_idx == t) & (labels == label)))[:examples_per_task // 2]]
+                for r in rng.permutation(np.flatnonzero((task_idx == t) & (labels == label) & primary))
+                [:examples_per_task // 2]]
         if not rows:
             continue
         rows_arr = np.array(sorted(rows))
@@ -140,10 +143,11 @@ def write_figures(checkpoint: Checkpoint, data: EvaluationData, folder: str | Pa
         titles = [f"{'abnormal' if labels[r] else 'normal'} · score {scores[r]:.4f}" for r in rows_arr]
         written.append(plot_examples(folder / f"examples_{task.id}.png", gray, x_hat, error, u,
                                      preds.anomaly_maps, titles, masks=masks))
-    groups = {task.id: (scores[task_idx == t], labels[task_idx == t]) for t, task in enumerate(checkpoint.tasks)
-              if (task_idx == t).any()}
+    in_task = {task.id: (task_idx == t) & primary for t, task in enumerate(checkpoint.tasks)}
+    groups = {task: (scores[rows], labels[rows]) for task, rows in in_task.items() if rows.any()}
+    excluded = "" if primary.all() else f"; {int((~primary).sum())} other-source rows left out, as in the table"
     written.append(plot_score_histograms(folder / "score_histograms.png", groups,
-                                         "Anomaly scores, normal vs abnormal (test)"))
+                                         f"Anomaly scores, normal vs abnormal (test{excluded})"))
     if data.predictions.router_weights is not None:
         written.append(plot_expert_heatmap(folder / "expert_heatmap.png", data.predictions.router_weights,
                                            task_idx, checkpoint.tasks.ids))
