@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                                  cache_dir=cache, with_masks=False).materialize(progress=False)
             x = prepared_inputs(checkpoint.model, batch.images, cache_dir=cache, progress=False)
             text = task_text_embeddings(checkpoint.prompt_embeddings, batch.task_indices)
-            result[task] = (predict(checkpoint.model, x, text, prepared=True).scores, batch.labels.numpy())
+            result[task] = (predict(checkpoint.model, x, text, prepared=True).score, batch.labels.numpy())
         arrays = dict(np.load(stored)) if stored.is_file() else {}
         arrays.update({f"{t}_scores": v[0] for t, v in result.items()})
         arrays.update({f"{t}_labels": v[1] for t, v in result.items()})

@@ -2,7 +2,7 @@
 """Memory growth of ``medmoe serve`` under bursts of requests, per server environment (a leak hunt).
 
 ``python benchmarks/serve_leak.py --model RUN --image FILE [--before COMMIT] [--no-current]
-[--variant LABEL[:KEY=VALUE,...]]... [--bursts 5] [--concurrency 50] [--out FILE]``
+[--variant LABEL[:KEY=VALUE,...]]... [--bursts 5] [--concurrency 50] [--trim] [--out FILE]``
 
 Starts the server of this checkout (unless ``--no-current``) and, with ``--before``, of that commit in a
 temporary git worktree (same virtual environment), once per ``--variant``: ``default`` is the
@@ -14,8 +14,10 @@ server's resident memory (``VmRSS``), its thread count, and glibc malloc's non-m
 how many heaps they hold and those heaps' resident size. A heap is found the way glibc's arena.c lays
 it out: a ``heap_info`` (``ar_ptr, prev, size, mprotect_size``) at a 64 MiB boundary inside an
 anonymous writable mapping, read from ``/proc/PID/mem``; its resident pages come from
-``/proc/PID/pagemap`` (both need the server's user or root). Servers run one after another, never
-together.
+``/proc/PID/pagemap`` (both need the server's user or root). With ``--trim``, a last row ``trim``:
+after ``malloc_trim(0)`` called in the idle server through ``gdb -p`` (glibc then returns the free
+pages of every arena to the kernel), so memory that was freed but kept by the allocator shows as the
+drop, and live objects stay. Servers run one after another, never together.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def _memory(pid: int) -> Memory:
                   arenas=len(arenas), heap_rss_mb=heap_pages * PAGE / 2**20)
 
 
-def _row(burst: int, rate: str, p50: str, p95: str, memory: Memory) -> str:
+def _row(burst: int | str, rate: str, p50: str, p95: str, memory: Memory) -> str:
     return (f"{burst} | {rate} | {p50} | {p95} | {memory.rss_mb:.0f} | {memory.threads} | {memory.arenas} | "
             f"{memory.heaps} | {memory.heap_rss_mb:.0f}")
 
@@ -133,6 +135,11 @@ def _load(src: Path, extra_env: dict[str, str], args: argparse.Namespace) -> lis
             rows.append(_row(burst, f"{args.concurrency / wall:.1f}", f"{statistics.median(latencies):.2f}",
                              f"{p95:.2f}", _memory(server.pid)))
             print(rows[-1], flush=True)
+        if args.trim:
+            subprocess.run(["gdb", "-p", str(server.pid), "-batch", "-ex", "call (int) malloc_trim(0)"],
+                           check=True, capture_output=True, timeout=120)
+            rows.append(_row("trim", "–", "–", "–", _memory(server.pid)))
+            print(rows[-1], flush=True)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -162,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                              "one variant 'default' with the environment as it is)")
     parser.add_argument("--bursts", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--trim", action="store_true",
+                        help="after the last burst, call malloc_trim(0) in the server (gdb -p) and measure again")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     if args.no_current and not args.before:
@@ -185,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                                 + "\n".join(f"| {r} |" for r in rows))
     command = " ".join(["python benchmarks/serve_leak.py", *(argv if argv is not None else sys.argv[1:])])
     text = (f"# `medmoe serve`: memory per burst\n\n`{command}` on {platform.node()} ({os.cpu_count()} CPUs); "
-            f"each burst: {args.concurrency} simultaneous requests; burst 0: after start-up.\n\n"
+            f"each burst: {args.concurrency} simultaneous requests; burst 0: after start-up"
+            f"{'; trim: after malloc_trim(0) in the idle server' if args.trim else ''}.\n\n"
             + "\n\n".join(sections) + "\n")
     print(text)
     if args.out:

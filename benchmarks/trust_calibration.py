@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     x = prepared_inputs(model, test.images, cache_dir=cache, progress=False)
     t_idx, labels = test.task_indices.numpy(), test.labels.numpy()
     scores = predict(model, x, task_text_embeddings(checkpoint.prompt_embeddings, test.task_indices),
-                     prepared=True).scores
+                     prepared=True).score
     distances = scope_distances(model, config.model, checkpoint.scope, x)
     normalised = calibration.normalised(ids, distances)
 

@@ -13,7 +13,7 @@ import medmoe
 SRC = Path(medmoe.__file__).resolve().parent.parent
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("medmoe.errors", "medmoe.atomic", "medmoe.versioned", "medmoe.tasks"),
+    ("medmoe.errors", "medmoe.atomic", "medmoe.versioned", "medmoe.tasks", "medmoe.outputs"),
     ("medmoe.io",),
     ("medmoe.data",),
     ("medmoe.text", "medmoe.metrics"),

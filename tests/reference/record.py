@@ -2,7 +2,8 @@
 
 ``python tests/reference/record.py OUT.json`` — run once at ``234c3e9`` (before the refactors of
 issue 12) to make ``tests/reference/outputs-234c3e9.json``; ``test_reference.py`` recomputes the
-same here and asserts every number is bit-identical. Uses only API that exists in both versions.
+same here and asserts every number is bit-identical. Uses only API that exists in both versions (the
+output record's fields were renamed since: ``scores`` → ``score`` …; :func:`_field` reads either).
 Floats are stored with :meth:`float.hex`, maps as SHA-256 of their ``float32`` bytes.
 """
 
@@ -32,6 +33,11 @@ def _digest(array: np.ndarray | None) -> str | None:
     return None if array is None else hashlib.sha256(np.ascontiguousarray(array, np.float32).tobytes()).hexdigest()
 
 
+def _field(preds: object, name: str) -> np.ndarray | None:
+    """``preds.<name>`` under today's name or its plural one of ``234c3e9`` (``score``/``scores`` …)."""
+    return getattr(preds, name) if hasattr(preds, name) else getattr(preds, f"{name}s")
+
+
 def record(work: Path) -> dict[str, object]:
     """Train each architecture on the same phantoms and return its outputs on their test split."""
     from medmoe.data.dataset import ImageDataset
@@ -54,11 +60,11 @@ def record(work: Path) -> dict[str, object]:
         text = task_text_embeddings(checkpoint.prompt_embeddings, batch.task_indices)
         preds = predict(checkpoint.model, batch.images, text, keep_maps=True)
         outputs[name] = {
-            "scores": [float(s).hex() for s in preds.scores],
+            "scores": [float(s).hex() for s in _field(preds, "score")],  # type: ignore[union-attr]
             "router_weights": _digest(preds.router_weights),
-            "anomaly_maps": _digest(preds.anomaly_maps),
-            "reconstructions": _digest(preds.reconstructions),
-            "hallucination_maps": _digest(preds.hallucination_maps),
+            "anomaly_maps": _digest(_field(preds, "anomaly_map")),
+            "reconstructions": _digest(_field(preds, "reconstruction")),
+            "hallucination_maps": _digest(_field(preds, "hallucination_map")),
             "thresholds": {k: float(v).hex() for k, v in checkpoint.thresholds.items()},
         }
     return outputs

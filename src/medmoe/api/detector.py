@@ -42,13 +42,14 @@ import numpy as np
 
 from medmoe.api.prompts import PromptMatch, PromptMatcher, PromptWarning, suggest_task
 from medmoe.api.results import DetectionResult
-from medmoe.api.spec import Backend, ModelSpec, RawOutput
+from medmoe.api.spec import Backend, ModelSpec
 from medmoe.data.transforms import preprocess_image, resize_plane
 from medmoe.errors import CheckpointError, ImageReadError, MedmoeError, PromptError
 from medmoe.io import Plane, read_dicom_tags, read_plane, to_grayscale
 from medmoe.io.choice import Choice
 from medmoe.io.formats import image_format
 from medmoe.io.policy import check_scorable, constant_note
+from medmoe.outputs import OutputArrays
 from medmoe.tasks import TaskRegistry
 from medmoe.trust.calibration import DEFAULT_FPR, assess
 from medmoe.trust.conformal import check_fpr
@@ -316,7 +317,7 @@ class Detector:
         return [next(results) if isinstance(p, PreparedImage) else p for p in prepared]
 
 
-def _result(prepared: PreparedImage, row: int, raw: RawOutput, spec: ModelSpec) -> DetectionResult:
+def _result(prepared: PreparedImage, row: int, raw: OutputArrays, spec: ModelSpec) -> DetectionResult:
     """The :class:`DetectionResult` of row ``row`` of a backend's output."""
     fpr = prepared.fpr
     shape = prepared.image.shape
@@ -344,7 +345,7 @@ def _result(prepared: PreparedImage, row: int, raw: RawOutput, spec: ModelSpec) 
         task=query.task,
         prompt=query.prompt,
         prompt_similarity=query.similarity,
-        anomaly_map=resize_plane(raw.anomaly_map[row], shape),
+        anomaly_map=resize_plane(raw.required("anomaly_map")[row], shape),
         hallucination_map=None if u is None else resize_plane(np.abs(u[row]).mean(axis=0), shape),
         expert_weights=np.zeros(0, np.float32) if weights is None else weights[row].astype(np.float32),
         image=prepared.image,

@@ -26,10 +26,12 @@ from torch import nn
 
 from medmoe import __version__
 from medmoe.api.onnx_backend import FORMAT, FORMAT_VERSION, OUTPUTS, OnnxBackend, sidecar_path
-from medmoe.api.spec import ModelSpec, RawOutput
+from medmoe.api.spec import ModelSpec
 from medmoe.api.torch_backend import ScreenedModel, TorchBackend
 from medmoe.atomic import atomic_write_bytes, atomic_write_text
 from medmoe.errors import CheckpointError
+from medmoe.model.output import deployed_outputs
+from medmoe.outputs import OutputArrays
 
 OPSET = 17
 """ONNX opset of exported models (onnxruntime ≥ 1.13 runs it)."""
@@ -70,10 +72,8 @@ class _Exportable(nn.Module):
         self.outputs = outputs
 
     def forward(self, image: torch.Tensor, text_embedding: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        out, distances = self.network(image, text_embedding)
-        named = {"score": out.score, "anomaly_map": out.anomaly_map[:, 0], "hallucination_map": out.u,
-                 "router_weights": out.router_weights, "scope_distances": distances}
-        return tuple(named[name] for name in self.outputs)
+        named = deployed_outputs(*self.network(image, text_embedding))
+        return tuple(t for name in self.outputs if (t := named[name]) is not None)
 
 
 def export_onnx(run_dir: str | Path, out: str | Path, *, opset: int = OPSET) -> ExportResult:
@@ -95,10 +95,8 @@ def export_onnx(run_dir: str | Path, out: str | Path, *, opset: int = OPSET) -> 
     network, spec = torch_backend.network, torch_backend.spec
     probe = _probe_inputs(spec, batch=2)
     with torch.no_grad():
-        sample, distances = network(*probe)
-    present = {"score": True, "anomaly_map": True, "hallucination_map": sample.u is not None,
-               "router_weights": sample.router_weights is not None, "scope_distances": distances is not None}
-    outputs = tuple(name for name in OUTPUTS if present[name])
+        sample = deployed_outputs(*network(*probe))
+    outputs = tuple(name for name in OUTPUTS if sample[name] is not None)
     inputs = ("image", "text_embedding") if spec.uses_prompt else ("image",)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -156,7 +154,7 @@ def _check(reference: TorchBackend, exported: OnnxBackend, spec: ModelSpec) -> t
     return score_diff, map_diff
 
 
-def _max_map_diff(got: RawOutput, want: RawOutput) -> float:
+def _max_map_diff(got: OutputArrays, want: OutputArrays) -> float:
     """Largest difference over the map and weight outputs present in both, each divided by the
     output's largest magnitude where that exceeds 1 (feature models' maps reach tens: float32 rounding
     of the trunk then exceeds an absolute 1e-5 while the maps agree to ~1e-6 relative)."""

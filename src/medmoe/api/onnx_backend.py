@@ -23,14 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from medmoe.api.spec import ModelSpec, RawOutput
+from medmoe.api.spec import ModelSpec
 from medmoe.errors import CheckpointError
+from medmoe.outputs import DEPLOYED_OUTPUTS, OutputArrays
 from medmoe.versioned import read_versioned_json
 
 FORMAT = "medmoe-onnx"
 FORMAT_VERSION = 1
 SIDECAR_SUFFIX = ".medmoe.json"
-OUTPUTS = ("score", "anomaly_map", "hallucination_map", "router_weights", "scope_distances")
+OUTPUTS = DEPLOYED_OUTPUTS
 """Output names, in this order; the last three only where the model has them."""
 
 
@@ -107,15 +108,12 @@ class OnnxBackend:
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def run(self, images: np.ndarray, text_embeddings: np.ndarray | None) -> RawOutput:
-        """``images (B, C, R, R)``, ``text_embeddings (B, D)`` or ``None`` → :class:`RawOutput`."""
+    def run(self, images: np.ndarray, text_embeddings: np.ndarray | None) -> OutputArrays:
+        """``images (B, C, R, R)``, ``text_embeddings (B, D)`` or ``None`` → :class:`OutputArrays`."""
         feeds = {"image": np.ascontiguousarray(images, dtype=np.float32)}
         if "text_embedding" in self.input_names:
             if text_embeddings is None:
                 raise ValueError("this model routes on prompts: pass text_embeddings (B, D)")
             feeds["text_embedding"] = np.ascontiguousarray(text_embeddings, dtype=np.float32)
         values = dict(zip(self.output_names, self.session.run(self.output_names, feeds), strict=True))
-        return RawOutput(score=values["score"], anomaly_map=values["anomaly_map"],
-                         hallucination_map=values.get("hallucination_map"),
-                         router_weights=values.get("router_weights"),
-                         scope_distances=values.get("scope_distances"))
+        return OutputArrays(**values)

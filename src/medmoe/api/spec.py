@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from medmoe.errors import CheckpointError
+from medmoe.outputs import OutputArrays
 from medmoe.tasks import TaskRegistry
 from medmoe.trust.calibration import TrustCalibration
 
@@ -91,27 +92,6 @@ class ModelSpec:
         return spec
 
 
-@dataclass(frozen=True)
-class RawOutput:
-    """The network's outputs for ``B`` images (numpy; ``N`` experts, ``C`` channels, ``R × R`` pixels).
-
-    Attributes:
-        score: image anomaly scores ``(B,)``.
-        anomaly_map: ``(B, R, R)``.
-        hallucination_map: the raw hallucination map ``u`` ``(B, C, R, R)``, or ``None`` for models
-            without the hallucination head.
-        router_weights: ``(B, N)``, or ``None`` for models without a router.
-        scope_distances: ``(B, T)`` squared distances of each image to each task's normals
-            (:class:`~medmoe.trust.scope.ScopeHead`), or ``None`` for models without a scope head.
-    """
-
-    score: np.ndarray
-    anomaly_map: np.ndarray
-    hallucination_map: np.ndarray | None
-    router_weights: np.ndarray | None
-    scope_distances: np.ndarray | None = None
-
-
 class Backend(Protocol):
     """Runs a trained network on preprocessed images.
 
@@ -123,7 +103,7 @@ class Backend(Protocol):
     name: str
     spec: ModelSpec
 
-    def run(self, images: np.ndarray, text_embeddings: np.ndarray | None) -> RawOutput:
+    def run(self, images: np.ndarray, text_embeddings: np.ndarray | None) -> OutputArrays:
         """``images (B, C, R, R)`` float32 in [0, 1] and ``text_embeddings (B, D)`` float32 (``None``
-        for prompt-free models) → :class:`RawOutput`."""
+        for prompt-free models) → :class:`OutputArrays`."""
         ...

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 
 from medmoe import __version__
-from medmoe.api.spec import ModelSpec, RawOutput
+from medmoe.api.spec import ModelSpec
 from medmoe.engine.checkpoint import META_NAME, Checkpoint, load_checkpoint
 from medmoe.errors import CheckpointError
 from medmoe.model.base import AnomalyModel
-from medmoe.model.output import ModelOutput
+from medmoe.model.output import ModelOutput, deployed_outputs, to_arrays
+from medmoe.outputs import OutputArrays
 from medmoe.trust.scope import ScopeHead, ScopeTrunk
 
 
@@ -93,20 +94,11 @@ class TorchBackend:
         self.network = network.to(self.device).eval()
 
     @torch.no_grad()
-    def run(self, images: np.ndarray, text_embeddings: np.ndarray | None) -> RawOutput:
-        """``images (B, C, R, R)``, ``text_embeddings (B, D)`` or ``None`` → :class:`RawOutput`."""
+    def run(self, images: np.ndarray, text_embeddings: np.ndarray | None) -> OutputArrays:
+        """``images (B, C, R, R)``, ``text_embeddings (B, D)`` or ``None`` → :class:`OutputArrays`."""
         x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(self.device)
         e = None
         if self.spec.uses_prompt and text_embeddings is not None:
             e = torch.from_numpy(np.ascontiguousarray(text_embeddings, dtype=np.float32)).to(self.device)
         out, distances = self.network(x, e)
-
-        def host(t: torch.Tensor) -> np.ndarray:
-            return t.float().cpu().numpy()
-
-        def optional(t: torch.Tensor | None) -> np.ndarray | None:
-            return None if t is None else host(t)
-
-        return RawOutput(score=host(out.score), anomaly_map=host(out.anomaly_map[:, 0]),
-                         hallucination_map=optional(out.u), router_weights=optional(out.router_weights),
-                         scope_distances=optional(distances))
+        return to_arrays(deployed_outputs(out, distances))

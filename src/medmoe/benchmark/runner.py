@@ -207,15 +207,16 @@ def router_inputs(checkpoint: Checkpoint, features: np.ndarray, task_indices: np
 
 def _predictions_npz(checkpoint: Checkpoint, data: EvaluationData) -> bytes:
     preds = data.predictions
+    features = preds.required("features")
     task_idx = data.batch.task_indices.numpy()
     arrays: dict[str, np.ndarray] = {
-        "scores": preds.scores, "labels": data.batch.labels.numpy(), "task_indices": task_idx,
-        "task_names": np.array(checkpoint.tasks.ids), "features": preds.features,
+        "scores": preds.score, "labels": data.batch.labels.numpy(), "task_indices": task_idx,
+        "task_names": np.array(checkpoint.tasks.ids), "features": features,
         "other_source": np.array(["other_source" in s.flags for s in data.samples]),
     }
     if preds.router_weights is not None:
         arrays["router_weights"] = preds.router_weights
-    route = router_inputs(checkpoint, preds.features, task_idx)
+    route = router_inputs(checkpoint, features, task_idx)
     if route is not None:
         arrays["router_inputs"] = route
     buffer = io.BytesIO()

@@ -159,7 +159,7 @@ def add_task(model_run: str | Path, task: Task, manifests: list[Manifest], out: 
 
     calib_x = val_x if len(val_x) else train_x
     text = embedding.float().expand(len(calib_x), -1)
-    scores = predict(new_model, calib_x, text, prepared=True).scores
+    scores = predict(new_model, calib_x, text, prepared=True).score
     threshold = fit_threshold(scores, config.train.threshold_percentile)
     trunk = ScopeTrunk(new_model, new_config.model)
     head = checkpoint.scope.extended(ScopeHead.fit([descriptor(trunk(train_x, train_x)).double().numpy()]))

@@ -95,7 +95,7 @@ def calibrate_run(run_dir: str | Path, manifests: Sequence[Manifest] | None = No
     (train_x, train_t), (val_x, val_t) = splits["train"], splits["val"]
     calib_x, calib_t = (val_x, val_t) if len(val_x) else (train_x, train_t)
     text = task_text_embeddings(checkpoint.prompt_embeddings, calib_t)
-    scores = predict(model, calib_x, text, device=device, prepared=True).scores
+    scores = predict(model, calib_x, text, device=device, prepared=True).score
     head = fit_scope(model, config.model, train_x, train_t, len(tasks), device=device)
     calibration = calibrate(model, config.model, head, tasks.ids, calib_x, calib_t, scores, train_inputs=train_x,
                             train_task_indices=train_t, source=VALIDATION_SOURCE if len(val_x) else TRAINING_SOURCE,

@@ -31,9 +31,10 @@ from medmoe.data.dataset import Batch, ImageDataset
 from medmoe.data.manifest import Manifest, Sample
 from medmoe.engine.checkpoint import Checkpoint
 from medmoe.engine.data import default_cache_dir
-from medmoe.engine.inference import Predictions, predict, task_text_embeddings
+from medmoe.engine.inference import predict, task_text_embeddings
 from medmoe.errors import DatasetError
 from medmoe.metrics import image_metrics, mean_over_tasks, pixel_metrics, routing_accuracy
+from medmoe.outputs import OutputArrays
 
 PROTOCOL = {
     "f1_best, acc_best, threshold_best": "threshold maximising F1 on the evaluated (test) labels — the "
@@ -56,7 +57,7 @@ class EvaluationData:
 
     samples: list[Sample]
     batch: Batch
-    predictions: Predictions
+    predictions: OutputArrays
 
 
 def collect(checkpoint: Checkpoint, manifests: Sequence[Manifest], *, split: str = "test",
@@ -74,7 +75,7 @@ def collect(checkpoint: Checkpoint, manifests: Sequence[Manifest], *, split: str
     return EvaluationData(samples=[s for _, s in entries], batch=batch, predictions=preds)
 
 
-def maps_for(checkpoint: Checkpoint, data: EvaluationData, rows: np.ndarray, batch_size: int = 64) -> Predictions:
+def maps_for(checkpoint: Checkpoint, data: EvaluationData, rows: np.ndarray, batch_size: int = 64) -> OutputArrays:
     """Recompute the given rows keeping anomaly maps, reconstructions and hallucination maps."""
     index = torch.from_numpy(rows)
     text = task_text_embeddings(checkpoint.prompt_embeddings, data.batch.task_indices[index])
@@ -103,7 +104,7 @@ def compute_metrics(checkpoint: Checkpoint, data: EvaluationData) -> dict[str, A
         views = {}
         for name, in_view in rows.items():
             keep = in_task & in_view
-            views[name] = image_metrics(data.predictions.scores[keep], labels[keep], threshold_val=threshold)
+            views[name] = image_metrics(data.predictions.score[keep], labels[keep], threshold_val=threshold)
         result: dict[str, Any] = dict(views["primary"])
         result["dedup"] = views["dedup"]
         if views["all_sources"]["n_abnormal"] + views["all_sources"]["n_normal"] != \
@@ -113,7 +114,7 @@ def compute_metrics(checkpoint: Checkpoint, data: EvaluationData) -> dict[str, A
                               for flag in ("other_source", "dup_of_train")}
         if data.predictions.router_weights is not None and checkpoint.config.model.num_experts >= len(checkpoint.tasks):
             result["routing_accuracy"] = routing_accuracy(data.predictions.router_weights[in_task], task_idx[in_task])
-        result.update(_pixel_view(checkpoint, data, in_task, flags))
+        result.update(_pixel_view(checkpoint, data, in_task, rows["primary"]))
         per_task[task.id] = result
     return {
         "tasks": per_task,
@@ -124,17 +125,16 @@ def compute_metrics(checkpoint: Checkpoint, data: EvaluationData) -> dict[str, A
 
 
 def _pixel_view(checkpoint: Checkpoint, data: EvaluationData, in_task: np.ndarray,
-                flags: list[set[str]]) -> dict[str, float]:
-    """Pixel AUROC and best Dice over the task's abnormal images with masks plus its normals."""
+                primary: np.ndarray) -> dict[str, float]:
+    """Pixel AUROC and best Dice over the task's abnormal images with masks plus its normals (primary rows)."""
     has_mask = data.batch.has_mask.numpy()
     labels = data.batch.labels.numpy()
-    primary = np.array(["other_source" not in f for f in flags])
     if not (in_task & has_mask & (labels == 1)).any():
         return {}
     rows = np.flatnonzero(in_task & primary & (has_mask | (labels == 0)))
     preds = maps_for(checkpoint, data, rows)
     masks = data.batch.masks[torch.from_numpy(rows), 0].numpy() > 0.5
-    return pixel_metrics(preds.anomaly_maps, masks)
+    return pixel_metrics(preds.required("anomaly_map"), masks)
 
 
 def numeric_fields(metrics: dict[str, Any]) -> dict[str, float]:

@@ -304,7 +304,7 @@ def _finish(config: RunConfig, model: AnomalyModel, tasks: TaskRegistry, embeddi
     text = embeddings.to(device) if embeddings is not None else None
     source = val_data if len(val_data.images) else train_data
     scores = predict(model, source.images, task_text_embeddings(text, source.task_indices), device=device,
-                     prepared=True).scores
+                     prepared=True).score
     thresholds = fit_thresholds(scores, source.task_indices.numpy(), tasks, config.train.threshold_percentile)
     missing = [t for t, v in thresholds.items() if math.isnan(v)]
     if missing:

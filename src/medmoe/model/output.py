@@ -1,10 +1,12 @@
-"""The named outputs every registered model returns."""
+"""The named outputs every registered model returns, and their conversion to :class:`~medmoe.outputs.OutputArrays`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+
+from medmoe.outputs import OutputArrays
 
 
 @dataclass(frozen=True)
@@ -40,3 +42,21 @@ class ModelOutput:
     features: torch.Tensor
     aux_loss: torch.Tensor | None = None
     reconstruction_loss: torch.Tensor | None = None
+
+
+
+def deployed_outputs(out: ModelOutput, scope_distances: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
+    """The :data:`~medmoe.outputs.DEPLOYED_OUTPUTS` of one forward pass by name (``anomaly_map`` as
+    ``(B, R, R)``); ``None`` for those the model lacks."""
+    return {"score": out.score, "anomaly_map": out.anomaly_map[:, 0], "hallucination_map": out.u,
+            "router_weights": out.router_weights, "scope_distances": scope_distances}
+
+
+def to_arrays(tensors: dict[str, torch.Tensor | None]) -> OutputArrays:
+    """Named tensors (any device or float type; ``None`` for absent ones) as an :class:`OutputArrays`
+    of float32 arrays."""
+    arrays = {name: None if t is None else t.detach().float().cpu().numpy() for name, t in tensors.items()}
+    score = arrays.pop("score")
+    if score is None:
+        raise ValueError("a model output has a score")
+    return OutputArrays(score, **arrays)

@@ -116,7 +116,7 @@ def write_figures(checkpoint: Checkpoint, data: EvaluationData, folder: str | Pa
     labels = data.batch.labels.numpy()
     task_idx = data.batch.task_indices.numpy()
     primary = view_rows(data, "primary")
-    scores = data.predictions.scores
+    scores = data.predictions.score
     written = []
     rng = np.random.default_rng(seed)
     for t, task in enumerate(checkpoint.tasks):
@@ -129,20 +129,21 @@ def write_figures(checkpoint: Checkpoint, data: EvaluationData, folder: str | Pa
         preds = maps_for(checkpoint, data, rows_arr)
         images = data.batch.images[torch.from_numpy(rows_arr)].numpy()
         gray = images.mean(axis=1)
-        u = None if preds.hallucination_maps is None else np.abs(preds.hallucination_maps).mean(axis=1)
+        maps = preds.required("anomaly_map")
+        u = None if preds.hallucination_map is None else np.abs(preds.hallucination_map).mean(axis=1)
         masks = data.batch.masks[torch.from_numpy(rows_arr), 0].numpy() > 0.5
-        if preds.reconstructions is not None:
-            x_hat = preds.reconstructions.mean(axis=1)
+        if preds.reconstruction is not None:
+            x_hat = preds.reconstruction.mean(axis=1)
             low, high = checkpoint.config.model.value_range
             error = ((gray - x_hat) * (high - low)) ** 2  # in the model's range, like the anomaly map
         else:  # a feature model: the map with the hallucination discount undone, on the image grid (the
             # error itself for reconstruct/retrieve experts; for hybrid ones, whose map also averages in
             # the undiscounted retrieval error, an upper bound of it)
             x_hat = None
-            error = preds.anomaly_maps * (1.0 if u is None else np.exp(u**2))
+            error = maps * (1.0 if u is None else np.exp(u**2))
         titles = [f"{'abnormal' if labels[r] else 'normal'} · score {scores[r]:.4f}" for r in rows_arr]
         written.append(plot_examples(folder / f"examples_{task.id}.png", gray, x_hat, error, u,
-                                     preds.anomaly_maps, titles, masks=masks))
+                                     maps, titles, masks=masks))
     in_task = {task.id: (task_idx == t) & primary for t, task in enumerate(checkpoint.tasks)}
     groups = {task: (scores[rows], labels[rows]) for task, rows in in_task.items() if rows.any()}
     excluded = "" if primary.all() else f"; {int((~primary).sum())} other-source rows left out, as in the table"
