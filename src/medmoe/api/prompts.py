@@ -31,7 +31,7 @@ an *untrained* organ imaged with a trained modality passed it ("knee MRI" → br
 MRI" → brain_mri 0.70, "abdominal CT" → head_ct 0.60); the vocabulary check
 (:mod:`medmoe.text.vocabulary`) closes that: a prompt is confident only if every organ and modality
 it names is one the matched task covers, and it names at least one ("medical image" names none). On
-the 68-prompt labelled list in ``tests/test_prompt_vocabulary.py`` (41 that should match a task, 27
+the 68-prompt labelled list in ``tests/integration/test_prompt_vocabulary.py`` (41 that should match a task, 27
 that should not) precision and recall are both 1.00.
 
 A prompt that is a trained task's own prompt matches it with similarity 1 and never runs the text

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-REFERENCE = Path(__file__).parent / "reference"
+REFERENCE = Path(__file__).parent.parent / "reference"
 sys.path.insert(0, str(REFERENCE))
 
 from record import ARCHITECTURES, record  # noqa: E402

@@ -251,7 +251,7 @@ def test_report_only_in_a_fresh_clone_keeps_the_committed_results(tmp_path: Path
     leaves it as it is (the committed cpu-64 results, read unchanged)."""
     import importlib.util
 
-    committed = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "cpu-64"
+    committed = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "cpu-64"
     out = tmp_path / "cpu-64"
     out.mkdir()
     for name in ("results.json", "table1.md", "table2.md"):

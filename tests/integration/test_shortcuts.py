@@ -10,7 +10,7 @@ from pathlib import Path
 
 from engine_fixtures import synthetic
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "shortcuts.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "shortcuts.py"
 
 
 def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
