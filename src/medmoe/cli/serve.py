@@ -29,8 +29,10 @@ def register(app: typer.Typer) -> None:
 
         from medmoe.api import Detector
         from medmoe.serve import create_app
+        from medmoe.serve.memory import fix_mmap_threshold
 
         console = Console(stderr=True)
+        fix_mmap_threshold()  # freed image buffers go back to the kernel (medmoe.serve.memory)
         detector = Detector.load(model, backend=backend, device=device)
         console.print(f"loaded [bold]{model}[/] ({detector.backend.name}; tasks: {', '.join(detector.tasks.ids)})")
         if detector.backend.name == "torch":
