@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score, roc_curve
@@ -31,10 +32,12 @@ __all__ = [
     "DICE_GRID_SIZE",
     "IMAGE_METRIC_KEYS",
     "MetricInputError",
+    "MetricKind",
     "best_f1_threshold",
     "fit_threshold",
     "image_metrics",
     "mean_over_tasks",
+    "metric_kind",
     "pixel_metrics",
     "routing_accuracy",
     "summarise_seeds",
@@ -55,6 +58,20 @@ IMAGE_METRIC_KEYS = (
     "n_abnormal",
 )
 """The keys :func:`image_metrics` returns, in order."""
+
+MetricKind = Literal["count", "threshold", "fraction"]
+"""What a metric's value is: a count of images (summed over tasks, printed as an integer), a score
+threshold (in the task's own score units: never averaged over tasks nor shown as a percentage) or a
+fraction in [0, 1] (AUROC, F1, accuracy, Dice …: averaged, shown ×100)."""
+
+
+def metric_kind(name: str) -> MetricKind:
+    """The :data:`MetricKind` of a metric by its name: ``n_*`` counts, ``threshold*`` thresholds,
+    everything else fractions. The one rule the MEAN row and the report tables follow."""
+    if name.startswith("n_"):
+        return "count"
+    return "threshold" if name.startswith("threshold") else "fraction"
+
 
 DICE_GRID_SIZE = 256
 """Number of thresholds, evenly spaced over the anomaly-map range, at which Dice is evaluated."""
@@ -331,10 +348,6 @@ def summarise_seeds(values: Sequence[float]) -> tuple[float, float]:
     return mean, float(np.std(arr, ddof=1))
 
 
-def _is_count(key: str) -> bool:
-    return key.startswith("n_")
-
-
 def mean_over_tasks(per_task: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     """The MEAN row of a per-task table.
 
@@ -354,9 +367,9 @@ def mean_over_tasks(per_task: Mapping[str, Mapping[str, float]]) -> dict[str, fl
     if not per_task:
         raise MetricInputError("mean_over_tasks needs at least one task")
     rows = list(per_task.values())
-    keys = [k for k in rows[0] if not k.startswith("threshold") and all(k in r for r in rows[1:])]
+    keys = [k for k in rows[0] if metric_kind(k) != "threshold" and all(k in r for r in rows[1:])]
     out: dict[str, float] = {}
     for key in keys:
         values = [r[key] for r in rows]
-        out[key] = int(sum(values)) if _is_count(key) else float(np.mean(values))
+        out[key] = int(sum(values)) if metric_kind(key) == "count" else float(np.mean(values))
     return out

@@ -222,3 +222,13 @@ class TestSeedsAndTasks:
         assert mean_over_tasks(per_task) == {"auroc": pytest.approx(0.7), "n_normal": 15}
         with pytest.raises(ValueError):
             mean_over_tasks({})
+
+
+def test_metric_kinds_decide_the_mean_row_and_the_table_format() -> None:
+    from medmoe.metrics import metric_kind
+
+    assert [metric_kind(k) for k in ("n_normal", "threshold_val", "threshold_best", "auroc", "dice_best")] == [
+        "count", "threshold", "threshold", "fraction", "fraction"]
+    mean = mean_over_tasks({"a": {"auroc": 0.5, "n_normal": 3, "threshold_val": 9.0},
+                            "b": {"auroc": 1.0, "n_normal": 4, "threshold_val": 1.0}})
+    assert mean == {"auroc": 0.75, "n_normal": 7}

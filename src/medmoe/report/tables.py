@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from medmoe.atomic import atomic_write_text
-from medmoe.metrics import MetricInputError, mean_over_tasks, summarise_seeds
+from medmoe.metrics import MetricInputError, mean_over_tasks, metric_kind, summarise_seeds
 
 __all__ = [
     "METRIC_HEADERS",
@@ -117,23 +117,13 @@ def format_mean_std(mean: float, std: float, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _is_count(metric: str) -> bool:
-    return metric.startswith("n_")
-
-
-def _is_threshold(metric: str) -> bool:
-    return metric.startswith("threshold")
-
-
 def _scale(metric: str, percent: bool) -> float:
     """×100 for fractions when ``percent``; counts and thresholds (raw score units) are never scaled."""
-    return 100.0 if percent and not _is_count(metric) and not _is_threshold(metric) else 1.0
+    return 100.0 if percent and metric_kind(metric) == "fraction" else 1.0
 
 
 def _value_format(metric: str) -> str:
-    if _is_count(metric):
-        return "d"
-    return ".4g" if _is_threshold(metric) else ".2f"
+    return {"count": "d", "threshold": ".4g", "fraction": ".2f"}[metric_kind(metric)]
 
 
 def _render(
