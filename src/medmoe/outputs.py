@@ -56,4 +56,6 @@ class OutputArrays:
         for item in fields(cls):
             values = [getattr(part, item.name) for part in parts]
             joined[item.name] = None if any(v is None for v in values) else np.concatenate(values)
-        return cls(**joined)
+        score = joined.pop("score")
+        assert score is not None  # every part has a score
+        return cls(score, **joined)

@@ -309,7 +309,7 @@ class Detector:
         """Run the backend on the prepared images of one batch; errors keep their place."""
         ok = [p for p in prepared if isinstance(p, PreparedImage)]
         if not ok:
-            return list(prepared)
+            return [p for p in prepared if isinstance(p, MedmoeError)]  # all of them
         images = np.stack([p.model_input for p in ok])
         text = np.stack([p.query.embedding for p in ok]) if self.spec.uses_prompt else None
         raw = self.backend.run(images, text)

@@ -75,7 +75,7 @@ def display_inputs(image: np.ndarray, anomaly_map: np.ndarray, threshold: float 
     worker process."""
     peak = float(np.max(anomaly_map)) if anomaly_map.size else 0.0  # of the full-resolution map
     per_image = threshold is None or math.isnan(threshold)
-    vmax = max(peak if per_image else max(HEADROOM * float(threshold), peak), 1e-12)
+    vmax = max(peak if threshold is None or per_image else max(HEADROOM * threshold, peak), 1e-12)
     return _display_size(image, dpi), _display_size(anomaly_map, dpi), vmax, image.shape
 
 
@@ -99,10 +99,10 @@ def draw_overlay(image: np.ndarray, anomaly_map: np.ndarray, vmax: float, shape:
                                 0.22 / fig_width, drawn_height / fig_height))
     bar = figure.colorbar(ScalarMappable(norm=heat.norm, cmap=heat.cmap), cax=bar_axes)
     label = "anomaly map per pixel"
-    if per_image:
+    if threshold is None or per_image:
         label += " (scaled to this image's maximum)"
     else:
-        bar.ax.axhline(float(threshold), color="white", linewidth=2.0)
+        bar.ax.axhline(threshold, color="white", linewidth=2.0)
         label += " (white line: score threshold, on the map's mean)"
     bar.set_label(label, fontsize=8 if drawn_height >= 4 else 6)
     bar.ax.tick_params(labelsize=8)

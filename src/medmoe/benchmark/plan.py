@@ -168,7 +168,7 @@ class RunSpec:
 
     def overrides(self) -> tuple[str, ...]:
         """The method's overrides plus seed and task selection."""
-        extra = (f"train.seed={self.seed}",)
+        extra: tuple[str, ...] = (f"train.seed={self.seed}",)
         if self.task != UNIVERSAL:
             extra += (f"train.tasks=[{self.task}]",)
         return METHOD_BY_NAME[self.method].overrides + extra

@@ -225,7 +225,7 @@ def _predictions_npz(checkpoint: Checkpoint, data: EvaluationData) -> bytes:
 
 
 def run_all(context: BenchmarkContext, specs: Sequence[RunSpec], manifests: ManifestSource,
-            after_each: Callable[[RunSpec], None] | None = None) -> list[RunSpec]:
+            after_each: Callable[[RunSpec], object] | None = None) -> list[RunSpec]:
     """Execute ``specs`` in order, skipping finished ones and those another process has claimed
     (:mod:`medmoe.benchmark.claim`); ``after_each`` is called after every new run.
 

@@ -306,7 +306,7 @@ def _fundus(size: int, rng: np.random.Generator, lesion_rng: np.random.Generator
     img = img + rng.uniform(0.28, 0.36) * disc
     cup_ratio = rng.uniform(0.25, 0.42)
     glaucoma = lesion_rng is not None and lesion_rng.random() < 0.5
-    if glaucoma:  # the lesion is an enlarged cup
+    if glaucoma and lesion_rng is not None:  # the lesion is an enlarged cup
         cup_ratio = lesion_rng.uniform(0.6, 0.85)
     cup = _inside(c.radius(dx + side * 0.01, dy, disc_r * cup_ratio, disc_r * cup_ratio * 1.1), 0.2)
     img = img + rng.uniform(0.15, 0.22) * cup

@@ -22,7 +22,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import torch
@@ -103,6 +103,23 @@ def make_optimizer(model: nn.Module, tc: TrainConfig, device: torch.device) -> t
     return torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=fused)
 
 
+class _Progress(TypedDict):
+    """Where a training run stands (kept in the resume file)."""
+
+    epoch: int
+    best_val_loss: float
+    best_epoch: int
+    history: list[dict[str, float]]
+    seconds: float
+    best_state: dict[str, torch.Tensor] | None
+
+
+def _start(seconds: float = 0.0, best_val_loss: float = math.inf) -> _Progress:
+    """The progress of a run that has not trained yet."""
+    return {"epoch": 0, "best_val_loss": best_val_loss, "best_epoch": 0, "history": [], "seconds": seconds,
+            "best_state": None}
+
+
 def train(config: RunConfig, manifests: list[Manifest], run_dir: str | Path, *,
           resume: bool = False, progress: bool = True) -> TrainResult:
     """Train a model on the normal images of ``manifests`` and write a checkpoint to ``run_dir``.
@@ -158,8 +175,7 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
         return _memory_model_checkpoint(config, model, tasks, embeddings, train_data, val_data, run_dir, dist,
                                         seconds=time.perf_counter() - fit_started)
     optimizer = make_optimizer(model, tc, dist.device)
-    state = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "history": [], "seconds": 0.0,
-             "best_state": None}
+    state = _start()
     resume_path = run_dir / RESUME_FILE
     if resume:
         state = _load_resume(resume_path, config, model, optimizer)
@@ -179,8 +195,8 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
             record["val_loss"] = _validation_loss(model, val_data, text, config, dist.device)
             selection_loss = record["val_loss"] if len(val_data.images) else train_loss["loss"]
             if tc.selection == "last" or selection_loss < state["best_val_loss"]:
-                state.update(best_val_loss=selection_loss, best_epoch=epoch + 1,
-                             best_state={k: v.detach().clone() for k, v in model.state_dict().items()})
+                state["best_val_loss"], state["best_epoch"] = selection_loss, epoch + 1
+                state["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             record["seconds"] = time.perf_counter() - started
             state["seconds"] += record["seconds"]
             state["history"].append(record)
@@ -206,8 +222,7 @@ def _memory_model_checkpoint(config: RunConfig, model: AnomalyModel, tasks: Task
                              dist: DistInfo, *, seconds: float) -> TrainResult:
     """A model without trainable parameters (PatchCore, feature 1-NN), its memory filled by
     ``fit_data``: fit thresholds and write the checkpoint (rank 0)."""
-    state = {"epoch": 0, "best_val_loss": math.nan, "best_epoch": 0, "history": [], "seconds": seconds,
-             "best_state": None}
+    state = _start(seconds, best_val_loss=math.nan)
     result = None
     if dist.is_main:
         result = _finish(config, model, tasks, embeddings, state, val_data, train_data, run_dir, dist.device)
@@ -231,7 +246,7 @@ def _prepared(model: AnomalyModel, data: Batch, cache_dir: Path, dist: DistInfo,
 def batch_loss(model: nn.Module, inputs: torch.Tensor, task_ids: torch.Tensor, text: torch.Tensor | None,
                config: RunConfig) -> LossParts:
     """The model's own loss (Eq. 6 and its terms) on one batch of prepared inputs."""
-    core: AnomalyModel = model.module if isinstance(model, DistributedDataParallel) else model
+    core = cast(AnomalyModel, model.module if isinstance(model, DistributedDataParallel) else model)
     out = model(inputs, task_text_embeddings(text, task_ids), prepared=True)  # through DDP's forward
     return core.loss(out, inputs, task_ids, config.train.alpha, config.train.beta)
 
@@ -295,7 +310,7 @@ def fit_thresholds(scores: np.ndarray, task_indices: np.ndarray, tasks: TaskRegi
 
 
 def _finish(config: RunConfig, model: AnomalyModel, tasks: TaskRegistry, embeddings: torch.Tensor | None,
-            state: dict[str, Any], val_data: Batch, train_data: Batch, run_dir: Path,
+            state: _Progress, val_data: Batch, train_data: Batch, run_dir: Path,
             device: torch.device) -> TrainResult:
     """Restore the selected weights, fit thresholds, the scope head and the trust calibration on
     validation normals (training normals without validation data), write the checkpoint."""
@@ -336,7 +351,7 @@ def _selection_rule(config: RunConfig, model: AnomalyModel) -> str:
 
 
 def _save_resume(path: Path, config: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 state: dict[str, Any]) -> None:
+                 state: _Progress) -> None:
     buffer = io.BytesIO()
     torch.save({"config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "state": state}, buffer)
@@ -344,7 +359,7 @@ def _save_resume(path: Path, config: RunConfig, model: nn.Module, optimizer: tor
 
 
 def _load_resume(path: Path, config: RunConfig, model: nn.Module,
-                 optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+                 optimizer: torch.optim.Optimizer) -> _Progress:
     if not path.is_file():
         raise CheckpointError(f"cannot resume: '{path}' does not exist (was the run started in this folder?)")
     saved = torch.load(path, map_location="cpu", weights_only=True)

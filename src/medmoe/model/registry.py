@@ -14,12 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from torch import nn
-
 from medmoe.errors import ConfigError
+from medmoe.model.base import AnomalyModel
 from medmoe.model.config import ModelConfig
 
-ModelFactory = Callable[[ModelConfig], nn.Module]
+ModelFactory = Callable[[ModelConfig], AnomalyModel]
 
 
 @dataclass(frozen=True)
@@ -68,6 +67,6 @@ def architecture(name: str) -> Architecture:
         raise ConfigError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}") from None
 
 
-def create_model(config: ModelConfig) -> nn.Module:
+def create_model(config: ModelConfig) -> AnomalyModel:
     """Build the model named by ``config.architecture``."""
     return architecture(config.architecture).factory(config)

