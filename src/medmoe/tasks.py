@@ -10,6 +10,11 @@ the paper, with the prompts of its Table 4. Users add their own from a YAML file
         prompt: Knee MRI slice.
         dicom_modalities: [MR]
         dicom_body_parts: [KNEE]
+      - id: head_ct_dicom
+        organ: head
+        modality: CT
+        prompt: Head CT slice.
+        window: brain              # or [40, 80]: read DICOM/NIfTI in training and detection alike
 
 The order of a registry is the order of task ids in a trained model (task index ``i`` is the i-th
 task), so it is stored in every checkpoint.
@@ -25,6 +30,7 @@ from typing import Any
 import yaml
 
 from medmoe.errors import ConfigError
+from medmoe.io.intensity import resolve_window
 
 
 def check_task_id(task_id: str) -> None:
@@ -45,6 +51,9 @@ class Task:
         channels: input channels the model sees (1: images are converted to grayscale).
         dicom_modalities: DICOM ``Modality`` codes that suggest this task (``MR``).
         dicom_body_parts: DICOM ``BodyPartExamined`` values that suggest this task (``BRAIN``).
+        window: the intensity window ``(center, width)`` its DICOM and NIfTI images are read with, in
+            training, evaluation and detection alike (a YAML file may name a preset, ``brain``);
+            ``None``: each file's own window (DICOM VOI), else min-max. Raster images ignore it.
     """
 
     id: str
@@ -54,6 +63,7 @@ class Task:
     channels: int = 1
     dicom_modalities: tuple[str, ...] = field(default_factory=tuple)
     dicom_body_parts: tuple[str, ...] = field(default_factory=tuple)
+    window: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         check_task_id(self.id)
@@ -61,18 +71,24 @@ class Task:
             raise ConfigError(f"task {self.id!r} has an empty prompt")
         if self.channels not in (1, 3):
             raise ConfigError(f"task {self.id!r}: channels must be 1 or 3, not {self.channels}")
+        if self.window is not None:
+            try:
+                object.__setattr__(self, "window", resolve_window(self.window))
+            except ValueError as exc:
+                raise ConfigError(f"task {self.id!r}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-serialisable dict (round-trips through :meth:`from_dict`)."""
         data = asdict(self)
         data["dicom_modalities"] = list(self.dicom_modalities)
         data["dicom_body_parts"] = list(self.dicom_body_parts)
+        data["window"] = None if self.window is None else list(self.window)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Task:
         """Build a task from a dict as written by :meth:`to_dict` or a YAML task file."""
-        known = {"id", "organ", "modality", "prompt", "channels", "dicom_modalities", "dicom_body_parts"}
+        known = {"id", "organ", "modality", "prompt", "channels", "dicom_modalities", "dicom_body_parts", "window"}
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"unknown task field(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -87,7 +103,20 @@ class Task:
             channels=int(data.get("channels", 1)),
             dicom_modalities=tuple(str(m).upper() for m in data.get("dicom_modalities", ())),
             dicom_body_parts=tuple(str(b).upper() for b in data.get("dicom_body_parts", ())),
+            window=_window(data.get("window")),
         )
+
+
+def _window(value: object) -> tuple[float, float] | None:
+    """A task file's ``window``: a preset name or a ``[center, width]`` pair, resolved; ``None`` if absent."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, list, tuple)):
+        raise ConfigError(f"a task's window is a preset name or [center, width], not {value!r}")
+    try:
+        return resolve_window(value if isinstance(value, str) else tuple(value))
+    except ValueError as exc:
+        raise ConfigError(f"a task's window: {exc}") from None
 
 
 DEFAULT_TASKS: tuple[Task, ...] = (

@@ -114,6 +114,27 @@ def test_arrays_are_accepted_like_files(detector: Detector, gray_png: Path) -> N
         detector.predict(pixels, task="brain_mri", frame=0)
 
 
+def test_a_tasks_training_window_is_the_default_for_dicom_and_nifti(tiny_run: Path, tmp_path: Path) -> None:
+    import nibabel as nib
+
+    from medmoe.tasks import TaskRegistry
+
+    hu = np.tile(np.linspace(-200.0, 300.0, 40, dtype=np.float32), (40, 1))
+    nib.save(nib.Nifti1Image(hu[:, :, None], np.eye(4)), tmp_path / "ct.nii.gz")
+    png = tmp_path / "ct.png"
+    Image.fromarray(np.full((40, 40), 90, np.uint8)).save(png)
+    plain = Detector.load(tiny_run)
+    windowed = Detector.load(tiny_run)
+    windowed.tasks = TaskRegistry(Task.from_dict({**t.to_dict(), "window": "brain"}) if t.id == "head_ct" else t
+                                  for t in plain.tasks)  # as a tasks file with `window: brain` trains it
+    by_task = windowed.predict(tmp_path / "ct.nii.gz", task="head_ct")
+    assert by_task.score == plain.predict(tmp_path / "ct.nii.gz", task="head_ct", window="brain").score
+    assert by_task.score != plain.predict(tmp_path / "ct.nii.gz", task="head_ct").score  # min-max without it
+    assert windowed.predict(tmp_path / "ct.nii.gz", task="head_ct", window=(0, 400)).score == \
+        plain.predict(tmp_path / "ct.nii.gz", task="head_ct", window=(0, 400)).score  # an explicit one wins
+    assert windowed.predict(png, task="head_ct").score == plain.predict(png, task="head_ct").score  # raster: none
+
+
 def test_predict_batch_matches_single_predictions_and_keeps_order(detector: Detector, phantoms: Path) -> None:
     files = brain_images(phantoms)
     batched = detector.predict_batch(files, task="brain_mri", batch_size=3)

@@ -104,26 +104,36 @@ def test_three_channel_tasks_repeat_gray(tmp_path: Path) -> None:
     torch.testing.assert_close(ds[0].image, torch.full((3, 8, 8), 128 / 255), atol=3e-4, rtol=0)
 
 
-def test_window_applies_to_nifti_and_is_ignored_for_png(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _windowed(window: object) -> TaskRegistry:
+    """The default tasks with ``head_ct`` read through ``window`` (as a tasks file would set it)."""
+    return TaskRegistry(Task.from_dict({**t.to_dict(), "window": window}) if t.id == "head_ct" else t
+                        for t in default_registry())
+
+
+def test_the_tasks_window_applies_to_nifti_and_is_ignored_for_png(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     hu = np.array([[-1000.0, 0.0, 40.0, 80.0]] * 4, dtype=np.float32).T  # (4, 4): rows of constant HU
     hu = hu.repeat(2, axis=0).repeat(2, axis=1)  # (8, 8): the smallest side medmoe scores
     nib.save(nib.Nifti1Image(hu[:, :, None], np.eye(4)), tmp_path / "ct.nii.gz")
     png = _png(tmp_path / "ct.png", np.full((8, 8), 51, dtype=np.uint8))
     manifest = _manifest(tmp_path, Sample("ct.nii.gz", "head_ct", 0, "train"), Sample(png, "head_ct", 0, "train"))
-    ds = ImageDataset.from_manifests([manifest], default_registry(), resolution=8, windows={"head_ct": "brain"})
+    ds = ImageDataset.from_manifests([manifest], _windowed("brain"), resolution=8)
     values = sorted(ds[0].image.unique().tolist())  # brain window: 0 HU -> 0, 40 -> 0.5, 80 -> 1
     np.testing.assert_allclose(values, [0.0, 0.5, 1.0], atol=1e-3)
     torch.testing.assert_close(ds[1].image, torch.full((1, 8, 8), 0.2), atol=3e-4, rtol=0)
     calls = _count_reads(monkeypatch)
-    for window in ("brain", "subdural", (40, 80), None):  # the preset and its values share an entry
-        windows = {"head_ct": window} if window else None
-        ImageDataset.from_manifests([manifest], default_registry(), resolution=8, windows=windows,
-                                    cache_dir=tmp_path / "cache")[0]
+    for window in ("brain", "subdural", [40, 80], None):  # the preset and its values share an entry
+        ImageDataset.from_manifests([manifest], _windowed(window), resolution=8, cache_dir=tmp_path / "cache")[0]
     assert len(calls) == 3
-    with pytest.raises(ConfigError, match="knee"):
-        ImageDataset.from_manifests([manifest], default_registry(), windows={"knee": "brain"})
-    with pytest.raises(ConfigError, match="head_ct"):
-        ImageDataset.from_manifests([manifest], default_registry(), windows={"head_ct": "no-such-preset"})
+
+
+def test_a_tasks_window_is_resolved_checked_and_kept(tmp_path: Path) -> None:
+    task = _windowed("Brain")["head_ct"]
+    assert task.window == (40.0, 80.0) and Task.from_dict(task.to_dict()) == task
+    assert Task.from_dict({k: v for k, v in task.to_dict().items() if k != "window"}).window is None  # old files
+    for bad in ("no-such-preset", [40, 0], [1, 2, 3], 7):
+        with pytest.raises(ConfigError, match="window"):
+            _windowed(bad)
 
 
 # --- masks ------------------------------------------------------------------------------------------

@@ -13,8 +13,9 @@ import medmoe
 SRC = Path(medmoe.__file__).resolve().parent.parent
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("medmoe.errors", "medmoe.atomic", "medmoe.versioned", "medmoe.tasks", "medmoe.outputs"),
+    ("medmoe.errors", "medmoe.atomic", "medmoe.versioned", "medmoe.outputs"),
     ("medmoe.io",),
+    ("medmoe.tasks",),
     ("medmoe.data",),
     ("medmoe.text", "medmoe.metrics"),
     ("medmoe.model",),

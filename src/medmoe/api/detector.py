@@ -45,7 +45,7 @@ from medmoe.api.results import DetectionResult
 from medmoe.api.spec import Backend, ModelSpec
 from medmoe.data.transforms import preprocess_image, resize_plane
 from medmoe.errors import CheckpointError, ImageReadError, MedmoeError, PromptError
-from medmoe.io import Plane, read_dicom_tags, read_plane, to_grayscale
+from medmoe.io import Plane, read_dicom_tags, read_plane, to_grayscale, window_for
 from medmoe.io.choice import Choice
 from medmoe.io.formats import image_format
 from medmoe.io.policy import check_scorable, constant_note
@@ -158,7 +158,9 @@ class Detector:
             fpr: the false-positive rate on normals the decision controls (``α``: anomalous when
                 the p-value is at most ``fpr``); default :data:`~medmoe.trust.DEFAULT_FPR`.
             frame, slice_index, window: passed to :func:`medmoe.io.read_image` (files only): an
-                index or ``first``/``middle``/``last`` for files with several frames or slices.
+                index or ``first``/``middle``/``last`` for files with several frames or slices. Without
+                ``window``, DICOM and NIfTI files are read with their task's training window
+                (:attr:`medmoe.tasks.Task.window`), if it has one.
 
         Raises:
             ImageReadError: the file cannot be read (the error names it).
@@ -281,7 +283,12 @@ class Detector:
             if plane is item and (frame is not None or slice_index is not None):
                 raise ImageReadError(plane.path, "a Plane carries its own frame/slice; do not pass frame= or "
                                                  "slice_index= with it")
-            source, decoded = str(plane.path), read_plane(plane, window=window)
+            source = str(plane.path)
+            if query is None and image_format(source) == "dicom":
+                query = self._query_from_tags(source)  # before the pixels: the task may set the window
+            if window is None and query is not None:  # the task's training window, where it applies
+                window = window_for(source, self.tasks[query.task].window)
+            decoded = read_plane(plane, window=window)
         check_scorable(source or "<array>", decoded)
         if query is None:
             query = self._query_from_tags(source)

@@ -29,7 +29,7 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -44,16 +44,12 @@ from medmoe.data.manifest import Manifest, Sample
 from medmoe.data.transforms import is_box_spec, preprocess_image, rasterize_boxes, resize_mask
 from medmoe.errors import ConfigError, DatasetError, ImageReadError
 from medmoe.io import read_image
-from medmoe.io.formats import image_format
-from medmoe.io.intensity import resolve_window
 from medmoe.io.policy import check_scorable
+from medmoe.io.reader import window_for
 from medmoe.tasks import TaskRegistry
 
 CACHE_VERSION = 2
 """Bump when preprocessing changes in a way the cache key does not capture."""
-
-Window = tuple[float, float] | str
-"""A CT/MR intensity window: ``(center, width)`` or a preset name (see :func:`medmoe.io.read_image`)."""
 
 _log = logging.getLogger(__name__)
 
@@ -146,18 +142,17 @@ class ImageDataset(Dataset[Item]):
         resolution: output side ``R`` (images are squashed to ``R × R``).
         cache_dir: folder of the preprocessed cache (created as needed); ``None`` disables it.
         with_masks: load masks; if false every mask is zeros and ``has_mask`` is false.
-        windows: intensity window per task id for DICOM and NIfTI files (e.g. ``{"head_ct": "brain"}``);
-            other formats hold display values and ignore it. Default: the file's own window (DICOM
-            VOI) or min–max scaling.
+
+    DICOM and NIfTI files are read with their task's :attr:`~medmoe.tasks.Task.window` (other formats
+    hold display values and ignore it); without one, the file's own window (DICOM VOI) or min–max.
 
     Raises:
         DatasetError: no entries, a task missing from ``tasks``, or tasks with different channels.
-        ConfigError: a bad resolution or window.
+        ConfigError: a bad resolution.
     """
 
     def __init__(self, entries: Sequence[tuple[Manifest, Sample]], tasks: TaskRegistry, resolution: int = 64,
-                 cache_dir: Path | None = None, with_masks: bool = True,
-                 windows: Mapping[str, Window] | None = None) -> None:
+                 cache_dir: Path | None = None, with_masks: bool = True) -> None:
         self.entries: list[tuple[Manifest, Sample]] = list(entries)
         self.tasks = tasks
         self.resolution = int(resolution)
@@ -179,14 +174,6 @@ class ImageDataset(Dataset[Item]):
             detail = ", ".join(f"{t}: {tasks[t].channels}" for t in used)
             raise DatasetError(f"tasks of one dataset must have the same number of channels ({detail})")
         self.channels: int = channels.pop()
-        self.windows: dict[str, tuple[float, float]] = {}
-        for task_id, window in (windows or {}).items():
-            if task_id not in tasks:
-                raise ConfigError(f"window given for unknown task {task_id!r}; known tasks: {', '.join(tasks.ids)}")
-            try:
-                self.windows[task_id] = resolve_window(window)
-            except ValueError as exc:
-                raise ConfigError(f"window for task {task_id!r}: {exc}") from None
         self._task_indices = [tasks.index(s.task) for _, s in self.entries]
 
     @classmethod
@@ -273,9 +260,7 @@ class ImageDataset(Dataset[Item]):
         image_path = manifest.resolve(sample.path)
         mask_spec = sample.mask if self.with_masks else ""
         mask_files = [] if is_box_spec(mask_spec) else [manifest.resolve(p) for p in mask_spec.split("|") if p]
-        window = self.windows.get(sample.task)
-        if window is not None and image_format(image_path) not in ("dicom", "nifti"):
-            window = None
+        window = window_for(image_path, self.tasks[sample.task].window)
         if self.cache_dir is None:
             array = self._preprocess(image_path, mask_spec, mask_files, window)
         else:

@@ -19,7 +19,7 @@ from medmoe.io.choice import Plane
 from medmoe.io.dicom import read_dicom_tags
 from medmoe.io.formats import SUPPORTED_SUFFIXES, file_suffix, is_dicom, is_image_file
 from medmoe.io.intensity import WINDOW_PRESETS, to_grayscale
-from medmoe.io.reader import count_planes, planes, read_image, read_plane
+from medmoe.io.reader import count_planes, planes, read_image, read_plane, window_for
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -34,4 +34,5 @@ __all__ = [
     "read_image",
     "read_plane",
     "to_grayscale",
+    "window_for",
 ]

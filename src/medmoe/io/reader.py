@@ -129,6 +129,12 @@ def read_plane(plane: Plane, *, window: tuple[float, float] | str | None = None)
     return read_image(plane.path, frame=plane.frame, slice_index=plane.slice_index, window=window)
 
 
+def window_for(path: str | Path, window: tuple[float, float] | None) -> tuple[float, float] | None:
+    """``window`` if it applies to ``path`` (DICOM and NIfTI hold values a window maps; PNG/JPEG/TIFF/BMP
+    hold display values), else ``None``: how a task's window is applied to a folder of mixed files."""
+    return window if window is not None and image_format(path) in _WINDOW_FORMATS else None
+
+
 def _check_file(path: str | Path) -> ImageFormat:
     """The format of an existing, non-empty regular file, or an :class:`ImageReadError`."""
     file = Path(path)
