@@ -15,15 +15,16 @@ from medmoe.engine.evaluate import collect, compute_metrics
 from medmoe.engine.train import train
 from medmoe.errors import ConfigError
 from medmoe.model import ARCHITECTURES, ModelConfig, create_model
+from medmoe.model.registry import architecture
 from medmoe.model.baselines import AutoEncoder, MemAE, Memory, attention_entropy, hard_shrink
 from medmoe.model.baselines.memae import ENTROPY_WEIGHT, MEMORY_SLOTS, SHRINK_THRESHOLD
 
-BASELINES = {"ae": False, "ae_u": True, "memae": False}  # name -> hallucination head
+BASELINES = {name: architecture(name).fixes["hallucination"] for name in ("ae", "ae_u", "memae")}
+"""name -> whether it has the hallucination head (its registry entry says)."""
 
 
 def _config(name: str, **kw) -> ModelConfig:
-    return ModelConfig(architecture=name, hallucination=BASELINES[name], prompt=False, resolution=32,
-                       fc_width=64, **kw)
+    return ModelConfig(architecture=name, **architecture(name).fixes, resolution=32, fc_width=64, **kw)
 
 
 def test_baselines_are_registered_by_name() -> None:
@@ -63,12 +64,14 @@ def test_ae_u_scores_with_the_papers_map_and_ae_with_squared_error() -> None:
     torch.testing.assert_close(out.score, (z - out.x_hat).square().flatten(1).mean(1))
 
 
-@pytest.mark.parametrize("name", list(BASELINES))
-def test_prompts_and_a_wrong_head_are_refused(name: str) -> None:
-    with pytest.raises(ConfigError, match="does not use prompts"):
-        create_model(ModelConfig(architecture=name, hallucination=BASELINES[name], prompt=True))
-    with pytest.raises(ConfigError, match="hallucination"):
-        create_model(ModelConfig(architecture=name, hallucination=not BASELINES[name], prompt=False))
+@pytest.mark.parametrize("name", [name for name, entry in ARCHITECTURES.items() if entry.fixes])
+def test_every_fixed_setting_is_refused_with_another_value(name: str) -> None:
+    fixes = architecture(name).fixes
+    for key, value in fixes.items():
+        with pytest.raises(ConfigError, match=rf"architecture '{name}' needs model\.{key}: {str(value).lower()}"):
+            create_model(ModelConfig(architecture=name, **{**fixes, key: not value}))
+    assert set(architecture(name).overrides()) == {f"model.architecture={name}",
+                                                   *(f"model.{k}={str(v).lower()}" for k, v in fixes.items())}
 
 
 def test_hard_shrink_zeroes_small_weights_and_renormalises() -> None:

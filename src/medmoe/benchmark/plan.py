@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from medmoe.errors import ConfigError
+from medmoe.model.registry import architecture
 
 TABLES = ("table1", "table2", "table3", "table4", "feat1", "feat2", "feat3")
 PAPER_TABLES = TABLES[:4]
@@ -29,13 +30,9 @@ UNIVERSAL = "all"
 """The ``task`` of a run trained on every task."""
 
 
-def _baseline(architecture: str, hallucination: bool) -> tuple[str, ...]:
-    return (f"model.architecture={architecture}", f"model.hallucination={str(hallucination).lower()}",
-            "model.prompt=false")
-
-
-def _memory(architecture: str, prompt: bool) -> tuple[str, ...]:
-    return (f"model.architecture={architecture}", "model.hallucination=false", f"model.prompt={str(prompt).lower()}")
+def _baseline(name: str, **free: bool) -> tuple[str, ...]:
+    """The overrides of a baseline: its registry entry's fixed settings, and ``free`` ones."""
+    return architecture(name).overrides(**free)
 
 
 PIXEL_MODEL = ("model.architecture=moe", "model.resolution=64", "train.epochs=40", "train.lr=5e-4",
@@ -67,23 +64,25 @@ class Method:
 
 METHODS: tuple[Method, ...] = (
     Method("ours", "Ours (prompt MoE, HQ, N=K=5)", "table1"),
-    Method("universal_ae", "AE, universal (all tasks, no prompt)", "table1", _baseline("ae", False)),
-    Method("ae", "AE, single-task", "table1", _baseline("ae", False), single_task=True),
-    Method("ae_u", "AE-U, single-task (HQ decoder)", "table1", _baseline("ae_u", True), single_task=True),
-    Method("memae", "MemAE, single-task", "table1", _baseline("memae", False), single_task=True),
+    Method("universal_ae", "AE, universal (all tasks, no prompt)", "table1", _baseline("ae")),
+    Method("ae", "AE, single-task", "table1", _baseline("ae"), single_task=True),
+    Method("ae_u", "AE-U, single-task (HQ decoder)", "table1", _baseline("ae_u"), single_task=True),
+    Method("memae", "MemAE, single-task", "table1", _baseline("memae"), single_task=True),
     Method("no_hq", "Ours without HQ (✗HQ ✓TP)", "table2", ("model.hallucination=false",)),
     Method("no_prompt", "Ours without TP (✓HQ ✗TP)", "table2", ("model.prompt=false",)),
     Method("router_norm", "Ours, router inputs layer-normalised (not in the paper)", "table2",
            ("model.router_norm=true",)),
     *(Method(f"k{k}", f"K = {k}", "table3", (f"model.top_k={k}",)) for k in range(1, 5)),
-    Method("ae_steps", "AE, single-task, steps of a universal run", "table4", _baseline("ae", False),
+    Method("ae_steps", "AE, single-task, steps of a universal run", "table4", _baseline("ae"),
            single_task=True, equal_steps=True),
-    Method("ae_u_steps", "AE-U, single-task, steps of a universal run", "table4", _baseline("ae_u", True),
+    Method("ae_u_steps", "AE-U, single-task, steps of a universal run", "table4", _baseline("ae_u"),
            single_task=True, equal_steps=True),
     Method("feature_moe", "Ours on trunk features (feature_moe, HQ, N=K=5)", "feat1"),
-    Method("patchcore", "PatchCore, per task (the prompt picks the bank)", "feat1", _memory("patchcore", True)),
-    Method("patchcore_universal", "PatchCore, one universal bank (no prompt)", "feat1", _memory("patchcore", False)),
-    Method("feature_nn", "1-NN on the pooled trunk feature, per task", "feat1", _memory("feature_nn", True)),
+    Method("patchcore", "PatchCore, per task (the prompt picks the bank)", "feat1",
+           _baseline("patchcore", prompt=True)),
+    Method("patchcore_universal", "PatchCore, one universal bank (no prompt)", "feat1",
+           _baseline("patchcore", prompt=False)),
+    Method("feature_nn", "1-NN on the pooled trunk feature, per task", "feat1", _baseline("feature_nn")),
     Method("pixel_ours", "Ours, the paper's pixel model (64×64, 40 epochs)", "feat1", PIXEL_MODEL),
     Method("feat_no_hq", "feature_moe without HQ (✗HQ ✓TP)", "feat2", ("model.hallucination=false",)),
     Method("feat_no_prompt", "feature_moe without TP (✓HQ ✗TP)", "feat2", ("model.prompt=false",)),

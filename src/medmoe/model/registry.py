@@ -11,8 +11,8 @@ in its :class:`Architecture` entry, read by :func:`architecture` — never by te
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from medmoe.errors import ConfigError
 from medmoe.model.base import AnomalyModel
@@ -31,25 +31,44 @@ class Architecture:
         experts_per_task: its routing loss pairs task ``i`` with expert ``i``, so it needs
             ``model.num_experts`` ≥ the number of tasks.
         adds_tasks: ``medmoe add-task`` can grow a trained model of it.
+        fixes: the :class:`ModelConfig` settings it cannot change (``{"prompt": False}`` for a
+            baseline without a prompt encoder): :meth:`check` refuses another value, and
+            :meth:`overrides` spells them for a config.
     """
 
     name: str
     factory: ModelFactory
     experts_per_task: bool = False
     adds_tasks: bool = False
+    fixes: Mapping[str, bool] = field(default_factory=dict)
+
+    def check(self, config: ModelConfig) -> None:
+        """Raise :class:`ConfigError` naming every fixed setting ``config`` gives another value."""
+        wrong = [f"model.{key}: {str(value).lower()}" for key, value in self.fixes.items()
+                 if getattr(config, key) != value]
+        if wrong:
+            raise ConfigError(f"architecture {self.name!r} needs {', '.join(wrong)}; set "
+                              f"{'them' if len(wrong) > 1 else 'it'} so (e.g. --set {wrong[0].replace(': ', '=')})")
+
+    def overrides(self, **free: bool) -> tuple[str, ...]:
+        """``section.field=value`` items selecting this architecture with its fixed settings, and
+        values for settings it leaves free (``prompt=True``)."""
+        settings = {**free, **self.fixes}
+        return (f"model.architecture={self.name}", *(f"model.{k}={str(v).lower()}" for k, v in settings.items()))
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
 
 
-def register_model(name: str, *, experts_per_task: bool = False,
-                   adds_tasks: bool = False) -> Callable[[ModelFactory], ModelFactory]:
+def register_model(name: str, *, experts_per_task: bool = False, adds_tasks: bool = False,
+                   fixes: Mapping[str, bool] | None = None) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator: register a factory (or a model class) ``ModelConfig -> nn.Module`` under ``name``."""
 
     def decorate(factory: ModelFactory) -> ModelFactory:
         if name in ARCHITECTURES:
             raise ValueError(f"model {name!r} is registered twice")
-        ARCHITECTURES[name] = Architecture(name, factory, experts_per_task=experts_per_task, adds_tasks=adds_tasks)
+        ARCHITECTURES[name] = Architecture(name, factory, experts_per_task=experts_per_task, adds_tasks=adds_tasks,
+                                           fixes=dict(fixes or {}))
         return factory
 
     return decorate
@@ -68,5 +87,11 @@ def architecture(name: str) -> Architecture:
 
 
 def create_model(config: ModelConfig) -> AnomalyModel:
-    """Build the model named by ``config.architecture``."""
-    return architecture(config.architecture).factory(config)
+    """Build the model named by ``config.architecture``.
+
+    Raises:
+        ConfigError: an unknown architecture, or a setting it fixes given another value.
+    """
+    entry = architecture(config.architecture)
+    entry.check(config)
+    return entry.factory(config)

@@ -4,24 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from medmoe.errors import ConfigError
-from medmoe.model.config import ModelConfig
 from medmoe.model.output import ModelOutput
 from medmoe.model.scoring import anomaly_map, image_score
-
-
-def check_config(config: ModelConfig, name: str, *, hallucination: bool) -> None:
-    """Raise :class:`ConfigError` unless ``config`` fits baseline ``name``.
-
-    Baselines use no prompt (the engine would otherwise load a text model for nothing) and have a
-    fixed output head, so ``model.prompt`` must be false and ``model.hallucination`` must equal
-    ``hallucination``. ``num_experts`` and ``top_k`` are ignored.
-    """
-    if config.prompt:
-        raise ConfigError(f"architecture {name!r} does not use prompts: set model.prompt: false")
-    if config.hallucination != hallucination:
-        raise ConfigError(f"architecture {name!r} {'needs' if hallucination else 'has no'} hallucination head: "
-                          f"set model.hallucination: {str(hallucination).lower()}")
 
 
 def decoded_output(x: torch.Tensor, decoded: torch.Tensor, features: torch.Tensor, in_channels: int,

@@ -13,10 +13,9 @@ tasks, the universal AE.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from medmoe.model.base import AnomalyModel
-from medmoe.model.baselines._common import check_config, decoded_output
+from medmoe.model.baselines._common import decoded_output
 from medmoe.model.config import ModelConfig
 from medmoe.model.output import ModelOutput
 from medmoe.model.reference import ExpertDecoder
@@ -46,13 +45,5 @@ class AutoEncoder(AnomalyModel):
         return decoded_output(z, self.decoder(v), v, self.config.in_channels)
 
 
-@register_model("ae")
-def _ae(config: ModelConfig) -> nn.Module:
-    check_config(config, "ae", hallucination=False)
-    return AutoEncoder(config)
-
-
-@register_model("ae_u")
-def _ae_u(config: ModelConfig) -> nn.Module:
-    check_config(config, "ae_u", hallucination=True)
-    return AutoEncoder(config)
+register_model("ae", fixes={"prompt": False, "hallucination": False})(AutoEncoder)
+register_model("ae_u", fixes={"prompt": False, "hallucination": True})(AutoEncoder)

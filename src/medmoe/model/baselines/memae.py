@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medmoe.model.base import AnomalyModel
-from medmoe.model.baselines._common import check_config, decoded_output
+from medmoe.model.baselines._common import decoded_output
 from medmoe.model.config import ModelConfig
 from medmoe.model.output import ModelOutput
 from medmoe.model.reference import ExpertDecoder
@@ -88,7 +88,4 @@ class MemAE(AnomalyModel):
         return decoded_output(z, self.decoder(v_hat), v, self.config.in_channels, aux_loss=aux)
 
 
-@register_model("memae")
-def _memae(config: ModelConfig) -> nn.Module:
-    check_config(config, "memae", hallucination=False)
-    return MemAE(config)
+register_model("memae", fixes={"prompt": False, "hallucination": False})(MemAE)

@@ -159,20 +159,5 @@ class FeatureNN(MemoryModel):
                            score=score, router_weights=None, router_logits=None, features=pooled[:, 0])
 
 
-def _check_memory_config(config: ModelConfig, name: str, *, prompt: bool | None) -> None:
-    if config.hallucination:
-        raise ConfigError(f"architecture {name!r} has no hallucination head: set model.hallucination: false")
-    if prompt is not None and config.prompt != prompt:
-        raise ConfigError(f"architecture {name!r} needs model.prompt: {str(prompt).lower()}")
-
-
-@register_model("patchcore")
-def _patchcore(config: ModelConfig) -> PatchCore:
-    _check_memory_config(config, "patchcore", prompt=None)
-    return PatchCore(config)
-
-
-@register_model("feature_nn")
-def _feature_nn(config: ModelConfig) -> FeatureNN:
-    _check_memory_config(config, "feature_nn", prompt=True)
-    return FeatureNN(config)
+register_model("patchcore", fixes={"hallucination": False})(PatchCore)
+register_model("feature_nn", fixes={"hallucination": False, "prompt": True})(FeatureNN)
