@@ -15,9 +15,9 @@ from medmoe.engine.evaluate import collect, compute_metrics
 from medmoe.engine.train import train
 from medmoe.errors import ConfigError
 from medmoe.model import ARCHITECTURES, ModelConfig, create_model
-from medmoe.model.registry import architecture
 from medmoe.model.baselines import AutoEncoder, MemAE, Memory, attention_entropy, hard_shrink
 from medmoe.model.baselines.memae import ENTROPY_WEIGHT, MEMORY_SLOTS, SHRINK_THRESHOLD
+from medmoe.model.registry import architecture
 
 BASELINES = {name: architecture(name).fixes["hallucination"] for name in ("ae", "ae_u", "memae")}
 """name -> whether it has the hallucination head (its registry entry says)."""
