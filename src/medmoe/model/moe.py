@@ -7,7 +7,7 @@ import torch
 from medmoe.model.base import AnomalyModel
 from medmoe.model.config import ModelConfig
 from medmoe.model.experts import ExpertBank
-from medmoe.model.output import ModelOutput
+from medmoe.model.output import ModelOutput, split_decoded
 from medmoe.model.prompt import PromptEncoder
 from medmoe.model.reference import LoopedExperts
 from medmoe.model.registry import register_model
@@ -51,9 +51,7 @@ class PromptMoE(AnomalyModel):
         v = self.encoder(z)
         logits, weights = self.router(self.router_input(v, text_embedding))
         mixed = self.experts.mix(v, weights)  # Σ_k s_k (mu_k, sigma_k): (B, C or 2C, R, R)
-        c = self.config.in_channels
-        x_hat = mixed[:, :c]
-        u = mixed[:, c:] if self.config.hallucination else None
+        x_hat, u = split_decoded(mixed, self.config)
         amap = anomaly_map(z, x_hat, u)
         return ModelOutput(x_hat=x_hat, u=u, anomaly_map=amap, score=image_score(amap),
                          router_weights=weights, router_logits=logits, features=v)

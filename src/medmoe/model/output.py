@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from medmoe.model.config import ModelConfig
 from medmoe.outputs import OutputArrays
 
 
@@ -43,6 +44,19 @@ class ModelOutput:
     aux_loss: torch.Tensor | None = None
     reconstruction_loss: torch.Tensor | None = None
 
+
+
+def split_decoded(decoded: torch.Tensor, config: ModelConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A pixel decoder's output ``(B, C, R, R)``, or ``(B, 2C, R, R)`` with the hallucination head, as
+    ``(x_hat, u)``: channels ``[:C]`` are the reconstruction ``mu`` and ``[C:]`` the hallucination map
+    ``sigma`` (``u`` is ``None`` without the head). The config decides; the width must agree with it."""
+    c = config.in_channels
+    expected = 2 * c if config.hallucination else c
+    if decoded.shape[1] != expected:
+        head = "with" if config.hallucination else "without"
+        raise ValueError(f"a decoder output of {decoded.shape[1]} channels for {c} input channels {head} the "
+                         f"hallucination head (expected {expected})")
+    return decoded[:, :c], (decoded[:, c:] if config.hallucination else None)
 
 
 def deployed_outputs(out: ModelOutput, scope_distances: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:

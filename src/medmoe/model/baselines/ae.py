@@ -42,7 +42,7 @@ class AutoEncoder(AnomalyModel):
         """Reconstruct and score ``x``; ``text_embedding`` is ignored (no prompts)."""
         z = to_model_range(x, self.config.value_range)
         v = self.encoder(z)
-        return decoded_output(z, self.decoder(v), v, self.config.in_channels)
+        return decoded_output(z, self.decoder(v), v, self.config)
 
 
 register_model("ae", fixes={"prompt": False, "hallucination": False})(AutoEncoder)

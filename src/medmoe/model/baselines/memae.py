@@ -85,7 +85,7 @@ class MemAE(AnomalyModel):
         v = self.encoder(z)
         v_hat, weights = self.memory(v)
         aux = ENTROPY_WEIGHT * attention_entropy(weights)
-        return decoded_output(z, self.decoder(v_hat), v, self.config.in_channels, aux_loss=aux)
+        return decoded_output(z, self.decoder(v_hat), v, self.config, aux_loss=aux)
 
 
 register_model("memae", fixes={"prompt": False, "hallucination": False})(MemAE)
