@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return result
 
     def auroc(pair: tuple[np.ndarray, np.ndarray]) -> float:
-        return 100 * image_metrics(pair[0], pair[1], threshold_val=None)["auroc"]
+        return 100 * image_metrics(pair[0], pair[1], threshold_val=None).auroc
 
     left_out = args.tasks or [t for t in registry.ids if (args.runs / f"loto/{t}/base/model.json").is_file()]
     rows, records = [], []

@@ -82,7 +82,7 @@ def validation_auroc(checkpoint, manifests, seed: int) -> dict[str, float]:  # n
         text = task_text_embeddings(checkpoint.prompt_embeddings, torch.full((len(images),), t))
         scores = predict(model, inputs, text, prepared=True).score
         labels = np.r_[np.zeros(len(normal), int), np.ones(len(abnormal), int)]
-        result[task.id] = 100 * image_metrics(scores, labels, threshold_val=None)["auroc"]
+        result[task.id] = 100 * image_metrics(scores, labels, threshold_val=None).auroc
     result["mean"] = float(np.mean(list(result.values())))
     return result
 

@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         tv = [0.5 * np.abs(by_prompt[p].router_weights[mine] - right.router_weights[mine]).sum(axis=1).mean()
               for p in wrong] if right.router_weights is not None else [float("nan")]
         ratio = [np.median(by_prompt[p].score[mine] / np.maximum(right.score[mine], 1e-12)) for p in wrong]
-        auc_right = image_metrics(right.score[mine], labels[mine], threshold_val=None)["auroc"]
-        auc_wrong = [image_metrics(by_prompt[p].score[mine], labels[mine], threshold_val=None)["auroc"] for p in wrong]
+        auc_right = image_metrics(right.score[mine], labels[mine], threshold_val=None).auroc
+        auc_wrong = [image_metrics(by_prompt[p].score[mine], labels[mine], threshold_val=None).auroc for p in wrong]
         rows.append({"task": task, "tv": f"{np.mean(tv):.3f}", "ratio": f"{np.median(ratio):.2f}",
                      "auc_right": f"{100 * auc_right:.2f}", "auc_wrong": f"{100 * np.mean(auc_wrong):.2f}"})
     table = markdown_table(rows, [("task", "Task", ""), ("tv", "router weights moved (TV, right → wrong prompt)", ""),

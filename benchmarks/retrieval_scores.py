@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             dist = torch.cat([nearest_distance(patches(q[i:i + 32]), bank) for i in range(0, len(q), 32)])
             for name, aggregate in aggregations.items():
                 scores = aggregate(dist).numpy()
-                auroc.setdefault((scale, name), {})[task] = 100 * image_metrics(scores, labels, threshold_val=None)["auroc"]
+                auroc.setdefault((scale, name), {})[task] = 100 * image_metrics(scores, labels, threshold_val=None).auroc
         print(task, flush=True)
     rows = [{"scale": scale, "score": name, **{t: f"{v[t]:.1f}" for t in tasks.ids}, "mean": f"{np.mean(list(v.values())):.1f}"}
             for (scale, name), v in auroc.items()]

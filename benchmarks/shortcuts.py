@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             scores = {"mean": x.mean(dim=(1, 2, 3)), "std": x.flatten(1).std(dim=1), "detail": detail.mean(dim=(1, 2, 3))}
             labels = batch.labels.numpy()
             row = {"task": task, "n": f"{int((labels == 0).sum())} / {int((labels == 1).sum())}"}
-            row.update({s: f"{100 * image_metrics(scores[s].numpy(), labels, threshold_val=None)['auroc']:.2f}" for s in STATISTICS})
+            row.update({s: f"{100 * image_metrics(scores[s].numpy(), labels, threshold_val=None).auroc:.2f}" for s in STATISTICS})
             rows.append(row)
     except MedmoeError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -31,8 +32,10 @@ from medmoe.errors import MedmoeError
 __all__ = [
     "DICE_GRID_SIZE",
     "IMAGE_METRIC_KEYS",
+    "ImageMetrics",
     "MetricInputError",
     "MetricKind",
+    "PixelMetrics",
     "best_f1_threshold",
     "fit_threshold",
     "image_metrics",
@@ -43,21 +46,46 @@ __all__ = [
     "summarise_seeds",
 ]
 
-IMAGE_METRIC_KEYS = (
-    "auroc",
-    "ap",
-    "f1_best",
-    "acc_best",
-    "threshold_best",
-    "f1_val",
-    "acc_val",
-    "sensitivity_val",
-    "specificity_val",
-    "threshold_val",
-    "n_normal",
-    "n_abnormal",
-)
-"""The keys :func:`image_metrics` returns, in order."""
+@dataclass(frozen=True)
+class ImageMetrics:
+    """Every image-level metric of one task's images (:func:`image_metrics`); each field's
+    :func:`metric_kind` is in its name: ``n_*`` counts, ``threshold*`` score thresholds, the rest
+    fractions in [0, 1] (NaN where undefined)."""
+
+    auroc: float
+    ap: float
+    f1_best: float
+    acc_best: float
+    threshold_best: float
+    f1_val: float
+    acc_val: float
+    sensitivity_val: float
+    specificity_val: float
+    threshold_val: float
+    n_normal: int
+    n_abnormal: int
+
+    def to_dict(self) -> dict[str, float]:
+        """``{metric: value}`` in field order (the form ``metrics.json`` and the tables hold)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PixelMetrics:
+    """Pixel-level localisation metrics (:func:`pixel_metrics`)."""
+
+    pixel_auroc: float
+    dice_best: float
+    threshold_dice_best: float
+    n_images_with_mask: int
+
+    def to_dict(self) -> dict[str, float]:
+        """``{metric: value}`` in field order."""
+        return asdict(self)
+
+
+IMAGE_METRIC_KEYS = tuple(item.name for item in fields(ImageMetrics))
+"""The metrics :func:`image_metrics` gives, in order."""
 
 MetricKind = Literal["count", "threshold", "fraction"]
 """What a metric's value is: a count of images (summed over tasks, printed as an integer), a score
@@ -194,7 +222,7 @@ def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, fl
 
 def image_metrics(
     scores: np.ndarray, labels: np.ndarray, *, threshold_val: float | None
-) -> dict[str, float]:
+) -> ImageMetrics:
     """Every image-level metric of one task's test set.
 
     Args:
@@ -204,7 +232,7 @@ def image_metrics(
             ``None`` if there is none (the ``*_val`` metrics are then NaN).
 
     Returns:
-        A dict with exactly these keys (:data:`IMAGE_METRIC_KEYS`):
+        An :class:`ImageMetrics` with these fields (:data:`IMAGE_METRIC_KEYS`):
 
         - ``auroc``, ``ap``: ROC AUC and average precision over the full score vector, abnormal =
           positive. Never flipped. NaN when only one class is present.
@@ -226,13 +254,6 @@ def image_metrics(
     n_normal = labels.size - n_abnormal
     both = n_abnormal > 0 and n_normal > 0
     thr_best, f1_best, acc_best = best_f1_threshold(scores, labels)
-    out: dict[str, float] = {
-        "auroc": float(roc_auc_score(labels, scores)) if both else math.nan,
-        "ap": float(average_precision_score(labels, scores)) if both else math.nan,
-        "f1_best": f1_best,
-        "acc_best": acc_best,
-        "threshold_best": thr_best,
-    }
     if threshold_val is None:
         stats = dict.fromkeys(("f1", "acc", "sensitivity", "specificity"), math.nan)
         threshold_val = math.nan
@@ -240,14 +261,17 @@ def image_metrics(
         if not math.isfinite(threshold_val):
             raise MetricInputError(f"threshold_val must be finite or None, got {threshold_val}")
         stats = _threshold_stats(labels, scores > threshold_val)
-    out.update({f"{key}_val": value for key, value in stats.items()})
-    out["threshold_val"] = float(threshold_val)
-    out["n_normal"] = n_normal
-    out["n_abnormal"] = n_abnormal
-    return out
+    return ImageMetrics(
+        auroc=float(roc_auc_score(labels, scores)) if both else math.nan,
+        ap=float(average_precision_score(labels, scores)) if both else math.nan,
+        f1_best=f1_best, acc_best=acc_best, threshold_best=thr_best,
+        f1_val=stats["f1"], acc_val=stats["acc"], sensitivity_val=stats["sensitivity"],
+        specificity_val=stats["specificity"], threshold_val=float(threshold_val),
+        n_normal=n_normal, n_abnormal=n_abnormal,
+    )
 
 
-def pixel_metrics(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+def pixel_metrics(maps: np.ndarray, masks: np.ndarray) -> PixelMetrics:
     """Pixel-level localisation metrics of anomaly maps against ground-truth lesion masks.
 
     All pixels of all given images are pooled. Which images to pass is the caller's choice; the
@@ -260,6 +284,8 @@ def pixel_metrics(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
         masks: ``(n, H, W)`` bool (or 0/1) lesion masks, same shape.
 
     Returns:
+        A :class:`PixelMetrics`:
+
         - ``pixel_auroc``: ROC AUC over all pixels, exact (scikit-learn sorts every pixel: about
           1 s per million pixels on one core, memory linear in ``n·H·W``). NaN when the masks are
           all empty or all full.
@@ -278,14 +304,10 @@ def pixel_metrics(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
     flat = maps.reshape(-1)
     truth = masks.reshape(-1)
     n_lesion = int(truth.sum())
-    out: dict[str, float] = {
-        "pixel_auroc": float(roc_auc_score(truth, flat)) if 0 < n_lesion < truth.size else math.nan,
-        "dice_best": math.nan,
-        "threshold_dice_best": math.nan,
-        "n_images_with_mask": int(masks.reshape(len(masks), -1).any(axis=1).sum()),
-    }
+    pixel_auroc = float(roc_auc_score(truth, flat)) if 0 < n_lesion < truth.size else math.nan
+    n_with_mask = int(masks.reshape(len(masks), -1).any(axis=1).sum())
     if n_lesion == 0:
-        return out
+        return PixelMetrics(pixel_auroc, math.nan, math.nan, n_with_mask)
     # One pass of histograms on a shared grid: bin k counts values in [edge_k, edge_k+1), so the
     # suffix sums from k are exactly the pixels with value >= edge_k.
     edges = np.histogram_bin_edges(flat, bins=DICE_GRID_SIZE)
@@ -295,9 +317,7 @@ def pixel_metrics(maps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
     flagged = np.cumsum(hist_all[::-1])[::-1]  # |P| at threshold edge_k
     dice = 2 * hits / (flagged + n_lesion)
     best = int(np.argmax(dice))
-    out["dice_best"] = float(dice[best])
-    out["threshold_dice_best"] = float(edges[best])
-    return out
+    return PixelMetrics(pixel_auroc, float(dice[best]), float(edges[best]), n_with_mask)
 
 
 def routing_accuracy(router_weights: np.ndarray, task_indices: np.ndarray) -> float:
@@ -359,7 +379,7 @@ def mean_over_tasks(per_task: Mapping[str, Mapping[str, float]]) -> dict[str, fl
     - Keys missing from some task are left out (a mean over a subset of tasks would be mislabelled).
 
     Args:
-        per_task: ``{task_id: {metric: value}}``, e.g. :func:`image_metrics` per task.
+        per_task: ``{task_id: {metric: value}}``, e.g. :meth:`ImageMetrics.to_dict` per task.
 
     Raises:
         MetricInputError: if ``per_task`` is empty.

@@ -132,6 +132,6 @@ def test_baseline_trains_and_evaluates_through_the_engine(name: str, tasks: str,
     expected_tasks = ["brain_mri", "head_ct"] if tasks == "[]" else [tasks.strip("[]")]
     assert checkpoint.tasks.ids == expected_tasks == list(result.thresholds)
     metrics = compute_metrics(checkpoint, collect(checkpoint, [data], progress=False))
-    assert list(metrics["tasks"]) == expected_tasks
-    assert all("routing_accuracy" not in m for m in metrics["tasks"].values())
-    assert 0.0 <= metrics["mean"]["auroc"] <= 1.0
+    assert list(metrics.tasks) == expected_tasks
+    assert all(m.routing_accuracy is None for m in metrics.tasks.values())
+    assert 0.0 <= metrics.mean["auroc"] <= 1.0

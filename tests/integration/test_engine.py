@@ -106,18 +106,20 @@ def test_evaluation_reports_every_view(trained: Path, data, tmp_path: Path) -> N
     ckpt = load_checkpoint(trained)
     result = collect(ckpt, [data], split="test", cache_dir=tmp_path / "cache", progress=False)
     metrics = compute_metrics(ckpt, result)
-    assert set(metrics["tasks"]) == set(ckpt.tasks.ids)
-    for _task, m in metrics["tasks"].items():
-        assert m["n_normal"] == 4 and m["n_abnormal"] == 4
-        assert 0 <= m["auroc"] <= 1 and 0 <= m["routing_accuracy"] <= 1
-        assert {"f1_best", "acc_best", "threshold_best", "f1_val", "sensitivity_val", "dedup"} <= set(m)
-        assert 0 <= m["pixel_auroc"] <= 1  # every phantom abnormal has a mask
-    assert metrics["mean"]["auroc"] == pytest.approx(
-        sum(m["auroc"] for m in metrics["tasks"].values()) / 5)
+    assert set(metrics.tasks) == set(ckpt.tasks.ids)
+    for m in metrics.tasks.values():
+        assert m.primary.n_normal == 4 and m.primary.n_abnormal == 4
+        assert 0 <= m.primary.auroc <= 1 and m.routing_accuracy is not None and 0 <= m.routing_accuracy <= 1
+        assert m.all_sources is None and m.pixel is not None and 0 <= m.pixel.pixel_auroc <= 1  # masks everywhere
+        assert {"f1_best", "acc_best", "threshold_best", "f1_val", "sensitivity_val", "dedup", "excluded",
+                "routing_accuracy", "pixel_auroc"} <= set(m.to_dict())
+    assert metrics.mean["auroc"] == pytest.approx(sum(m.primary.auroc for m in metrics.tasks.values()) / 5)
+    assert metrics.mean["n_normal"] == 20 and "threshold_val" not in metrics.mean
     markdown = write_report(metrics, ckpt, tmp_path / "out" / "metrics.json", split="test")
     assert "peeks at test labels" in markdown and "MEAN" in markdown
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert saved["tasks"]["head_ct"]["auroc"] == pytest.approx(metrics["tasks"]["head_ct"]["auroc"], abs=1e-6)
+    assert saved["tasks"]["head_ct"]["auroc"] == pytest.approx(metrics.tasks["head_ct"].primary.auroc, abs=1e-6)
+    assert list(saved["tasks"]["head_ct"]) == list(metrics.to_dict()["tasks"]["head_ct"])
     figures = write_figures(ckpt, result, tmp_path / "fig")
     assert {p.name for p in figures} >= {"score_histograms.png", "expert_heatmap.png", "examples_head_ct.png"}
 
@@ -131,10 +133,10 @@ def test_dup_of_train_rows_are_excluded_from_dedup(trained: Path, data, tmp_path
                and i % 2 else s for i, s in enumerate(data.samples)]
     ckpt = load_checkpoint(trained)
     result = collect(ckpt, [Manifest(data.root, flagged, data.meta)], cache_dir=tmp_path / "c", progress=False)
-    fundus = compute_metrics(ckpt, result)["tasks"]["fundus"]
-    excluded = fundus["excluded"]["dup_of_train"]
+    fundus = compute_metrics(ckpt, result).tasks["fundus"]
+    excluded = fundus.excluded["dup_of_train"]
     assert excluded > 0
-    assert fundus["dedup"]["n_normal"] == fundus["n_normal"] - excluded
+    assert fundus.dedup.n_normal == fundus.primary.n_normal - excluded
 
 
 def test_figures_show_the_rows_the_table_measures(trained: Path, data, tmp_path: Path,
@@ -148,15 +150,16 @@ def test_figures_show_the_rows_the_table_measures(trained: Path, data, tmp_path:
                and i % 2 else s for i, s in enumerate(data.samples)]
     ckpt = load_checkpoint(trained)
     result = collect(ckpt, [Manifest(data.root, flagged, data.meta)], cache_dir=tmp_path / "c", progress=False)
-    fundus = compute_metrics(ckpt, result)["tasks"]["fundus"]
+    fundus = compute_metrics(ckpt, result).tasks["fundus"]
+    assert fundus.all_sources is not None
     drawn: dict[str, object] = {}
     monkeypatch.setattr(evaluation, "plot_score_histograms",
                         lambda path, groups, title: drawn.update(groups=groups, title=title) or Path(path))
     write_figures(ckpt, result, tmp_path / "fig")
     scores, labels = drawn["groups"]["fundus"]  # type: ignore[index]
-    assert len(labels) == fundus["n_normal"] + fundus["n_abnormal"] < fundus["all_sources"]["n_abnormal"] + \
-        fundus["all_sources"]["n_normal"]
-    assert f"{fundus['excluded']['other_source']} other-source rows left out" in str(drawn["title"])
+    assert len(labels) == fundus.primary.n_normal + fundus.primary.n_abnormal < fundus.all_sources.n_abnormal + \
+        fundus.all_sources.n_normal
+    assert f"{fundus.excluded['other_source']} other-source rows left out" in str(drawn["title"])
 
 
 def test_config_overrides_and_errors(tmp_path: Path) -> None:

@@ -161,6 +161,6 @@ def test_short_training_on_trunk_features_detects_phantom_lesions(tmp_path: Path
     assert (tmp_path / "cache" / "features").is_dir()  # trunk features were cached
     checkpoint = load_checkpoint(tmp_path / "run")
     metrics = compute_metrics(checkpoint, collect(checkpoint, [data], cache_dir=tmp_path / "cache", progress=False))
-    auroc = {task: m["auroc"] for task, m in metrics["tasks"].items()}
+    auroc = {task: m.primary.auroc for task, m in metrics.tasks.items()}
     assert len(auroc) == 5 and all(v >= MIN_AUROC for v in auroc.values()), str(auroc)
-    assert all(m["routing_accuracy"] == 1.0 for m in metrics["tasks"].values())
+    assert all(m.routing_accuracy == 1.0 for m in metrics.tasks.values())

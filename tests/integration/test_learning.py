@@ -26,7 +26,7 @@ def test_short_training_detects_phantom_lesions(tmp_path: Path) -> None:
     train(config, [data], tmp_path / "run", progress=False)
     checkpoint = load_checkpoint(tmp_path / "run")
     metrics = compute_metrics(checkpoint, collect(checkpoint, [data], cache_dir=tmp_path / "cache", progress=False))
-    auroc = {task: m["auroc"] for task, m in metrics["tasks"].items()}
+    auroc = {task: m.primary.auroc for task, m in metrics.tasks.items()}
     assert set(auroc) == {"chest_xray", "brain_mri", "fundus", "breast_us", "head_ct"}
     assert all(value >= MIN_AUROC for value in auroc.values()), str(auroc)
-    assert all(m["routing_accuracy"] == 1.0 for m in metrics["tasks"].values())
+    assert all(m.routing_accuracy == 1.0 for m in metrics.tasks.values())

@@ -87,45 +87,45 @@ class TestBestF1:
 class TestImageMetrics:
     def test_exact_keys_and_values(self) -> None:
         m = image_metrics(SCORES, LABELS, threshold_val=0.37)
-        assert tuple(m) == IMAGE_METRIC_KEYS
-        assert m["auroc"] == pytest.approx(roc_auc_score(LABELS, SCORES)) == pytest.approx(0.75)
-        assert m["ap"] == pytest.approx(average_precision_score(LABELS, SCORES))
-        assert (m["threshold_best"], m["f1_best"], m["acc_best"]) == (0.35, pytest.approx(0.8), 0.75)
+        assert tuple(m.to_dict()) == IMAGE_METRIC_KEYS
+        assert m.auroc == pytest.approx(roc_auc_score(LABELS, SCORES)) == pytest.approx(0.75)
+        assert m.ap == pytest.approx(average_precision_score(LABELS, SCORES))
+        assert (m.threshold_best, m.f1_best, m.acc_best) == (0.35, pytest.approx(0.8), 0.75)
         # thr 0.37 flags 0.4(-) and 0.8(+): TP1 FP1 FN1 TN1.
-        assert m["sensitivity_val"] == 0.5
-        assert m["specificity_val"] == 0.5
-        assert m["acc_val"] == 0.5
-        assert m["f1_val"] == pytest.approx(0.5)
-        assert m["threshold_val"] == 0.37
-        assert (m["n_normal"], m["n_abnormal"]) == (2, 2)
+        assert m.sensitivity_val == 0.5
+        assert m.specificity_val == 0.5
+        assert m.acc_val == 0.5
+        assert m.f1_val == pytest.approx(0.5)
+        assert m.threshold_val == 0.37
+        assert (m.n_normal, m.n_abnormal) == (2, 2)
 
     def test_val_threshold_is_strictly_above(self) -> None:
         m = image_metrics(SCORES, LABELS, threshold_val=0.35)  # 0.35 itself is not flagged
-        assert m["sensitivity_val"] == 0.5
-        assert m["specificity_val"] == 0.5
+        assert m.sensitivity_val == 0.5
+        assert m.specificity_val == 0.5
 
     def test_auroc_below_half_is_not_flipped(self) -> None:
         m = image_metrics(-SCORES, LABELS, threshold_val=None)
-        assert m["auroc"] == pytest.approx(0.25)
-        assert m["auroc"] == pytest.approx(roc_auc_score(LABELS, -SCORES))
+        assert m.auroc == pytest.approx(0.25)
+        assert m.auroc == pytest.approx(roc_auc_score(LABELS, -SCORES))
 
     def test_no_validation_threshold_gives_nan(self) -> None:
         m = image_metrics(SCORES, LABELS, threshold_val=None)
         for key in ("f1_val", "acc_val", "sensitivity_val", "specificity_val", "threshold_val"):
-            assert math.isnan(m[key])
-        assert m["auroc"] == pytest.approx(0.75)
+            assert math.isnan(getattr(m, key))
+        assert m.auroc == pytest.approx(0.75)
 
     def test_one_class_gives_nan_not_an_exception(self) -> None:
         normals = image_metrics(SCORES, np.zeros(4, int), threshold_val=0.5)
         for key in ("auroc", "ap", "f1_best", "acc_best", "threshold_best", "sensitivity_val"):
-            assert math.isnan(normals[key])
-        assert normals["specificity_val"] == 0.75  # 0.8 is flagged
-        assert normals["acc_val"] == 0.75
-        assert normals["f1_val"] == 0.0  # one false alarm, nothing to find
+            assert math.isnan(getattr(normals, key))
+        assert normals.specificity_val == 0.75  # 0.8 is flagged
+        assert normals.acc_val == 0.75
+        assert normals.f1_val == 0.0  # one false alarm, nothing to find
         abnormals = image_metrics(SCORES, np.ones(4, bool), threshold_val=0.3)
-        assert math.isnan(abnormals["auroc"]) and math.isnan(abnormals["specificity_val"])
-        assert abnormals["sensitivity_val"] == 0.75
-        assert (abnormals["n_normal"], abnormals["n_abnormal"]) == (0, 4)
+        assert math.isnan(abnormals.auroc) and math.isnan(abnormals.specificity_val)
+        assert abnormals.sensitivity_val == 0.75
+        assert (abnormals.n_normal, abnormals.n_abnormal) == (0, 4)
 
     @pytest.mark.parametrize(
         ("scores", "labels", "match"),
@@ -157,33 +157,33 @@ class TestPixelMetrics:
         masks = self._masks()
         maps = masks.astype(np.float32) + 0.01
         m = pixel_metrics(maps, masks)
-        assert m["pixel_auroc"] == 1.0
-        assert m["dice_best"] == 1.0
-        assert m["n_images_with_mask"] == 2
-        assert pixel_metrics(-maps, masks)["pixel_auroc"] == 0.0  # not flipped
+        assert m.pixel_auroc == 1.0
+        assert m.dice_best == 1.0
+        assert m.n_images_with_mask == 2
+        assert pixel_metrics(-maps, masks).pixel_auroc == 0.0  # not flipped
 
     def test_matches_sklearn_and_hand_dice(self) -> None:
         rng = np.random.default_rng(1)
         masks = self._masks()
         maps = rng.random(masks.shape) + masks
         m = pixel_metrics(maps, masks)
-        assert m["pixel_auroc"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()))
-        predicted = maps >= m["threshold_dice_best"]
+        assert m.pixel_auroc == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()))
+        predicted = maps >= m.threshold_dice_best
         dice = 2 * (predicted & masks).sum() / (predicted.sum() + masks.sum())
-        assert m["dice_best"] == pytest.approx(dice)
+        assert m.dice_best == pytest.approx(dice)
 
     def test_dice_by_hand(self) -> None:
         # values 0, 1/3, 2/3, 1 with lesion at 1/3 and 1. Best: flag {1/3, 2/3, 1} → 2·2/(3+2) = 0.8.
         maps = np.array([[[0.0, 1 / 3, 2 / 3, 1.0]]])
         masks = np.array([[[0, 1, 0, 1]]])
         m = pixel_metrics(maps, masks)
-        assert m["dice_best"] == pytest.approx(0.8)
-        assert 0.0 < m["threshold_dice_best"] <= 1 / 3
+        assert m.dice_best == pytest.approx(0.8)
+        assert 0.0 < m.threshold_dice_best <= 1 / 3
 
     def test_no_lesion_gives_nan(self) -> None:
         m = pixel_metrics(np.random.default_rng(0).random((2, 4, 4)), np.zeros((2, 4, 4), bool))
-        assert math.isnan(m["pixel_auroc"]) and math.isnan(m["dice_best"])
-        assert m["n_images_with_mask"] == 0
+        assert math.isnan(m.pixel_auroc) and math.isnan(m.dice_best)
+        assert m.n_images_with_mask == 0
 
     def test_bad_input(self) -> None:
         with pytest.raises(ValueError, match="shape"):

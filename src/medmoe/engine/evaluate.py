@@ -33,7 +33,7 @@ from medmoe.engine.checkpoint import Checkpoint
 from medmoe.engine.data import default_cache_dir
 from medmoe.engine.inference import predict, task_text_embeddings
 from medmoe.errors import DatasetError
-from medmoe.metrics import image_metrics, mean_over_tasks, pixel_metrics, routing_accuracy
+from medmoe.metrics import ImageMetrics, PixelMetrics, image_metrics, mean_over_tasks, pixel_metrics, routing_accuracy
 from medmoe.outputs import OutputArrays
 
 PROTOCOL = {
@@ -88,55 +88,95 @@ def view_rows(data: EvaluationData, view: str = "primary") -> np.ndarray:
     return np.array([not set(s.flags) & excluded for s in data.samples], dtype=bool)
 
 
-def compute_metrics(checkpoint: Checkpoint, data: EvaluationData) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TaskMetrics:
+    """One task's evaluation (see the module docstring for the views).
+
+    Attributes:
+        primary: every evaluated row but the other-source ones.
+        dedup: the primary rows without those byte-identical to a training image.
+        all_sources: every row; ``None`` where the task has no other-source rows (it equals primary).
+        excluded: how many rows each flag (``other_source``, ``dup_of_train``) took out.
+        routing_accuracy: share of images routed to their task's expert; ``None`` without a router
+            with an expert per task.
+        pixel: localisation on the rows with masks; ``None`` where no abnormal image has one.
+    """
+
+    primary: ImageMetrics
+    dedup: ImageMetrics
+    all_sources: ImageMetrics | None
+    excluded: dict[str, int]
+    routing_accuracy: float | None = None
+    pixel: PixelMetrics | None = None
+
+    def scalars(self) -> dict[str, float]:
+        """The task's row of a per-task table: the primary view, routing accuracy and pixel metrics."""
+        row = self.primary.to_dict()
+        if self.routing_accuracy is not None:
+            row["routing_accuracy"] = self.routing_accuracy
+        return row | (self.pixel.to_dict() if self.pixel is not None else {})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``metrics.json`` form: the primary view's metrics flat, the other views nested."""
+        out: dict[str, Any] = {**self.primary.to_dict(), "dedup": self.dedup.to_dict()}
+        if self.all_sources is not None:
+            out["all_sources"] = self.all_sources.to_dict()
+        out["excluded"] = dict(self.excluded)
+        return out | {k: v for k, v in self.scalars().items() if k not in out}
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """A run's evaluation: per task, and the MEAN rows (:func:`~medmoe.metrics.mean_over_tasks`)."""
+
+    tasks: dict[str, TaskMetrics]
+    mean: dict[str, float]
+    mean_dedup: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``metrics.json`` form (with :data:`PROTOCOL`, what the thresholds mean)."""
+        return {"tasks": {k: v.to_dict() for k, v in self.tasks.items()}, "mean": self.mean,
+                "mean_dedup": self.mean_dedup, "protocol": PROTOCOL}
+
+
+def compute_metrics(checkpoint: Checkpoint, data: EvaluationData) -> RunMetrics:
     """Per-task and mean metrics (see the module docstring for the three views)."""
     labels = data.batch.labels.numpy()
     task_idx = data.batch.task_indices.numpy()
     flags = [set(s.flags) for s in data.samples]
     rows = {name: view_rows(data, name) for name in VARIANTS}
-    per_task: dict[str, dict[str, Any]] = {}
+    per_task: dict[str, TaskMetrics] = {}
     for t, task in enumerate(checkpoint.tasks):
         in_task = task_idx == t
         if not in_task.any():
             continue
         threshold = checkpoint.thresholds.get(task.id)
         threshold = None if threshold is None or math.isnan(threshold) else threshold
-        views = {}
-        for name, in_view in rows.items():
-            keep = in_task & in_view
-            views[name] = image_metrics(data.predictions.score[keep], labels[keep], threshold_val=threshold)
-        result: dict[str, Any] = dict(views["primary"])
-        result["dedup"] = views["dedup"]
-        if views["all_sources"]["n_abnormal"] + views["all_sources"]["n_normal"] != \
-                result["n_abnormal"] + result["n_normal"]:
-            result["all_sources"] = views["all_sources"]
-        result["excluded"] = {flag: int(sum(flag in f for f, i in zip(flags, in_task, strict=False) if i))
-                              for flag in ("other_source", "dup_of_train")}
-        if data.predictions.router_weights is not None and checkpoint.config.model.num_experts >= len(checkpoint.tasks):
-            result["routing_accuracy"] = routing_accuracy(data.predictions.router_weights[in_task], task_idx[in_task])
-        result.update(_pixel_view(checkpoint, data, in_task, rows["primary"]))
-        per_task[task.id] = result
-    return {
-        "tasks": per_task,
-        "mean": mean_over_tasks({k: numeric_fields(v) for k, v in per_task.items()}),
-        "mean_dedup": mean_over_tasks({k: v["dedup"] for k, v in per_task.items()}),
-        "protocol": PROTOCOL,
-    }
+        views = {name: image_metrics(data.predictions.score[in_task & in_view], labels[in_task & in_view],
+                                     threshold_val=threshold) for name, in_view in rows.items()}
+        confounded = (in_task & rows["all_sources"]).sum() != (in_task & rows["primary"]).sum()
+        routed = data.predictions.router_weights is not None and \
+            checkpoint.config.model.num_experts >= len(checkpoint.tasks)
+        per_task[task.id] = TaskMetrics(
+            primary=views["primary"], dedup=views["dedup"], all_sources=views["all_sources"] if confounded else None,
+            excluded={flag: int(sum(flag in f for f, i in zip(flags, in_task, strict=False) if i))
+                      for flag in ("other_source", "dup_of_train")},
+            routing_accuracy=routing_accuracy(data.predictions.required("router_weights")[in_task], task_idx[in_task])
+            if routed else None,
+            pixel=_pixel_view(checkpoint, data, in_task, rows["primary"]),
+        )
+    return RunMetrics(tasks=per_task, mean=mean_over_tasks({k: v.scalars() for k, v in per_task.items()}),
+                      mean_dedup=mean_over_tasks({k: v.dedup.to_dict() for k, v in per_task.items()}))
 
 
 def _pixel_view(checkpoint: Checkpoint, data: EvaluationData, in_task: np.ndarray,
-                primary: np.ndarray) -> dict[str, float]:
+                primary: np.ndarray) -> PixelMetrics | None:
     """Pixel AUROC and best Dice over the task's abnormal images with masks plus its normals (primary rows)."""
     has_mask = data.batch.has_mask.numpy()
     labels = data.batch.labels.numpy()
     if not (in_task & has_mask & (labels == 1)).any():
-        return {}
+        return None
     rows = np.flatnonzero(in_task & primary & (has_mask | (labels == 0)))
     preds = maps_for(checkpoint, data, rows)
     masks = data.batch.masks[torch.from_numpy(rows), 0].numpy() > 0.5
     return pixel_metrics(preds.required("anomaly_map"), masks)
-
-
-def numeric_fields(metrics: dict[str, Any]) -> dict[str, float]:
-    """The scalar entries of one task's metrics (its nested views left out)."""
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

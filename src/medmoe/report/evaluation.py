@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +16,7 @@ from medmoe import __version__
 from medmoe.atomic import atomic_write_text
 from medmoe.data.manifest import Manifest
 from medmoe.engine.checkpoint import Checkpoint
-from medmoe.engine.evaluate import EvaluationData, collect, compute_metrics, maps_for, numeric_fields, view_rows
+from medmoe.engine.evaluate import EvaluationData, RunMetrics, collect, compute_metrics, maps_for, view_rows
 from medmoe.report.figures import plot_examples, plot_expert_heatmap, plot_score_histograms
 from medmoe.report.tables import metrics_table, write_json
 
@@ -34,7 +33,7 @@ class RunEvaluation:
     """
 
     data: EvaluationData
-    metrics: dict[str, Any]
+    metrics: RunMetrics
     markdown: str
     figures: list[Path]
 
@@ -52,10 +51,9 @@ def evaluate_run(checkpoint: Checkpoint, manifests: Sequence[Manifest], out: str
     return RunEvaluation(data=data, metrics=metrics, markdown=markdown, figures=written)
 
 
-def report_markdown(metrics: dict[str, Any], checkpoint: Checkpoint, split: str) -> str:
+def report_markdown(metrics: RunMetrics, checkpoint: Checkpoint, split: str) -> str:
     """The evaluation as Markdown tables (paper protocol, deployable threshold, dedup, extras)."""
-    tasks = {k: numeric_fields(v) for k, v in metrics["tasks"].items()}
-    nested = metrics["tasks"]
+    tasks = {k: v.scalars() for k, v in metrics.tasks.items()}
     info = checkpoint.info
     lines = [
         f"## medmoe evaluation — `{split}` split",
@@ -73,7 +71,7 @@ def report_markdown(metrics: dict[str, Any], checkpoint: Checkpoint, split: str)
         metrics_table(tasks, ("f1_val", "acc_val", "sensitivity_val", "specificity_val"),
                       title="Deployable: threshold fitted on validation normals only"),
         "",
-        metrics_table({k: v["dedup"] for k, v in nested.items()},
+        metrics_table({k: v.dedup.to_dict() for k, v in metrics.tasks.items()},
                       ("auroc", "ap", "f1_best", "acc_best", "n_normal", "n_abnormal"),
                       title="Without test images byte-identical to a training image (dup_of_train)"),
     ]
@@ -83,14 +81,14 @@ def report_markdown(metrics: dict[str, Any], checkpoint: Checkpoint, split: str)
         columns = [m for m in ("routing_accuracy", "pixel_auroc", "dice_best") if any(m in v for v in extra.values())]
         lines += ["", metrics_table(extra, columns,
                                     title="Routing accuracy and localisation (dice_best peeks at masks)")]
-    confounded = {k: v["all_sources"] for k, v in nested.items() if "all_sources" in v}
+    confounded = {k: v.all_sources.to_dict() for k, v in metrics.tasks.items() if v.all_sources is not None}
     if confounded:
         lines += ["", metrics_table(confounded, ("auroc", "ap", "f1_best", "acc_best", "n_abnormal"),
                                     title="All sources, including the confounded other-source abnormals")]
     return "\n".join(lines) + "\n"
 
 
-def write_report(metrics: dict[str, Any], checkpoint: Checkpoint, out: str | Path, *, split: str) -> str:
+def write_report(metrics: RunMetrics, checkpoint: Checkpoint, out: str | Path, *, split: str) -> str:
     """Write ``metrics.json`` (at ``out``) and the Markdown table beside it; return the Markdown."""
     out = Path(out)
     payload = {
@@ -99,7 +97,7 @@ def write_report(metrics: dict[str, Any], checkpoint: Checkpoint, out: str | Pat
         "medmoe_version": __version__,
         "checkpoint_info": checkpoint.info,
         "thresholds": checkpoint.thresholds,
-        **metrics,
+        **metrics.to_dict(),
     }
     write_json(payload, out)
     markdown = report_markdown(metrics, checkpoint, split)

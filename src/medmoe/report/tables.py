@@ -152,7 +152,7 @@ def metrics_table(
     """One run's per-task metrics as a Markdown table with a MEAN row, like the paper's Table 1.
 
     Args:
-        per_task: ``{task_id: {metric: value}}`` (e.g. :func:`medmoe.metrics.image_metrics` per task).
+        per_task: ``{task_id: {metric: value}}`` (e.g. :meth:`medmoe.metrics.ImageMetrics.to_dict` per task).
         metrics: the columns, in order.
         percent: show fractions ×100 with two decimals (counts and thresholds are left as they are).
         title: an optional ``###`` heading.
