@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _output import emit  # noqa: E402
 from _versions import source_trees  # noqa: E402
 
 
@@ -58,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
-    from medmoe.atomic import atomic_write_text
     from medmoe.engine.data import run_manifests
 
     manifests = run_manifests(args.model)
@@ -94,10 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({os.cpu_count()} CPUs); {n} real test images ({per_task} per task), default outputs, "
             f"median of {args.repeats} runs, model loading included.\n\n"
             "| version | wall s | images/s | output MB |\n|---|---:|---:|---:|\n" + "\n".join(rows) + "\n")
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text)
-    return 0
+    return emit(text, args.out)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@ import argparse
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _output import emit  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,7 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from medmoe.atomic import atomic_write_text
     from medmoe.engine.checkpoint import load_checkpoint
     from medmoe.engine.data import default_cache_dir, run_manifests
     from medmoe.engine.evaluate import collect
@@ -87,10 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             f"with their own prompt and with each of the other {len(tasks) - 1}. Written by "
             f"`python benchmarks/prompt_effect.py {args.run} --per-class {args.per_class}`.\n\n"
             f"{table}\n")
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text)
-    return 0
+    return emit(text, args.out)
 
 
 if __name__ == "__main__":

@@ -25,19 +25,17 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
-import statistics
 import struct
 import subprocess
 import sys
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _output import emit  # noqa: E402
+from _serve import burst, running_server  # noqa: E402
 from _versions import source_trees  # noqa: E402
 
 HEAP_MAX = 64 * 1024 * 1024
@@ -55,12 +53,6 @@ class Memory:
     heaps: int
     arenas: int
     heap_rss_mb: float
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _memory(pid: int) -> Memory:
@@ -97,52 +89,19 @@ def _row(burst: int | str, rate: str, p50: str, p95: str, memory: Memory) -> str
 
 
 def _load(src: Path, extra_env: dict[str, str], args: argparse.Namespace) -> list[str]:
-    import httpx
-
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(src), **extra_env}
-    server = subprocess.Popen([sys.executable, "-c", "from medmoe.cli import main; main()", "serve", "--model",
-                               str(args.model), "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
     rows = []
-    try:
-        for _ in range(600):
-            if server.poll() is not None:
-                raise RuntimeError(f"the server of {src} exited with code {server.returncode}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        rows.append(_row(0, "–", "–", "–", _memory(server.pid)))
+    with running_server(src, args.model, extra_env) as (url, pid):
+        rows.append(_row(0, "–", "–", "–", _memory(pid)))
         print(rows[-1], flush=True)
-        content = args.image.read_bytes()
-
-        def one(_: int) -> float:
-            started = time.perf_counter()
-            response = httpx.post(f"{url}/v1/detect", files={"file": (args.image.name, content)},
-                                  data={"task": args.task}, timeout=600)
-            response.raise_for_status()
-            return time.perf_counter() - started
-
-        for burst in range(1, args.bursts + 1):
-            started = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
-                latencies = sorted(pool.map(one, range(args.concurrency)))
-            wall = time.perf_counter() - started
-            p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
-            rows.append(_row(burst, f"{args.concurrency / wall:.1f}", f"{statistics.median(latencies):.2f}",
-                             f"{p95:.2f}", _memory(server.pid)))
+        for number in range(1, args.bursts + 1):
+            rate, p50, p95 = burst(url, args.image, args.task, args.concurrency)
+            rows.append(_row(number, f"{rate:.1f}", f"{p50:.2f}", f"{p95:.2f}", _memory(pid)))
             print(rows[-1], flush=True)
         if args.trim:
-            subprocess.run(["gdb", "-p", str(server.pid), "-batch", "-ex", "call (int) malloc_trim(0)"],
+            subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "call (int) malloc_trim(0)"],
                            check=True, capture_output=True, timeout=120)
-            rows.append(_row("trim", "–", "–", "–", _memory(server.pid)))
+            rows.append(_row("trim", "–", "–", "–", _memory(pid)))
             print(rows[-1], flush=True)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     return rows
 
 
@@ -177,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--no-current needs --before (nothing would run)")
     variants = args.variant or [("default", {})]
 
-    from medmoe.atomic import atomic_write_text
 
     sections = []
     work = Path(tempfile.mkdtemp(prefix="medmoe-leak-"))
@@ -197,10 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             f"each burst: {args.concurrency} simultaneous requests; burst 0: after start-up"
             f"{'; trim: after malloc_trim(0) in the idle server' if args.trim else ''}.\n\n"
             + "\n\n".join(sections) + "\n")
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text)
-    return 0
+    return emit(text, args.out)
 
 
 if __name__ == "__main__":

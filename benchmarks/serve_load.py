@@ -14,24 +14,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _output import emit  # noqa: E402
+from _serve import burst, running_server  # noqa: E402
 from _versions import source_trees  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rss_mb(pid: int) -> float:
@@ -42,43 +33,12 @@ def _rss_mb(pid: int) -> float:
 
 
 def _load(src: Path, args: argparse.Namespace) -> list[str]:
-    import httpx
-
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    server = subprocess.Popen([sys.executable, "-c", "from medmoe.cli import main; main()", "serve", "--model",
-                               str(args.model), "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
     rows = []
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        content = args.image.read_bytes()
-
-        def one(_: int) -> float:
-            started = time.perf_counter()
-            response = httpx.post(f"{url}/v1/detect", files={"file": (args.image.name, content)},
-                                  data={"task": args.task}, timeout=600)
-            response.raise_for_status()
-            return time.perf_counter() - started
-
-        for burst in range(1, args.bursts + 1):
-            started = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
-                latencies = sorted(pool.map(one, range(args.concurrency)))
-            wall = time.perf_counter() - started
-            p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
-            rows.append(f"{burst} | {args.concurrency / wall:.1f} | {statistics.median(latencies):.2f} | "
-                        f"{p95:.2f} | {_rss_mb(server.pid):.0f}")
+    with running_server(src, args.model) as (url, pid):
+        for number in range(1, args.bursts + 1):
+            rate, p50, p95 = burst(url, args.image, args.task, args.concurrency)
+            rows.append(f"{number} | {rate:.1f} | {p50:.2f} | {p95:.2f} | {_rss_mb(pid):.0f}")
             print(rows[-1], flush=True)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     return rows
 
 
@@ -93,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
-    from medmoe.atomic import atomic_write_text
 
     sections = []
     work = Path(tempfile.mkdtemp(prefix="medmoe-load-"))
@@ -106,10 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.image.name} --before {args.before} --bursts {args.bursts} --concurrency {args.concurrency}` on "
             f"{platform.node()} ({os.cpu_count()} CPUs); each burst: {args.concurrency} simultaneous requests.\n\n"
             + "\n\n".join(sections) + "\n")
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text)
-    return 0
+    return emit(text, args.out)
 
 
 if __name__ == "__main__":

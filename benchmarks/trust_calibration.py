@@ -24,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _output import emit  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,7 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     from scipy.stats import binomtest
     from trust_design import natural_images
 
-    from medmoe.atomic import atomic_write_text
     from medmoe.data.dataset import ImageDataset
     from medmoe.data.transforms import preprocess_image
     from medmoe.engine.calibrate import calibrate_run, fit_scope, scope_distances
@@ -152,10 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                                         ("inside", "other tasks' test images flagged %", ""),
                                         ("natural", "natural images flagged %", "")])
             + "\n")
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text)
-    return 0
+    return emit(text, args.out)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,10 @@ import argparse
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _output import emit  # noqa: E402
+
 
 def natural_images() -> list:  # noqa: ANN201 - list of float arrays in [0, 1]
     """scikit-image's bundled example images (photos, text, microscopy; not its two retinal images,
@@ -63,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from sklearn.covariance import LedoitWolf
 
-    from medmoe.atomic import atomic_write_text
     from medmoe.data.dataset import ImageDataset
     from medmoe.data.transforms import preprocess_image
     from medmoe.engine.checkpoint import load_checkpoint
@@ -142,10 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{config.resolution}); references: each task's training normals; measured on validation normals "
             f"and {len(natural['thumb'])} natural/synthetic images. Written by "
             f"`python benchmarks/trust_design.py {args.run}`.\n\n{table}\n")
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text)
-    return 0
+    return emit(text, args.out)
 
 
 if __name__ == "__main__":
