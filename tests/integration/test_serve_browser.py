@@ -279,3 +279,20 @@ def test_upload_prompt_and_see_the_result(server: str, browser: DevTools, model_
     browser.click("submit")
     browser.wait_for("!document.getElementById('error').hidden")
     assert browser.evaluate("document.getElementById('result').hidden")
+
+    # A multi-page TIFF: refused without a frame, scored with one typed in the options.
+    stack = tmp_path / "stack.tif"
+    pages = [Image.open(image), Image.open(image).transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    pages[0].save(stack, save_all=True, append_images=pages[1:])
+    browser.set_file("file", stack)
+    browser.click("submit")
+    browser.wait_for("!document.getElementById('error').hidden")
+    assert "2 pages" in browser.evaluate("document.getElementById('error').textContent")
+    browser.evaluate("document.getElementById('options').open = true")
+    browser.type_into("frame", "last")
+    browser.click("submit")
+    browser.wait_for("!document.getElementById('result').hidden && !document.getElementById('submit').disabled")
+    second = httpx.post(f"{server}/v1/detect", files={"file": (stack.name, stack.read_bytes())},
+                        data={"task": "head_ct", "frame": "1"}, timeout=60).json()
+    assert float(browser.evaluate("document.getElementById('score').textContent")) == pytest.approx(
+        second["score"], rel=1e-3)
