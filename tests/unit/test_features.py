@@ -140,3 +140,18 @@ def test_memory_survives_a_checkpoint_round_trip(tmp_path: Path) -> None:
     fresh.load_state_dict(load_file(tmp_path / "m.safetensors"))
     x = torch.randn(2, 80, 4, 4)
     assert torch.equal(model.forward_prepared(x, torch.eye(2, 384)).score, fresh.forward_prepared(x, torch.eye(2, 384)).score)
+
+
+def test_an_image_scores_the_same_from_the_cache_and_computed_now(tmp_path: Path) -> None:
+    from medmoe.engine.inference import predict
+
+    torch.manual_seed(0)
+    model = _memory_model(PatchCore, prompt=False)
+    images = torch.rand(6, 1, 32, 32)
+    cached = prepared_inputs(model, images, cache_dir=tmp_path, progress=False)
+    model.fit_data(cached, torch.zeros(6, dtype=torch.long), None, seed=0)
+    now = torch.rand(3, 1, 32, 32)
+    from_cache = predict(model, prepared_inputs(model, now, cache_dir=tmp_path, progress=False), None, prepared=True)
+    assert torch.equal(torch.from_numpy(predict(model, now, None).score), torch.from_numpy(from_cache.score))
+    unrounded = model.forward_prepared(model.prepare(now)).score  # what forward gave before the rounding
+    assert not torch.equal(unrounded, torch.from_numpy(from_cache.score))

@@ -31,6 +31,7 @@ from medmoe.data.dataset import Batch, ImageDataset
 from medmoe.data.manifest import Manifest, Sample
 from medmoe.engine.checkpoint import Checkpoint
 from medmoe.engine.data import default_cache_dir
+from medmoe.engine.features import prepared_inputs
 from medmoe.engine.inference import predict, task_text_embeddings
 from medmoe.errors import DatasetError
 from medmoe.metrics import ImageMetrics, PixelMetrics, image_metrics, mean_over_tasks, pixel_metrics, routing_accuracy
@@ -53,10 +54,19 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class EvaluationData:
-    """The evaluated rows and the model's outputs on them."""
+    """The evaluated rows and the model's outputs on them.
+
+    Attributes:
+        samples: the manifest rows, in batch order.
+        batch: their images, masks, labels and task indices.
+        inputs: what the network reads of them (:func:`~medmoe.engine.features.prepared_inputs`: trunk
+            features for feature models, from the cache; the images for pixel models).
+        predictions: the outputs (scores, routing, features).
+    """
 
     samples: list[Sample]
     batch: Batch
+    inputs: torch.Tensor
     predictions: OutputArrays
 
 
@@ -70,16 +80,18 @@ def collect(checkpoint: Checkpoint, manifests: Sequence[Manifest], *, split: str
     dataset = ImageDataset(entries, checkpoint.tasks, resolution=checkpoint.config.model.resolution,
                            cache_dir=cache_dir or default_cache_dir(), with_masks=True)
     batch = dataset.materialize(progress=progress)
+    inputs = prepared_inputs(checkpoint.model, batch.images, cache_dir=cache_dir or default_cache_dir(),
+                             batch_size=batch_size, progress=progress)
     text = task_text_embeddings(checkpoint.prompt_embeddings, batch.task_indices)
-    preds = predict(checkpoint.model, batch.images, text, batch_size=batch_size)
-    return EvaluationData(samples=[s for _, s in entries], batch=batch, predictions=preds)
+    preds = predict(checkpoint.model, inputs, text, batch_size=batch_size, prepared=True)
+    return EvaluationData(samples=[s for _, s in entries], batch=batch, inputs=inputs, predictions=preds)
 
 
 def maps_for(checkpoint: Checkpoint, data: EvaluationData, rows: np.ndarray, batch_size: int = 64) -> OutputArrays:
     """Recompute the given rows keeping anomaly maps, reconstructions and hallucination maps."""
     index = torch.from_numpy(rows)
     text = task_text_embeddings(checkpoint.prompt_embeddings, data.batch.task_indices[index])
-    return predict(checkpoint.model, data.batch.images[index], text, batch_size=batch_size, keep_maps=True)
+    return predict(checkpoint.model, data.inputs[index], text, batch_size=batch_size, keep_maps=True, prepared=True)
 
 
 def view_rows(data: EvaluationData, view: str = "primary") -> np.ndarray:

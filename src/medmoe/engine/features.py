@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medmoe.atomic import atomic_write_bytes
+from medmoe.model.base import FEATURE_DTYPE
 
 FEATURE_VERSION = 1
 """Bump when feature extraction changes in a way the key does not capture."""
@@ -80,7 +81,7 @@ def prepared_inputs(model: nn.Module, images: torch.Tensor, *, cache_dir: Path |
     bar = tqdm(total=len(missing), desc="trunk features", unit="img", disable=not progress or not missing)
     for start in range(0, len(missing), batch_size):
         rows = missing[start:start + batch_size]
-        feats = model.prepare(images[rows].to(device)).to("cpu", torch.float16)
+        feats = model.prepare(images[rows].to(device)).to("cpu", FEATURE_DTYPE)
         if out is None:
             out = torch.empty((len(images), *feats.shape[1:]), dtype=torch.float32)
         out[rows] = feats.float()

@@ -7,7 +7,9 @@ architecture-specific:
   Its output depends on nothing trainable, so the engine computes it once per image and caches it
   (:mod:`medmoe.engine.features`); :meth:`frozen_identity` names it for the cache key.
 - :meth:`AnomalyModel.forward_prepared` — the trainable part on prepared inputs; ``forward(x, e)``
-  is ``forward_prepared(prepare(x), e)``, which is what detection, the API and ONNX export run.
+  is ``forward_prepared(prepare(x), e)``, which is what detection, the API and ONNX export run. A
+  frozen part's output is rounded to :data:`FEATURE_DTYPE`, the precision the cache stores, so an
+  image scores the same whether its features were cached (training, calibration) or computed now.
 - :meth:`AnomalyModel.loss` — the model's own training objective on its outputs (Eq. 6 for the
   pixel models, in the model's value range), aux terms included.
 - :meth:`AnomalyModel.fit_data` — what the model takes from the prepared training normals before
@@ -24,6 +26,9 @@ from medmoe.model.config import ModelConfig
 from medmoe.model.losses import LossParts, total_loss
 from medmoe.model.output import ModelOutput
 from medmoe.model.scoring import to_model_range
+
+FEATURE_DTYPE = torch.float16
+"""The precision of a frozen part's output, in the feature cache and in :meth:`AnomalyModel.forward`."""
 
 
 class AnomalyModel(nn.Module):
@@ -59,7 +64,10 @@ class AnomalyModel(nn.Module):
         """Score images ``(B, C, R, R)`` in [0, 1]: ``forward_prepared(prepare(x), text_embedding)``;
         with ``prepared=True`` ``x`` already is :meth:`prepare`'s output (the trainer's cached
         features; a keyword so that ``DistributedDataParallel`` can pass it through)."""
-        return self.forward_prepared(x if prepared else self.prepare(x), text_embedding)
+        if prepared or self.frozen_identity() is None:
+            return self.forward_prepared(x if prepared else self.prepare(x), text_embedding)
+        features = self.prepare(x)
+        return self.forward_prepared(features.to(FEATURE_DTYPE).to(features.dtype), text_embedding)
 
     def loss(self, out: ModelOutput, inputs: torch.Tensor, task_ids: torch.Tensor,
              alpha: float, beta: float) -> LossParts:
