@@ -42,9 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medmoe.errors import ConfigError
 from medmoe.model.added import TaskAdapter, nearest_task
-from medmoe.model.base import AnomalyModel
 from medmoe.model.config import ModelConfig
 from medmoe.model.losses import LossParts, routing_loss
 from medmoe.model.memory import COVERAGE, greedy_coreset, nearest_distance, patches, resize_to_stored
@@ -52,7 +50,7 @@ from medmoe.model.output import ModelOutput
 from medmoe.model.prompt import PromptEncoder
 from medmoe.model.registry import register_model
 from medmoe.model.router import Router, router_input
-from medmoe.model.trunk import FrozenTrunk, trunk_identity
+from medmoe.model.trunk import TrunkModel
 
 ERROR_MOMENTUM = 0.05
 """Update rate of the running error temperature (per training step)."""
@@ -121,7 +119,7 @@ class FeatureExpertBank(nn.Module):
 
 
 @register_model("feature_moe", experts_per_task=True, adds_tasks=True)
-class FeatureMoE(AnomalyModel):
+class FeatureMoE(TrunkModel):
     """Prompt-driven hallucination-aware experts on frozen trunk features (module docstring).
 
     Args:
@@ -141,11 +139,7 @@ class FeatureMoE(AnomalyModel):
     added: nn.ModuleList
 
     def __init__(self, config: ModelConfig, pretrained: bool = True) -> None:
-        super().__init__()
-        if config.in_channels != 1:
-            raise ConfigError("feature_moe reads gray images: set model.in_channels: 1")
-        self.config = config
-        self.trunk = FrozenTrunk(config.trunk, config.trunk_stages, pretrained=pretrained)
+        super().__init__(config, pretrained)
         d, e = self.trunk.channels, config.feature_width
         self.register_buffer("feature_mean", torch.zeros(d))
         self.register_buffer("feature_std", torch.ones(d))
@@ -168,14 +162,6 @@ class FeatureMoE(AnomalyModel):
                         if own_expert else None) for _ in range(config.added_tasks))
         if config.added_tasks:
             self.register_buffer("task_prompts", torch.zeros(0, config.text_dim))
-
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Trunk features ``(B, D, R/stride, R/stride)`` of gray images ``(B, 1, R, R)`` in [0, 1]."""
-        return self.trunk(x)
-
-    def frozen_identity(self) -> str:
-        """The trunk's identity for the feature cache (variant and stages)."""
-        return trunk_identity(self.config)
 
     @torch.no_grad()
     def fit_data(self, inputs: torch.Tensor, task_ids: torch.Tensor, task_embeddings: torch.Tensor | None,

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medmoe.errors import ConfigError
+from medmoe.model.base import AnomalyModel
 from medmoe.model.config import ModelConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -240,6 +241,27 @@ class FrozenTrunk(nn.Module):
 def trunk_identity(config: ModelConfig) -> str:
     """What identifies a model's trunk features for the feature cache: variant and stages."""
     return f"{config.trunk}|stages={sorted(config.trunk_stages)}"
+
+
+class TrunkModel(AnomalyModel):
+    """A model whose frozen part is the pretrained trunk of ``config.trunk``/``trunk_stages`` on gray
+    images: it builds the trunk, prepares inputs with it and names it for the feature cache
+    (``feature_moe``, PatchCore, the pooled 1-NN)."""
+
+    def __init__(self, config: ModelConfig, pretrained: bool = True) -> None:
+        super().__init__()
+        if config.in_channels != 1:
+            raise ConfigError(f"{config.architecture} reads gray images: set model.in_channels: 1")
+        self.config = config
+        self.trunk = FrozenTrunk(config.trunk, config.trunk_stages, pretrained=pretrained)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk features ``(B, D, R/stride, R/stride)`` of gray images ``(B, 1, R, R)`` in [0, 1]."""
+        return self.trunk(x)
+
+    def frozen_identity(self) -> str:
+        """The trunk's identity for the feature cache (variant and stages)."""
+        return trunk_identity(self.config)
 
 
 def normalise_rgb(x: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 
 from medmoe.errors import ConfigError
-from medmoe.model.base import AnomalyModel
 from medmoe.model.config import ModelConfig
 from medmoe.model.losses import LossParts
 from medmoe.model.memory import (
@@ -39,10 +38,10 @@ from medmoe.model.memory import (
 )
 from medmoe.model.output import ModelOutput
 from medmoe.model.registry import register_model
-from medmoe.model.trunk import FrozenTrunk, trunk_identity
+from medmoe.model.trunk import TrunkModel
 
 
-class MemoryModel(AnomalyModel):
+class MemoryModel(TrunkModel):
     """What PatchCore and FeatureNN share: the trunk, a memory of normal features with the task of each
     row, and the prompt → task matching. Subclasses implement :meth:`entries` and :meth:`forward_prepared`.
 
@@ -51,22 +50,10 @@ class MemoryModel(AnomalyModel):
     """
 
     def __init__(self, config: ModelConfig, pretrained: bool = True) -> None:
-        super().__init__()
-        if config.in_channels != 1:
-            raise ConfigError(f"{config.architecture} reads gray images: set model.in_channels: 1")
-        self.config = config
-        self.trunk = FrozenTrunk(config.trunk, config.trunk_stages, pretrained=pretrained)
+        super().__init__(config, pretrained)
         self.register_buffer("memory", torch.zeros(0, self.trunk.channels))
         self.register_buffer("memory_task", torch.zeros(0, dtype=torch.long))
         self.register_buffer("task_embeddings", torch.zeros(0, config.text_dim))
-
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Trunk features ``(B, D, h, w)`` of gray images ``(B, 1, R, R)`` in [0, 1]."""
-        return self.trunk(x)
-
-    def frozen_identity(self) -> str:
-        """The trunk's identity for the feature cache."""
-        return trunk_identity(self.config)
 
     def entries(self, features: torch.Tensor) -> torch.Tensor:
         """The memory entries of ``features (n, D, h, w)``: ``(n, k, D)``."""
