@@ -173,6 +173,18 @@ def test_frame_all_scores_every_frame_and_mixed_folders_ignore_the_choice(
     assert len({r["score"] for r in rows[1:]}) == 3
 
 
+def test_a_warning_about_many_frames_is_said_once_with_a_count(tiny_run: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    cine = pydicom.data.get_testdata_file("emri_small.dcm", download=False)  # MR, 10 frames of 64 × 64
+    code, output = run_cli([cine, "--model", str(tiny_run), "--out", str(tmp_path / "o"), "--task", "brain_mri",
+                            "--frame", "all", "--no-progress"], capsys, monkeypatch)
+    assert code == 0 and "scored 10 of 10" in output
+    warned = [line for line in output.splitlines() if line.startswith("warning:")]
+    assert warned and all("more image(s) like it" in line for line in warned), output
+    assert len(warned) == len({line.split("(and")[0][:40] for line in warned})  # one line per kind
+
+
 def test_broken_links_in_a_folder_are_reported_not_dropped(tiny_run: Path, phantoms: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str],
                                                            monkeypatch: pytest.MonkeyPatch) -> None:

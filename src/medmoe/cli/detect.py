@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -80,7 +81,8 @@ def register(app: typer.Typer) -> None:
         except OSError as exc:
             raise ConfigError(f"--out '{out}' cannot be written ({exc.strerror}); choose a folder you can write to") from None
         detector = Detector.load(model, backend=backend, device=device)
-        rows, failures, notes = [], [], {}
+        rows, failures = [], []
+        notes: dict[str, tuple[str, int]] = {}  # one line per kind of warning: its first text, how many
         bar = tqdm(total=len(inputs), unit="image", desc="detect", disable=not progress)
         interrupted = False
         pool = (os.cpu_count() or 1) if workers is None else workers
@@ -98,7 +100,9 @@ def register(app: typer.Typer) -> None:
                         else:
                             files = write_outputs(outcome, item.name, out, overlays=drawer if overlays else None,
                                                   maps=maps)
-                            notes.update(dict.fromkeys(outcome.warnings))
+                            for note in outcome.warnings:
+                                first, count = notes.get(_kind(note), (note, 0))
+                                notes[_kind(note)] = (first, count + 1)
                         rows.append(result_row(item.plane, outcome, files))
                     bar.update(len(chunk))
             except KeyboardInterrupt:
@@ -118,8 +122,9 @@ def register(app: typer.Typer) -> None:
                               r["path"] + "".join(f" ({key} {r[key]})" for key in ("frame", "slice") if r[key]))
             if scored:
                 console.print(table)
-        for note in notes:
-            errors.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+        for note, count in notes.values():
+            more = f" [dim](and {count - 1} more image(s) like it: see results.csv)[/]" if count > 1 else ""
+            errors.print(f"[yellow]warning:[/] {note}{more}", highlight=False, soft_wrap=True)
         if failures:
             table = Table(title=f"{len(failures)} file(s) could not be scored", title_style="bold red")
             table.add_column("file", overflow="fold")
@@ -133,3 +138,8 @@ def register(app: typer.Typer) -> None:
                       + (f", {outside} out of scope" if outside else "") + f"; results: [bold]{results}[/]")
         if failures:
             raise typer.Exit(1)
+
+
+def _kind(note: str) -> str:
+    """A warning with its numbers blanked: the same warning about several images, whatever their values."""
+    return re.sub(r"\d+(\.\d+)?", "#", note)
