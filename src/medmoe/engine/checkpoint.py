@@ -26,6 +26,7 @@ from medmoe import __version__
 from medmoe.atomic import atomic_write_bytes, atomic_write_text
 from medmoe.engine.config import RunConfig
 from medmoe.errors import CheckpointError, ConfigError
+from medmoe.model.base import AnomalyModel
 from medmoe.model.registry import create_model
 from medmoe.tasks import TaskRegistry
 from medmoe.trust.calibration import TrustCalibration
@@ -57,7 +58,7 @@ class Checkpoint:
         calibration: p-value and scope calibration; ``None`` likewise.
     """
 
-    model: nn.Module
+    model: AnomalyModel
     config: RunConfig
     tasks: TaskRegistry
     prompt_embeddings: torch.Tensor | None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
+from medmoe.model.base import AnomalyModel
 from medmoe.model.output import deployed_outputs, to_arrays
 from medmoe.model.scoring import to_image_range
 from medmoe.outputs import OutputArrays
@@ -17,7 +17,7 @@ def task_text_embeddings(prompt_embeddings: torch.Tensor | None,
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, text_embeddings: torch.Tensor | None, *,
+def predict(model: AnomalyModel, images: torch.Tensor, text_embeddings: torch.Tensor | None, *,
             batch_size: int = 64, keep_maps: bool = False, device: torch.device | str = "cpu",
             prepared: bool = False) -> OutputArrays:
     """Run ``model`` in eval mode over ``images (n, C, R, R)`` in batches.

@@ -80,6 +80,8 @@ class AnomalyModel(nn.Module):
             alpha: weight of the routing loss.
             beta: weight of the reconstruction loss.
         """
+        if out.x_hat is None:
+            raise NotImplementedError(f"{type(self).__name__} reconstructs no pixels: it needs a loss of its own")
         target = to_model_range(inputs, self.config.value_range)
         parts = total_loss(target, out.x_hat, out.u, out.router_logits, task_ids, alpha, beta)
         if out.aux_loss is None:

@@ -75,8 +75,8 @@ def report_markdown(metrics: RunMetrics, checkpoint: Checkpoint, split: str) -> 
                       ("auroc", "ap", "f1_best", "acc_best", "n_normal", "n_abnormal"),
                       title="Without test images byte-identical to a training image (dup_of_train)"),
     ]
-    extra = {k: {m: v[m] for m in ("routing_accuracy", "pixel_auroc", "dice_best") if m in v}
-             for k, v in tasks.items()}
+    extra: dict[str, dict[str, float]] = {
+        k: {m: v[m] for m in ("routing_accuracy", "pixel_auroc", "dice_best") if m in v} for k, v in tasks.items()}
     if any(extra.values()):
         columns = [m for m in ("routing_accuracy", "pixel_auroc", "dice_best") if any(m in v for v in extra.values())]
         lines += ["", metrics_table(extra, columns,
