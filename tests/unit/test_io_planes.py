@@ -103,3 +103,20 @@ def test_the_walk_follows_folder_links_once_and_keeps_broken_links(tmp_path: Pat
         listed = list_images(data, recursive=True)
     assert [p.name for p in listed] == ["a.png"]
     assert sorted(str(w.message).split("'")[1].rsplit("/", 1)[1] for w in caught) == ["dangling.png", "loop.png"]
+
+
+def test_a_folder_that_cannot_be_listed_is_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "a.png").write_bytes(b"x")
+    (tmp_path / "locked").mkdir()
+    real = Path.iterdir
+
+    def iterdir(self: Path):  # noqa: ANN202 - as root, chmod cannot lock a folder: refuse it here
+        if self.name == "locked":
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    walk = walk_files(tmp_path)
+    assert [p.name for p in walk.files] == ["a.png"]
+    assert walk.notes == [f"'{tmp_path / 'locked'}' could not be listed (Permission denied): its files are left out"]

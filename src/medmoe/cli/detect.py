@@ -68,11 +68,11 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--window: {exc}") from None
         found = collect_inputs(paths, exclude=out, frame=frames, slice_index=slices)
         inputs = found.items
+        for note in found.notes:
+            errors.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
         if not inputs:
             raise DatasetError(f"no image files in {', '.join(map(str, paths))}; medmoe reads PNG, JPEG, TIFF, "
                                "BMP, DICOM and NIfTI")
-        for note in found.notes:
-            errors.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
         try:
             out.mkdir(parents=True, exist_ok=True)
             probe = out / ".medmoe-write-test"

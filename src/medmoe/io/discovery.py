@@ -9,7 +9,8 @@ One walk for every command that takes a folder (``medmoe detect``, the dataset s
   :attr:`Walk.notes` instead of looping;
 - a symbolic link to a file that does not exist, or one that leads back to itself, is *kept* in
   :attr:`Walk.files`: the caller reads it and reports why it cannot
-  (:func:`broken_link_reason`), rather than the file vanishing from the run without a word.
+  (:func:`broken_link_reason`), rather than the file vanishing from the run without a word;
+- a folder that cannot be listed (no permission) is a note too.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ class Walk:
 
     Attributes:
         files: regular files and broken links, sorted by their path relative to the folder.
-        notes: one sentence per folder link that was not followed (it leads back to a folder
-            already searched).
+        notes: one sentence per folder not searched: a link back to a folder already searched, or a
+            folder that cannot be listed.
     """
 
     files: list[Path] = field(default_factory=list)
@@ -47,7 +48,12 @@ def walk_files(folder: str | Path, *, recursive: bool = True) -> Walk:
     pending = [root]
     while pending:
         current = pending.pop()
-        for entry in sorted(current.iterdir()):
+        try:
+            entries = sorted(current.iterdir())
+        except OSError as exc:
+            walk.notes.append(f"'{current}' could not be listed ({exc.strerror or exc}): its files are left out")
+            continue
+        for entry in entries:
             if entry.name.startswith("."):
                 continue
             if entry.is_dir():
