@@ -19,10 +19,13 @@ from medmoe.io.formats import image_suffix
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     """Image files in ``folder`` (by suffix), sorted (:func:`medmoe.io.discovery.walk_files`: hidden
     files skipped, folder links followed once). Anything else (``SOURCE.md``, ``PROVENANCE.csv`` …) is
-    ignored; a broken symbolic link is skipped with a warning naming it.
+    ignored; a broken symbolic link, or a folder that cannot be listed, is skipped with a warning naming it.
     """
+    walk = walk_files(folder, recursive=recursive)
+    for note in walk.notes:
+        warnings.warn(note, stacklevel=2)
     images = []
-    for path in walk_files(folder, recursive=recursive).files:
+    for path in walk.files:
         if not image_suffix(path.name):
             continue
         reason = broken_link_reason(path)
