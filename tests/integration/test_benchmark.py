@@ -184,6 +184,16 @@ def test_changed_settings_are_refused(bench, tmp_path: Path) -> None:
         run_benchmark(_context(data, copy, "train.lr=0.1"), select_methods(["ae"]), [0, 1], HEADER)
 
 
+def test_a_subset_run_keeps_the_other_methods_results(bench, tmp_path: Path) -> None:
+    data, out, results = bench
+    copy = tmp_path / "bench"
+    shutil.copytree(out, copy)
+    again = run_benchmark(_context(data, copy), select_methods(["ae"]), [0, 1], HEADER)  # all done: report only
+    assert set(again["methods"]) == set(results["methods"]) and again["progress"] == results["progress"]
+    on_disk = json.loads((copy / "results.json").read_text())
+    assert on_disk["methods"]["universal_ae"] == results["methods"]["universal_ae"]
+
+
 def test_mean_row_needs_every_task(bench) -> None:
     _, out, _ = bench
     results = json.loads((out / "results.json").read_text())

@@ -10,7 +10,7 @@ from typing import Any
 
 from medmoe.atomic import atomic_write_text
 from medmoe.benchmark.figures import write_benchmark_figures
-from medmoe.benchmark.plan import Method, plan_runs
+from medmoe.benchmark.plan import METHODS, Method, plan_runs
 from medmoe.benchmark.results import build_results
 from medmoe.benchmark.runner import BenchmarkContext, ManifestSource, run_all
 from medmoe.benchmark.tables import TABLE_ROWS, render_table
@@ -35,10 +35,13 @@ def write_outputs(context: BenchmarkContext, methods: Sequence[Method], seeds: S
                   tasks: Sequence[str], provenance: Mapping[str, Any], *, figures: bool = True) -> dict[str, Any]:
     """Rewrite ``results.json`` from the run folders, then the tables from it and (optionally) the figures.
 
-    Without run folders (a fresh clone: they are not committed), the committed ``results.json`` is
-    kept as it is and only the tables are rendered from it, so a report-only call never empties it.
+    ``results.json`` covers ``methods`` and every other method with run folders, so running a subset
+    (``--methods``) never drops the others' results. Without run folders (a fresh clone: they are not
+    committed), the committed ``results.json`` is kept as it is and only the tables are rendered from
+    it, so a report-only call never empties it.
     """
     runs, stored = context.out / "runs", context.out / RESULTS_FILE
+    methods = tuple(m for m in METHODS if m in methods or (runs / m.name).is_dir())
     if runs.is_dir() or not stored.is_file():
         write_json(build_results(methods, seeds, tasks, runs, settings_header(context, provenance)), stored)
     else:
