@@ -16,10 +16,16 @@ measures on the **validation** normals only (the test split is not loaded):
 
 Descriptors: ``thumb`` (the model input area-pooled to 16 × 16, 256 values), ``trunk`` (the frozen
 EfficientNet-Lite0 feature map at the run's resolution, spatial mean, 152 values), ``trunk_ms``
-(spatial mean and standard deviation, 304), and the two stages of ``trunk_ms`` alone: ``early_ms``
-(the first stage's channels: textures and intensities) and ``late_ms`` (the last stage's). Distances:
+(spatial mean and standard deviation, 304), the two stages of ``trunk_ms`` alone: ``early_ms``
+(the first stage's channels: textures and intensities) and ``late_ms`` (the last stage's), and
+``trunk_q`` (per channel the spatial median and interquartile range: robust statistics, which a lesion
+covering a minority of the image moves less than the mean and standard deviation). Distances:
 ``knn`` (Euclidean to the nearest training normal) and ``maha`` (Mahalanobis to the task's mean with
 a Ledoit–Wolf covariance).
+
+``synthetic anomalies``: lesions pasted into validation normals (:func:`medmoe.data.anomalies.
+synthesize_anomalies`, 1–6 % of the image, and large ones, 6–20 %) are in scope: the share flagged as
+out of scope (far from every task) should stay small.
 
 ``margin for 95 % LOTO``: how far every task's limit could be raised (× its 99th percentile) while
 95 % of the left-out task's validation images are still flagged — pooled over left-out tasks, and for
@@ -74,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from sklearn.covariance import LedoitWolf
 
+    from medmoe.data.anomalies import synthesize_anomalies
     from medmoe.data.dataset import ImageDataset
     from medmoe.data.transforms import preprocess_image
     from medmoe.engine.checkpoint import load_checkpoint
@@ -92,9 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         thumb = torch.nn.functional.adaptive_avg_pool2d(images.mean(dim=1, keepdim=True), 16).flatten(1)
         mean, std = feats.mean(dim=(2, 3)), feats.std(dim=(2, 3))
         early = prep.trunk.net.group_channels[prep.trunk.stages[0]]  # channels: the stages, in order
+        q25, median, q75 = torch.quantile(feats.flatten(2), torch.tensor([0.25, 0.5, 0.75]), dim=2)
         return {"thumb": thumb.numpy(), "trunk": mean.numpy(), "trunk_ms": torch.cat([mean, std], 1).numpy(),
                 "early_ms": torch.cat([mean[:, :early], std[:, :early]], 1).numpy(),
-                "late_ms": torch.cat([mean[:, early:], std[:, early:]], 1).numpy()}
+                "late_ms": torch.cat([mean[:, early:], std[:, early:]], 1).numpy(),
+                "trunk_q": torch.cat([median, q75 - q25], 1).numpy()}
 
     def split_images(split: str, task: str) -> torch.Tensor:
         entries = [(m, s) for m in manifests for s in m.select(split=split, task=task)
@@ -103,12 +112,17 @@ def main(argv: list[str] | None = None) -> int:
                             with_masks=False).materialize(progress=False).images
 
     train = {t.id: describe(split_images("train", t.id)) for t in tasks}
-    val = {t.id: describe(split_images("val", t.id)) for t in tasks}
+    val_images = {t.id: split_images("val", t.id) for t in tasks}
+    val = {t: describe(images) for t, images in val_images.items()}
+    lesions = {size: {t: describe(torch.from_numpy(synthesize_anomalies(images.numpy(), np.random.default_rng(0),
+                                                                        area=area)[0]))
+                      for t, images in val_images.items()}
+               for size, area in (("small", (0.01, 0.06)), ("large", (0.06, 0.2)))}
     natural = describe(torch.from_numpy(np.stack([preprocess_image(im, config.in_channels, config.resolution)
                                                   for _, im in natural_images()])))
 
     rows = []
-    for descriptor in ("thumb", "trunk", "trunk_ms", "early_ms", "late_ms"):
+    for descriptor in ("thumb", "trunk", "trunk_ms", "early_ms", "late_ms", "trunk_q"):
         for distance in ("knn", "maha"):
             def fit(refs: np.ndarray):  # noqa: ANN202
                 if distance == "knn":
@@ -138,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
                 loto.append(np.mean(np.all(np.stack([val_d[t][u] > limit[u] for u in others]), 0)))
                 ratios[t] = np.min(np.stack([val_d[t][u] / limit[u] for u in others]), 0)  # > 1: flagged
             margin = {t: float(np.quantile(r, 0.05)) for t, r in ratios.items()}
+            lesion_flag = {size: 100 * np.mean(np.concatenate([
+                np.all(np.stack([dist_fn[u](by_task[t][descriptor]) > limit[u] for u in train]), 0)
+                for t in train])) for size, by_task in lesions.items()}
             pooled_margin = float(np.quantile(np.concatenate(list(ratios.values())), 0.05))
             rows.append({"descriptor": descriptor, "distance": distance,
                          "ident": f"{100 * np.mean(ident):.1f}",
@@ -146,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                          "natural": f"{100 * nat_flag.mean():.1f}",
                          "loto": f"{100 * np.mean(loto):.1f}",
                          "loto_min": f"{100 * np.min(loto):.1f} ({list(train)[int(np.argmin(loto))]})",
+                         "lesion_small": f"{lesion_flag['small']:.1f}",
+                         "lesion_large": f"{lesion_flag['large']:.1f}",
                          "margin": f"{pooled_margin:.2f}",
                          "margin_min": f"{min(margin.values()):.2f} ({min(margin, key=margin.get)})"})
             print(rows[-1], flush=True)
@@ -156,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                                   ("natural", f"natural images flagged ({len(natural['thumb'])}) (%)", ""),
                                   ("loto", "left-out task flagged, mean (%)", ""),
                                   ("loto_min", "worst left-out task (%)", ""),
+                                  ("lesion_small", "synthetic lesions 1–6 % flagged (%)", ""),
+                                  ("lesion_large", "synthetic lesions 6–20 % flagged (%)", ""),
                                   ("margin", "margin for 95 % LOTO, pooled (×)", ""),
                                   ("margin_min", "worst left-out task (×)", "")])
     text = (f"# Scope descriptor design (validation data only)\n\nRun `{args.run}` (resolution "
