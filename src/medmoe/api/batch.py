@@ -78,7 +78,8 @@ class Inputs:
 
     Attributes:
         items: the images to score, in order.
-        notes: folders not searched again (links back to a folder already searched).
+        notes: folders not searched (:attr:`medmoe.io.discovery.Walk.notes`: links back to a folder
+            already searched, folders that cannot be listed).
     """
 
     items: list[InputFile]

@@ -45,7 +45,7 @@ def predict(model: AnomalyModel, images: torch.Tensor, text_embeddings: torch.Te
         named = deployed_outputs(out)
         if not keep_maps:
             named["anomaly_map"] = named["hallucination_map"] = None
-        x_hat = out.x_hat if keep_maps and out.x_hat is not None else None
+        x_hat = out.x_hat if keep_maps else None
         parts.append(to_arrays({
             **named, "features": out.features,
             "reconstruction": None if x_hat is None else to_image_range(x_hat, model.config.value_range),

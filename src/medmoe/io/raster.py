@@ -77,7 +77,7 @@ def count_pages(path: str | Path) -> int:
     """How many pages a raster file has (several only for multi-page TIFF); the pixels are not decoded.
 
     Raises:
-        ImageReadError: not an image Pillow recognises.
+        ImageReadError: not an image Pillow (or, for TIFF, tifffile) recognises.
     """
     try:
         with Image.open(path) as image:
@@ -85,9 +85,9 @@ def count_pages(path: str | Path) -> int:
     except Image.UnidentifiedImageError as exc:
         if file_suffix(path) in TIFF_SUFFIXES:
             return count_tiff_pages(path)
-        raise ImageReadError(path, f"it is not a PNG/JPEG/TIFF/BMP image Pillow recognises ({exc})") from exc
+        raise _corrupt(path, exc) from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageReadError(path, f"it is not a PNG/JPEG/TIFF/BMP image Pillow recognises ({exc})") from exc
+        raise _corrupt(path, exc) from exc
 
 
 def _seek_frame(image: Image.Image, path: str | Path, frame: Choice) -> None:

@@ -106,7 +106,7 @@ def planes(path: str | Path, *, frame: Choice = None, slice_index: Choice = None
     fmt = image_format(file) if file.is_file() else None
     if fmt is None:
         return [Plane(file, frame=frame, slice_index=slice_index)]  # the read says what is wrong
-    nifti = fmt == "nifti"
+    nifti = fmt in _SLICE_FORMATS  # the formats read_image takes slice_index for; the others take frame
     choice = slice_index if nifti else frame
 
     def plane(chosen: Choice) -> Plane:

@@ -232,8 +232,9 @@ def _read_choices(frame: str | None, slice_index: str | None, window: str | None
         except ValueError as exc:
             raise HTTPException(422, f"{name}: {exc}") from None
         if parsed[name] == ALL:
+            flag = "--frame" if name == "frame" else "--slice"
             raise HTTPException(422, f"{name}=all asks for every one as its own image, but a request scores one "
-                                     "image: send an index (or first/middle/last), or use 'medmoe detect --frame all'")
+                                     f"image: send an index (or first/middle/last), or use 'medmoe detect {flag} all'")
     try:
         parsed["window"] = None if window is None else resolve_window(window)
     except ValueError as exc:
