@@ -7,9 +7,12 @@ architecture-specific:
   Its output depends on nothing trainable, so the engine computes it once per image and caches it
   (:mod:`medmoe.engine.features`); :meth:`frozen_identity` names it for the cache key.
 - :meth:`AnomalyModel.forward_prepared` — the trainable part on prepared inputs; ``forward(x, e)``
-  is ``forward_prepared(prepare(x), e)``, which is what detection, the API and ONNX export run. A
-  frozen part's output is rounded to :data:`FEATURE_DTYPE`, the precision the cache stores, so an
-  image scores the same whether its features were cached (training, calibration) or computed now.
+  is ``forward_prepared(prepare(x), e)``; ``forward`` rounds a frozen part's output to
+  :data:`FEATURE_DTYPE`, the precision the cache stores, so ``model(x)`` scores an image as the engine
+  does from cached features (training, calibration, evaluation). The API's torch and ONNX backends
+  (:class:`~medmoe.api.torch_backend.ScreenedModel`) call ``prepare`` and ``forward_prepared``
+  themselves and do not round: rounding there makes the ONNX and torch maps differ by a float16 step
+  where the two runtimes' trunk outputs straddle a rounding boundary.
 - :meth:`AnomalyModel.loss` — the model's own training objective on its outputs (Eq. 6 for the
   pixel models, in the model's value range), aux terms included.
 - :meth:`AnomalyModel.fit_data` — what the model takes from the prepared training normals before
