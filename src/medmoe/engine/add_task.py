@@ -42,7 +42,7 @@ from medmoe.model.registry import ARCHITECTURES, architecture, create_model
 from medmoe.tasks import Task, TaskRegistry
 from medmoe.text import PromptEmbeddingCache
 from medmoe.trust.calibration import TrustCalibration
-from medmoe.trust.scope import ScopeHead, ScopeTrunk, descriptor
+from medmoe.trust.scope import ScopeHead, ScopeTrunk
 
 MIN_IMAGES = 4
 """Fewest readable training normals an added task may have."""
@@ -162,7 +162,8 @@ def add_task(model_run: str | Path, task: Task, manifests: list[Manifest], out: 
     scores = predict(new_model, calib_x, text, prepared=True).score
     threshold = fit_threshold(scores, config.train.threshold_percentile)
     trunk = ScopeTrunk(new_model, new_config.model)
-    head = checkpoint.scope.extended(ScopeHead.fit([descriptor(trunk(train_x, train_x)).double().numpy()]))
+    scope = checkpoint.scope
+    head = scope.extended(ScopeHead.fit([scope.describe(trunk(train_x, train_x)).double().numpy()], scope.kind))
     own = np.sqrt(scope_distances(new_model, new_config.model, head, calib_x)[:, -1])
     old = checkpoint.calibration
     calibration = TrustCalibration(scores={**old.scores, task.id: sorted(float(s) for s in scores)},

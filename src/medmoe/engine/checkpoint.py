@@ -139,7 +139,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint '{meta_path}' is invalid: {exc}") from exc
     embeddings = tensors.pop(EMBEDDINGS_KEY, None)
     scope_tensors = {k[len(SCOPE_PREFIX):]: tensors.pop(k) for k in [k for k in tensors if k.startswith(SCOPE_PREFIX)]}
-    scope = ScopeHead(scope_tensors["mean"], scope_tensors["precision"]) if scope_tensors else None
+    scope = ScopeHead.from_state(scope_tensors) if scope_tensors else None
     calibration = TrustCalibration.from_dict(meta["trust"], meta_path) if "trust" in meta else None
     model = create_model(config.model)
     try:

@@ -12,7 +12,10 @@ and the ONNX sidecar as plain JSON; with the scope head's distances
   different spread compare);
 - whether the image is out of scope: its normalised distance to every task exceeds
   :attr:`TrustCalibration.scope_limit`, the :data:`SCOPE_QUANTILE` of all validation normals'
-  normalised distances to their own task (so about 1 % of in-scope normals are flagged).
+  normalised distances to their own task (so about 1 % of in-scope normals are flagged). Each
+  validation normal is normalised leave-one-out, by the median of its task's *other* normals, as a
+  new image is: normalising a task's few normals by their own median pulls them towards 1 (two
+  normals give exactly 1 ± δ) and would make the limit of a small validation set too tight.
 """
 
 from __future__ import annotations
@@ -106,12 +109,25 @@ def fit_calibration(task_ids: list[str], scores: np.ndarray, task_index: np.ndar
             scale[task] = float(np.median(np.sqrt(np.maximum(extra_distances[extra_index == i, i], 0.0))))
         else:
             raise ValueError(f"no normals of task {task!r} to calibrate its scope on")
-    normalised = own / np.asarray([max(scale[task_ids[i]], 1e-12) for i in task_index])
+    normalised = _leave_one_out_normalised(own, task_index)
     limit = float(np.quantile(normalised, SCOPE_QUANTILE)) if len(normalised) else float("inf")
     return TrustCalibration(
         scores={t: sorted(float(s) for s in scores[task_index == i]) for i, t in enumerate(task_ids)
                 if np.any(task_index == i)},
         scope_scale=scale, scope_limit=limit, source=source)
+
+
+def _leave_one_out_normalised(own: np.ndarray, task_index: np.ndarray) -> np.ndarray:
+    """Each calibration normal's distance to its task ``own (n,)`` divided by the median of the
+    other normals of its task (``1`` for a task's only normal, which has no others)."""
+    normalised = np.ones_like(own)
+    for task in np.unique(task_index):
+        rows = np.flatnonzero(task_index == task)
+        if len(rows) < 2:
+            continue
+        for j, row in enumerate(rows):
+            normalised[row] = own[row] / max(float(np.median(np.delete(own[rows], j))), 1e-12)
+    return normalised
 
 
 @dataclass(frozen=True)
