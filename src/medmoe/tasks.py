@@ -52,7 +52,8 @@ class Task:
         dicom_modalities: DICOM ``Modality`` codes that suggest this task (``MR``).
         dicom_body_parts: DICOM ``BodyPartExamined`` values that suggest this task (``BRAIN``).
         window: the intensity window ``(center, width)`` its DICOM and NIfTI images are read with, in
-            training, evaluation and detection alike (a YAML file may name a preset, ``brain``);
+            training, evaluation and detection alike (given as a preset name, ``brain``, or any pair,
+            it is resolved to a ``(center, width)`` tuple on construction);
             ``None``: each file's own window (DICOM VOI), else min-max. Raster images ignore it.
     """
 
@@ -103,20 +104,9 @@ class Task:
             channels=int(data.get("channels", 1)),
             dicom_modalities=tuple(str(m).upper() for m in data.get("dicom_modalities", ())),
             dicom_body_parts=tuple(str(b).upper() for b in data.get("dicom_body_parts", ())),
-            window=_window(data.get("window")),
+            window=data.get("window"),
         )
 
-
-def _window(value: object) -> tuple[float, float] | None:
-    """A task file's ``window``: a preset name or a ``[center, width]`` pair, resolved; ``None`` if absent."""
-    if value is None:
-        return None
-    if not isinstance(value, (str, list, tuple)):
-        raise ConfigError(f"a task's window is a preset name or [center, width], not {value!r}")
-    try:
-        return resolve_window(value if isinstance(value, str) else tuple(value))
-    except ValueError as exc:
-        raise ConfigError(f"a task's window: {exc}") from None
 
 
 DEFAULT_TASKS: tuple[Task, ...] = (
