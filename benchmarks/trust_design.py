@@ -23,7 +23,8 @@ covering a minority of the image moves less than the mean and standard deviation
 ``knn`` (Euclidean to the nearest training normal) and ``maha`` (Mahalanobis to the task's mean with
 a Ledoit–Wolf covariance). ``patch``: every location's trunk feature against one Gaussian of the
 task's training locations (pooled over positions), the image's distance the median, lower quartile
-or mean of its locations' distances (a lesion moves only its own locations).
+or mean of its locations' distances (a lesion moves only its own locations). ``hist``: the model
+input's 32-bin intensity histogram, alone and appended to ``trunk_q`` (``trunk_q_hist``).
 
 ``synthetic anomalies``: lesions pasted into validation normals (:func:`medmoe.data.anomalies.
 synthesize_anomalies`, 1–6 % of the image, and large ones, 6–20 %) are in scope: the share flagged as
@@ -103,11 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         mean, std = feats.mean(dim=(2, 3)), feats.std(dim=(2, 3))
         early = prep.trunk.net.group_channels[prep.trunk.stages[0]]  # channels: the stages, in order
         q25, median, q75 = torch.quantile(feats.flatten(2), torch.tensor([0.25, 0.5, 0.75]), dim=2)
+        gray = images.mean(dim=1).flatten(1).clamp(0, 1)
+        hist = torch.stack([torch.histc(g, bins=32, min=0, max=1) for g in gray]).numpy() / gray.shape[1]
         return {"thumb": thumb.numpy(), "trunk": mean.numpy(), "trunk_ms": torch.cat([mean, std], 1).numpy(),
                 "early_ms": torch.cat([mean[:, :early], std[:, :early]], 1).numpy(),
                 "late_ms": torch.cat([mean[:, early:], std[:, early:]], 1).numpy(),
                 "trunk_q": torch.cat([median, q75 - q25], 1).numpy(),
-                "patch": feats.flatten(2).transpose(1, 2).numpy()}  # (B, h·w, D): every location
+                "patch": feats.flatten(2).transpose(1, 2).numpy(),  # (B, h·w, D): every location
+                "hist": hist, "trunk_q_hist": np.concatenate([torch.cat([median, q75 - q25], 1).numpy(), hist], 1)}
 
     def split_images(split: str, task: str) -> torch.Tensor:
         entries = [(m, s) for m in manifests for s in m.select(split=split, task=task)
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return distance
 
     rows = []
-    variants = [(d, m) for d in ("thumb", "trunk", "trunk_ms", "early_ms", "late_ms", "trunk_q")
+    variants = [(d, m) for d in ("thumb", "trunk", "trunk_ms", "early_ms", "late_ms", "trunk_q", "hist", "trunk_q_hist")
                 for m in ("knn", "maha")] + [("patch", "median"), ("patch", "q25"), ("patch", "mean")]
     for descriptor, distance in variants:
         if args.descriptors and descriptor not in args.descriptors:
