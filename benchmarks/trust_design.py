@@ -25,6 +25,8 @@ a Ledoit–Wolf covariance). ``patch``: every location's trunk feature against o
 task's training locations (pooled over positions), the image's distance the median, lower quartile
 or mean of its locations' distances (a lesion moves only its own locations). ``hist``: the model
 input's 32-bin intensity histogram, alone and appended to ``trunk_q`` (``trunk_q_hist``).
+``maha_trim20`` / ``maha_median``: the Mahalanobis distance summed robustly over the whitened
+components (without the largest 20 %, or their median × F).
 
 ``synthetic anomalies``: lesions pasted into validation normals (:func:`medmoe.data.anomalies.
 synthesize_anomalies`, 1–6 % of the image, and large ones, 6–20 %) are in scope: the share flagged as
@@ -146,9 +148,25 @@ def main(argv: list[str] | None = None) -> int:
             return np.sqrt(np.maximum(summary(d2), 0))
         return distance
 
+    def whitened_distance(lw, kind: str):  # noqa: ANN001, ANN202
+        """Mahalanobis distance from the squared whitened components (covariance eigenbasis) of the
+        difference, robustly summed: without the largest 20 % (``maha_trim20``) or their median × F
+        (``maha_median``): a lesion that moves a few components moves it less than a change of
+        modality that moves all of them."""
+        values, vectors = np.linalg.eigh(lw.covariance_)
+        project = vectors / np.sqrt(np.maximum(values, 1e-12))
+
+        def distance(q: np.ndarray) -> np.ndarray:
+            parts = np.sort(((q - lw.location_) @ project) ** 2, axis=1)  # (B, F), ascending
+            f = parts.shape[1]
+            total = parts[:, :int(0.8 * f)].sum(1) / 0.8 if kind == "maha_trim20" else np.median(parts, 1) * f
+            return np.sqrt(total)
+        return distance
+
     rows = []
     variants = [(d, m) for d in ("thumb", "trunk", "trunk_ms", "early_ms", "late_ms", "trunk_q", "hist", "trunk_q_hist")
-                for m in ("knn", "maha")] + [("patch", "median"), ("patch", "q25"), ("patch", "mean")]
+                for m in ("knn", "maha")] + [("patch", "median"), ("patch", "q25"), ("patch", "mean")] + [
+        (d, m) for d in ("trunk_ms", "trunk_q") for m in ("maha_trim20", "maha_median")]
     for descriptor, distance in variants:
         if args.descriptors and descriptor not in args.descriptors:
             continue
@@ -158,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             if distance == "knn":
                 return lambda q, r=refs: np.sqrt(((q[:, None] - r[None]) ** 2).sum(-1)).min(1)
             lw = LedoitWolf().fit(refs)
+            if distance.startswith("maha_"):
+                return whitened_distance(lw, distance)
             return lambda q, lw=lw: np.sqrt(np.maximum(lw.mahalanobis(q), 0))
 
         dist_fn = {t: fit(train[t][descriptor]) for t in train}
