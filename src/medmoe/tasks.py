@@ -108,7 +108,6 @@ class Task:
         )
 
 
-
 DEFAULT_TASKS: tuple[Task, ...] = (
     Task("chest_xray", "chest", "X-ray", "Chest X-ray image to evaluate the lungs.",
          dicom_modalities=("CR", "DX"), dicom_body_parts=("CHEST",)),

@@ -25,7 +25,7 @@ from medmoe.engine.inference import predict, task_text_embeddings
 from medmoe.errors import DatasetError
 from medmoe.model.config import ModelConfig
 from medmoe.trust.calibration import TrustCalibration, fit_calibration
-from medmoe.trust.scope import ScopeHead, ScopeTrunk, descriptor
+from medmoe.trust.scope import DEFAULT_DESCRIPTOR, ScopeHead, ScopeTrunk, descriptor
 
 VALIDATION_SOURCE = "validation normals"
 TRAINING_SOURCE = "training normals (no validation data: p-values are optimistic)"
@@ -40,16 +40,18 @@ def _batched(inputs: torch.Tensor, batch_size: int, device: torch.device | str,
 
 
 def fit_scope(model: nn.Module, config: ModelConfig, inputs: torch.Tensor, task_indices: torch.Tensor,
-              n_tasks: int, *, device: torch.device | str = "cpu", batch_size: int = 128) -> ScopeHead:
+              n_tasks: int, *, device: torch.device | str = "cpu", batch_size: int = 128,
+              kind: str = DEFAULT_DESCRIPTOR) -> ScopeHead:
     """The scope head of ``model`` from its training normals (``inputs``: the model's prepared inputs,
-    i.e. trunk features for feature models and images for pixel models; ``task_indices (n,)``)."""
+    i.e. trunk features for feature models and images for pixel models; ``task_indices (n,)``) on
+    the descriptor ``kind``."""
     trunk = ScopeTrunk(model, config)
-    rows = _batched(inputs, batch_size, device, lambda x: descriptor(trunk(x, x))).double().numpy()
+    rows = _batched(inputs, batch_size, device, lambda x: descriptor(trunk(x, x), kind)).double().numpy()
     index = task_indices.numpy()
     missing = [t for t in range(n_tasks) if not np.any(index == t)]
     if missing:
         raise ValueError(f"no training normals for task indices {missing}")
-    return ScopeHead.fit([rows[index == t] for t in range(n_tasks)])
+    return ScopeHead.fit([rows[index == t] for t in range(n_tasks)], kind)
 
 
 def scope_distances(model: nn.Module, config: ModelConfig, head: ScopeHead, inputs: torch.Tensor, *,

@@ -39,6 +39,13 @@ DEFAULT_DESCRIPTOR = "median_iqr"
 """What newly fitted scope heads use."""
 
 
+def _descriptor_code(kind: str) -> int:
+    """The index of ``kind`` in :data:`DESCRIPTORS`, or a ``ValueError`` naming the known ones."""
+    if kind not in DESCRIPTORS:
+        raise ValueError(f"unknown scope descriptor {kind!r}; expected one of {DESCRIPTORS}")
+    return DESCRIPTORS.index(kind)
+
+
 def _quantiles(flat: torch.Tensor, qs: tuple[float, ...]) -> list[torch.Tensor]:
     """Quantiles over the last dimension with linear interpolation (as ``torch.quantile``), by sorting,
     which ONNX export supports: ``(B, D, L)`` → one ``(B, D)`` per ``q``."""
@@ -58,10 +65,9 @@ def descriptor(features: torch.Tensor, kind: str = DEFAULT_DESCRIPTOR) -> torch.
     """``(B, D, h, w)`` trunk features → ``(B, 2 D)``: per channel the spatial median and interquartile
     range (``median_iqr``) or mean and standard deviation (``mean_std``)."""
     flat = features.flatten(2)
+    _descriptor_code(kind)  # a known kind
     if kind == "mean_std":
         return torch.cat([flat.mean(dim=2), flat.std(dim=2)], dim=1)
-    if kind != "median_iqr":
-        raise ValueError(f"unknown scope descriptor {kind!r}; expected one of {DESCRIPTORS}")
     q25, median, q75 = _quantiles(flat, (0.25, 0.5, 0.75))
     return torch.cat([median, q75 - q25], dim=1)
 
@@ -81,11 +87,10 @@ class ScopeHead(nn.Module):
 
     def __init__(self, mean: torch.Tensor, precision: torch.Tensor, kind: str = DEFAULT_DESCRIPTOR) -> None:
         super().__init__()
-        if kind not in DESCRIPTORS:
-            raise ValueError(f"unknown scope descriptor {kind!r}; expected one of {DESCRIPTORS}")
+        code = _descriptor_code(kind)
         self.register_buffer("mean", mean.float())
         self.register_buffer("precision", precision.float())
-        self.register_buffer("descriptor_code", torch.tensor([DESCRIPTORS.index(kind)], dtype=torch.int64))
+        self.register_buffer("descriptor_code", torch.tensor([code], dtype=torch.int64))
         self.kind = kind
 
     @classmethod
