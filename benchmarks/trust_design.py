@@ -26,7 +26,10 @@ task's training locations (pooled over positions), the image's distance the medi
 or mean of its locations' distances (a lesion moves only its own locations). ``hist``: the model
 input's 32-bin intensity histogram, alone and appended to ``trunk_q`` (``trunk_q_hist``).
 ``maha_trim20`` / ``maha_median``: the Mahalanobis distance summed robustly over the whitened
-components (without the largest 20 %, or their median × F).
+components (without the largest 20 %, or their median × F). ``maha_lesion``: Mahalanobis with each
+task's references extended by copies of its training normals with synthetic lesions of 1–20 % of the
+image (another seed than the validation lesions), so the covariance holds the directions a lesion
+moves the descriptor in and a lesion costs less distance than a change of modality.
 
 ``synthetic anomalies``: lesions pasted into validation normals (:func:`medmoe.data.anomalies.
 synthesize_anomalies`, 1–6 % of the image, and large ones, 6–20 %) are in scope: the share flagged as
@@ -128,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                                                                         area=area)[0]))
                       for t, images in val_images.items()}
                for size, area in (("small", (0.01, 0.06)), ("large", (0.06, 0.2)))}
+    # lesion-tolerant references: lesions of 1-20 % pasted into the *training* normals (another seed than
+    # the validation lesions above), added to each task's reference set for the ``maha_lesion`` distance
+    train_lesions = {t.id: describe(torch.from_numpy(synthesize_anomalies(
+        split_images("train", t.id).numpy(), np.random.default_rng(1), area=(0.01, 0.2))[0])) for t in tasks}
     natural = describe(torch.from_numpy(np.stack([preprocess_image(im, config.in_channels, config.resolution)
                                                   for _, im in natural_images()])))
 
@@ -166,11 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     variants = [(d, m) for d in ("thumb", "trunk", "trunk_ms", "early_ms", "late_ms", "trunk_q", "hist", "trunk_q_hist")
                 for m in ("knn", "maha")] + [("patch", "median"), ("patch", "q25"), ("patch", "mean")] + [
-        (d, m) for d in ("trunk_ms", "trunk_q") for m in ("maha_trim20", "maha_median")]
+        (d, m) for d in ("trunk_ms", "trunk_q") for m in ("maha_trim20", "maha_median")] + [
+        ("trunk_q", "maha_lesion"), ("trunk_ms", "maha_lesion")]
     for descriptor, distance in variants:
         if args.descriptors and descriptor not in args.descriptors:
             continue
-        def fit(refs: np.ndarray):  # noqa: ANN202
+        def fit(task: str):  # noqa: ANN202
+            refs = train[task][descriptor]
+            if distance == "maha_lesion":
+                refs = np.concatenate([refs, train_lesions[task][descriptor]])
+                lw = LedoitWolf().fit(refs)
+                return lambda q, lw=lw: np.sqrt(np.maximum(lw.mahalanobis(q), 0))
             if descriptor == "patch":
                 return patch_distance(refs, summaries[distance])
             if distance == "knn":
@@ -180,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 return whitened_distance(lw, distance)
             return lambda q, lw=lw: np.sqrt(np.maximum(lw.mahalanobis(q), 0))
 
-        dist_fn = {t: fit(train[t][descriptor]) for t in train}
+        dist_fn = {t: fit(t) for t in train}
         val_d = {t: {u: dist_fn[u](val[t][descriptor]) for u in train} for t in train}
         scale = {t: float(np.median(val_d[t][t])) for t in train}
         limit = {}

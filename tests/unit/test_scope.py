@@ -1,4 +1,5 @@
-"""The scope head's descriptors and stored kind, and the scope limit's leave-one-out normalisation."""
+"""The scope head's descriptors and stored kind, its lesion-tolerant references, and the scope
+limit's leave-one-out normalisation."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from medmoe.data.anomalies import synthesize_anomalies
+from medmoe.data.synthetic import make_phantom
+from medmoe.data.transforms import preprocess_image
+from medmoe.engine.calibrate import fit_scope, lesion_copies, lesion_inputs, scope_distances
+from medmoe.model.config import ModelConfig
 from medmoe.trust.calibration import fit_calibration
 from medmoe.trust.scope import DESCRIPTORS, ScopeHead, descriptor
 
@@ -50,3 +56,48 @@ def test_the_scope_limit_is_normalised_leave_one_out() -> None:
     calibration = fit_calibration(["a", "b"], np.zeros(4), task_index, distances, "validation normals")
     assert calibration.scope_scale == {"a": 2.0, "b": 2.0}  # a new image is normalised by the full median
     assert calibration.scope_limit == pytest.approx(np.quantile([1 / 3, 3, 1 / 3, 3], 0.99))
+
+
+def _phantoms(task: str, n: int, seed: int, size: int = 64) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(np.stack([preprocess_image(make_phantom(task, rng, size=size)[0], 1, size)
+                                      for _ in range(n)]))
+
+
+def test_lesion_copies_change_every_image_once_and_are_seeded() -> None:
+    images = torch.cat([_phantoms("brain_mri", 4, 0), _phantoms("chest_xray", 1, 1)])  # a task of one image
+    tasks = torch.tensor([0, 0, 0, 0, 1])
+    before = images.clone()
+    copies = lesion_copies(images, tasks)
+    torch.testing.assert_close(images, before)  # the originals are untouched
+    assert copies.shape == images.shape and copies.dtype == images.dtype
+    assert float(copies.min()) >= 0.0 and float(copies.max()) <= 1.0
+    changed = (copies - images).abs().flatten(1) > 1e-4
+    share = changed.float().mean(1)
+    assert bool((share > 0.005).all()) and bool((share < 0.4).all())  # one lesion of 1-20 % of the image
+    torch.testing.assert_close(lesion_copies(images, tasks), copies)
+    assert not torch.equal(lesion_copies(images, tasks, seed=2), copies)
+
+
+def test_lesion_copies_in_the_references_keep_lesions_nearer_than_another_modality() -> None:
+    # a head of brain MRI and chest X-ray phantoms (pixel model: the scope trunk is the pretrained one);
+    # probes: held-out brain normals, the same with large synthetic lesions of another seed, head CTs
+    model, config = torch.nn.Identity(), ModelConfig(resolution=64)
+    train = torch.cat([_phantoms("brain_mri", 30, 0), _phantoms("chest_xray", 30, 1)])
+    tasks = torch.arange(2).repeat_interleave(30)
+    normal = _phantoms("brain_mri", 12, 5)
+    probes = {"normal": normal, "head_ct": _phantoms("head_ct", 12, 6),
+              "lesion": torch.from_numpy(synthesize_anomalies(normal.numpy(), np.random.default_rng(7),
+                                                              area=(0.1, 0.2))[0])}
+    ratio = {}
+    for name, lesions in (("plain", None), ("tolerant", lesion_inputs(model, train, tasks))):
+        head = fit_scope(model, config, train, tasks, 2, lesion_inputs=lesions)
+        d = {k: np.sqrt(scope_distances(model, config, head, v)[:, 0]) for k, v in probes.items()}
+        ratio[name] = {k: v / np.median(d["normal"]) for k, v in d.items()}
+    # lesioned brains come nearer (measured: median 1.48 -> 1.37, largest 1.81 -> 1.61); head CTs do not
+    assert np.median(ratio["tolerant"]["lesion"]) < 0.96 * np.median(ratio["plain"]["lesion"])
+    assert ratio["tolerant"]["lesion"].max() < 0.95 * ratio["plain"]["lesion"].max()
+    assert np.median(ratio["tolerant"]["head_ct"]) > 1.4
+    assert np.median(ratio["tolerant"]["head_ct"]) > np.median(ratio["tolerant"]["lesion"])
+    with pytest.raises(ValueError, match="lesion copies"):
+        fit_scope(model, config, train, tasks, 2, lesion_inputs=train[:3])

@@ -28,7 +28,7 @@ from medmoe.data.dataset import ImageDataset
 from medmoe.data.manifest import Manifest, Sample, write_manifest
 from medmoe.data.sources._base import list_images
 from medmoe.data.splits import carve_validation, flag_duplicates
-from medmoe.engine.calibrate import scope_distances
+from medmoe.engine.calibrate import lesion_inputs, scope_distances
 from medmoe.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from medmoe.engine.data import MANIFEST_DIR, default_cache_dir
 from medmoe.engine.features import prepared_inputs
@@ -138,6 +138,8 @@ def add_task(model_run: str | Path, task: Task, manifests: list[Manifest], out: 
                                    with_masks=False)
         images = dataset.materialize(progress=progress).images
         split_inputs[split] = prepared_inputs(model, images, cache_dir=cache, progress=progress)
+        if split == "train":
+            lesion_x = lesion_inputs(model, images, torch.zeros(len(images), dtype=torch.long))
     train_x, val_x = split_inputs["train"], split_inputs["val"]
     if len(train_x) < MIN_IMAGES:
         raise DatasetError(f"{len(train_x)} training normals of {task.id!r}; at least {MIN_IMAGES} are needed")
@@ -163,7 +165,8 @@ def add_task(model_run: str | Path, task: Task, manifests: list[Manifest], out: 
     threshold = fit_threshold(scores, config.train.threshold_percentile)
     trunk = ScopeTrunk(new_model, new_config.model)
     scope = checkpoint.scope
-    head = scope.extended(ScopeHead.fit([scope.describe(trunk(train_x, train_x)).double().numpy()], scope.kind))
+    references = torch.cat([scope.describe(trunk(x, x)) for x in (train_x, lesion_x)])  # as fit_scope's
+    head = scope.extended(ScopeHead.fit([references.double().numpy()], scope.kind))
     own = np.sqrt(scope_distances(new_model, new_config.model, head, calib_x)[:, -1])
     old = checkpoint.calibration
     calibration = TrustCalibration(scores={**old.scores, task.id: sorted(float(s) for s in scores)},

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medmoe.data.anomalies import synthesize_anomalies
 from medmoe.data.manifest import Manifest
 from medmoe.engine.checkpoint import load_checkpoint, save_checkpoint
 from medmoe.engine.data import default_cache_dir, load_split, run_manifests
@@ -26,6 +27,11 @@ from medmoe.errors import DatasetError
 from medmoe.model.config import ModelConfig
 from medmoe.trust.calibration import TrustCalibration, fit_calibration
 from medmoe.trust.scope import DEFAULT_DESCRIPTOR, ScopeHead, ScopeTrunk, descriptor
+
+SCOPE_LESION_AREA = (0.01, 0.2)
+"""Share of the image a synthetic lesion covers in the lesion copies that join the scope references."""
+SCOPE_LESION_SEED = 1
+"""Seed of those lesions (the validation lesions of ``benchmarks/trust_design.py`` use 0)."""
 
 VALIDATION_SOURCE = "validation normals"
 TRAINING_SOURCE = "training normals (no validation data: p-values are optimistic)"
@@ -39,19 +45,51 @@ def _batched(inputs: torch.Tensor, batch_size: int, device: torch.device | str,
     return torch.cat(parts)
 
 
+def lesion_copies(images: torch.Tensor, task_indices: torch.Tensor, *, seed: int = SCOPE_LESION_SEED) -> torch.Tensor:
+    """A copy of every image ``(n, C, R, R)`` in [0, 1] with one synthetic lesion of
+    :data:`SCOPE_LESION_AREA` (:func:`~medmoe.data.anomalies.synthesize_anomalies`, task by task, so a
+    pasted patch comes from another normal of the same task)."""
+    out = images.clone()
+    rng = np.random.default_rng(seed)
+    for t in task_indices.unique().tolist():
+        rows = torch.nonzero(task_indices == t).flatten()
+        lesioned, _ = synthesize_anomalies(images[rows].numpy(), rng, area=SCOPE_LESION_AREA)
+        out[rows] = torch.from_numpy(lesioned).to(out.dtype)
+    return out
+
+
 def fit_scope(model: nn.Module, config: ModelConfig, inputs: torch.Tensor, task_indices: torch.Tensor,
-              n_tasks: int, *, device: torch.device | str = "cpu", batch_size: int = 128,
-              kind: str = DEFAULT_DESCRIPTOR) -> ScopeHead:
+              n_tasks: int, *, lesion_inputs: torch.Tensor | None = None, device: torch.device | str = "cpu",
+              batch_size: int = 128, kind: str = DEFAULT_DESCRIPTOR) -> ScopeHead:
     """The scope head of ``model`` from its training normals (``inputs``: the model's prepared inputs,
     i.e. trunk features for feature models and images for pixel models; ``task_indices (n,)``) on
-    the descriptor ``kind``."""
+    the descriptor ``kind``.
+
+    ``lesion_inputs``: the prepared inputs of :func:`lesion_copies` of the same normals (same order);
+    each task's references then hold both, so its covariance spans the directions a lesion moves the
+    descriptor in, and an abnormal scan of the task stays nearer to it than a change of modality
+    (``benchmarks/results/trust-design.md``, ``maha_lesion``)."""
     trunk = ScopeTrunk(model, config)
-    rows = _batched(inputs, batch_size, device, lambda x: descriptor(trunk(x, x), kind)).double().numpy()
-    index = task_indices.numpy()
+
+    def rows_of(x: torch.Tensor) -> np.ndarray:
+        return _batched(x, batch_size, device, lambda b: descriptor(trunk(b, b), kind)).double().numpy()
+
+    rows, index = rows_of(inputs), task_indices.numpy()
     missing = [t for t in range(n_tasks) if not np.any(index == t)]
     if missing:
         raise ValueError(f"no training normals for task indices {missing}")
+    if lesion_inputs is not None:
+        if len(lesion_inputs) != len(inputs):
+            raise ValueError(f"{len(lesion_inputs)} lesion copies for {len(inputs)} training normals")
+        rows, index = np.concatenate([rows, rows_of(lesion_inputs)]), np.concatenate([index, index])
     return ScopeHead.fit([rows[index == t] for t in range(n_tasks)], kind)
+
+
+def lesion_inputs(model: nn.Module, images: torch.Tensor, task_indices: torch.Tensor, *,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """The prepared inputs (:func:`~medmoe.engine.features.prepared_inputs`, never cached) of
+    :func:`lesion_copies` of training normals ``images``, for :func:`fit_scope`."""
+    return prepared_inputs(model, lesion_copies(images, task_indices), cache_dir=None, device=device, progress=False)
 
 
 def scope_distances(model: nn.Module, config: ModelConfig, head: ScopeHead, inputs: torch.Tensor, *,
@@ -92,13 +130,15 @@ def calibrate_run(run_dir: str | Path, manifests: Sequence[Manifest] | None = No
         batch = load_split(manifests, tasks, split, config, cache_dir, progress)
         inputs = prepared_inputs(model, batch.images, cache_dir=cache_dir, device=device, progress=progress)
         splits[split] = (inputs, batch.task_indices)
+        if split == "train":
+            lesions = lesion_inputs(model, batch.images, batch.task_indices, device=device)
     if len(splits["train"][0]) == 0:
         raise DatasetError(f"no training images of the run's tasks in the manifests of '{run_dir}'")
     (train_x, train_t), (val_x, val_t) = splits["train"], splits["val"]
     calib_x, calib_t = (val_x, val_t) if len(val_x) else (train_x, train_t)
     text = task_text_embeddings(checkpoint.prompt_embeddings, calib_t)
     scores = predict(model, calib_x, text, device=device, prepared=True).score
-    head = fit_scope(model, config.model, train_x, train_t, len(tasks), device=device)
+    head = fit_scope(model, config.model, train_x, train_t, len(tasks), lesion_inputs=lesions, device=device)
     calibration = calibrate(model, config.model, head, tasks.ids, calib_x, calib_t, scores, train_inputs=train_x,
                             train_task_indices=train_t, source=VALIDATION_SOURCE if len(val_x) else TRAINING_SOURCE,
                             device=device)

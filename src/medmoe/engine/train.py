@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from medmoe.atomic import atomic_write_bytes, atomic_write_text
 from medmoe.data.dataset import Batch
 from medmoe.data.manifest import Manifest
-from medmoe.engine.calibrate import TRAINING_SOURCE, VALIDATION_SOURCE, calibrate, fit_scope
+from medmoe.engine.calibrate import TRAINING_SOURCE, VALIDATION_SOURCE, calibrate, fit_scope, lesion_inputs
 from medmoe.engine.checkpoint import save_checkpoint
 from medmoe.engine.config import RunConfig, TrainConfig, with_text_dim
 from medmoe.engine.data import default_cache_dir, load_split, select_tasks
@@ -163,6 +163,7 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
     torch.manual_seed(tc.seed)
     model: AnomalyModel = create_model(config.model).to(dist.device)
     # the frozen part (a pretrained trunk) runs once per image, cached; training sees its output
+    train_images = train_data.images  # the images themselves, for the scope head's lesion copies
     train_data = _prepared(model, train_data, cache_dir, dist, progress)
     val_data = _prepared(model, val_data, cache_dir, dist, progress)
     fit_started = time.perf_counter()
@@ -172,8 +173,8 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
     if dist.is_main:
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     if not model.trains_by_gradient():
-        return _memory_model_checkpoint(config, model, tasks, embeddings, train_data, val_data, run_dir, dist,
-                                        seconds=time.perf_counter() - fit_started)
+        return _memory_model_checkpoint(config, model, tasks, embeddings, train_data, train_images, val_data,
+                                        run_dir, dist, seconds=time.perf_counter() - fit_started)
     optimizer = make_optimizer(model, tc, dist.device)
     state = _start()
     resume_path = run_dir / RESUME_FILE
@@ -211,21 +212,23 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
 
     result = None
     if dist.is_main:
-        result = _finish(config, model, tasks, embeddings, state, val_data, train_data, run_dir, dist.device)
+        result = _finish(config, model, tasks, embeddings, state, val_data, train_data, train_images, run_dir,
+                         dist.device)
     barrier(dist)
     return result if result is not None else TrainResult(run_dir, state["best_epoch"], state["best_val_loss"],
                                                          {}, state["seconds"], state["history"])
 
 
 def _memory_model_checkpoint(config: RunConfig, model: AnomalyModel, tasks: TaskRegistry,
-                             embeddings: torch.Tensor | None, train_data: Batch, val_data: Batch, run_dir: Path,
-                             dist: DistInfo, *, seconds: float) -> TrainResult:
+                             embeddings: torch.Tensor | None, train_data: Batch, train_images: torch.Tensor,
+                             val_data: Batch, run_dir: Path, dist: DistInfo, *, seconds: float) -> TrainResult:
     """A model without trainable parameters (PatchCore, feature 1-NN), its memory filled by
     ``fit_data``: fit thresholds and write the checkpoint (rank 0)."""
     state = _start(seconds, best_val_loss=math.nan)
     result = None
     if dist.is_main:
-        result = _finish(config, model, tasks, embeddings, state, val_data, train_data, run_dir, dist.device)
+        result = _finish(config, model, tasks, embeddings, state, val_data, train_data, train_images, run_dir,
+                         dist.device)
     barrier(dist)
     return result if result is not None else TrainResult(run_dir, 0, math.nan, {}, state["seconds"], [])
 
@@ -310,10 +313,11 @@ def fit_thresholds(scores: np.ndarray, task_indices: np.ndarray, tasks: TaskRegi
 
 
 def _finish(config: RunConfig, model: AnomalyModel, tasks: TaskRegistry, embeddings: torch.Tensor | None,
-            state: _Progress, val_data: Batch, train_data: Batch, run_dir: Path,
+            state: _Progress, val_data: Batch, train_data: Batch, train_images: torch.Tensor, run_dir: Path,
             device: torch.device) -> TrainResult:
-    """Restore the selected weights, fit thresholds, the scope head and the trust calibration on
-    validation normals (training normals without validation data), write the checkpoint."""
+    """Restore the selected weights, fit thresholds, the scope head (on the training normals'
+    prepared inputs ``train_data`` and lesion copies of their ``train_images``) and the trust
+    calibration on validation normals (training normals without validation data), write the checkpoint."""
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     text = embeddings.to(device) if embeddings is not None else None
@@ -324,7 +328,9 @@ def _finish(config: RunConfig, model: AnomalyModel, tasks: TaskRegistry, embeddi
     missing = [t for t, v in thresholds.items() if math.isnan(v)]
     if missing:
         _log.warning("no validation normals for %s: their thresholds are undefined", missing)
-    scope = fit_scope(model, config.model, train_data.images, train_data.task_indices, len(tasks), device=device)
+    lesions = lesion_inputs(model, train_images, train_data.task_indices, device=device)
+    scope = fit_scope(model, config.model, train_data.images, train_data.task_indices, len(tasks),
+                      lesion_inputs=lesions, device=device)
     calibration = calibrate(model, config.model, scope, tasks.ids, source.images, source.task_indices, scores,
                             train_inputs=train_data.images, train_task_indices=train_data.task_indices,
                             source=VALIDATION_SOURCE if len(val_data.images) else TRAINING_SOURCE, device=device)
