@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from medmoe.data.anomalies import synthesize_anomalies
     from medmoe.data.dataset import ImageDataset
     from medmoe.data.transforms import preprocess_image
+    from medmoe.engine.calibrate import lesion_copies
     from medmoe.engine.checkpoint import load_checkpoint
     from medmoe.engine.data import default_cache_dir, run_manifests
     from medmoe.engine.features import prepared_inputs
@@ -124,17 +125,18 @@ def main(argv: list[str] | None = None) -> int:
         return ImageDataset(entries, tasks, resolution=config.resolution, cache_dir=default_cache_dir(),
                             with_masks=False).materialize(progress=False).images
 
-    train = {t.id: describe(split_images("train", t.id)) for t in tasks}
+    train_images = {t.id: split_images("train", t.id) for t in tasks}
+    train = {t: describe(images) for t, images in train_images.items()}
     val_images = {t.id: split_images("val", t.id) for t in tasks}
     val = {t: describe(images) for t, images in val_images.items()}
     lesions = {size: {t: describe(torch.from_numpy(synthesize_anomalies(images.numpy(), np.random.default_rng(0),
                                                                         area=area)[0]))
                       for t, images in val_images.items()}
                for size, area in (("small", (0.01, 0.06)), ("large", (0.06, 0.2)))}
-    # lesion-tolerant references: lesions of 1-20 % pasted into the *training* normals (another seed than
-    # the validation lesions above), added to each task's reference set for the ``maha_lesion`` distance
-    train_lesions = {t.id: describe(torch.from_numpy(synthesize_anomalies(
-        split_images("train", t.id).numpy(), np.random.default_rng(1), area=(0.01, 0.2))[0])) for t in tasks}
+    # lesion-tolerant references (``maha_lesion``): the product's lesion copies of the *training* normals
+    # (1-20 % of the image, another seed than the validation lesions above), task by task
+    train_lesions = {t: describe(lesion_copies(images, torch.zeros(len(images), dtype=torch.long)))
+                     for t, images in train_images.items()}
     natural = describe(torch.from_numpy(np.stack([preprocess_image(im, config.in_channels, config.resolution)
                                                   for _, im in natural_images()])))
 
@@ -182,14 +184,12 @@ def main(argv: list[str] | None = None) -> int:
             refs = train[task][descriptor]
             if distance == "maha_lesion":
                 refs = np.concatenate([refs, train_lesions[task][descriptor]])
-                lw = LedoitWolf().fit(refs)
-                return lambda q, lw=lw: np.sqrt(np.maximum(lw.mahalanobis(q), 0))
             if descriptor == "patch":
                 return patch_distance(refs, summaries[distance])
             if distance == "knn":
                 return lambda q, r=refs: np.sqrt(((q[:, None] - r[None]) ** 2).sum(-1)).min(1)
             lw = LedoitWolf().fit(refs)
-            if distance.startswith("maha_"):
+            if distance in ("maha_trim20", "maha_median"):
                 return whitened_distance(lw, distance)
             return lambda q, lw=lw: np.sqrt(np.maximum(lw.mahalanobis(q), 0))
 

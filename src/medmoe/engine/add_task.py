@@ -28,7 +28,7 @@ from medmoe.data.dataset import ImageDataset
 from medmoe.data.manifest import Manifest, Sample, write_manifest
 from medmoe.data.sources._base import list_images
 from medmoe.data.splits import carve_validation, flag_duplicates
-from medmoe.engine.calibrate import lesion_inputs, scope_distances
+from medmoe.engine.calibrate import fit_scope, lesion_inputs, scope_distances
 from medmoe.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from medmoe.engine.data import MANIFEST_DIR, default_cache_dir
 from medmoe.engine.features import prepared_inputs
@@ -42,7 +42,6 @@ from medmoe.model.registry import ARCHITECTURES, architecture, create_model
 from medmoe.tasks import Task, TaskRegistry
 from medmoe.text import PromptEmbeddingCache
 from medmoe.trust.calibration import TrustCalibration
-from medmoe.trust.scope import ScopeHead, ScopeTrunk
 
 MIN_IMAGES = 4
 """Fewest readable training normals an added task may have."""
@@ -163,10 +162,9 @@ def add_task(model_run: str | Path, task: Task, manifests: list[Manifest], out: 
     text = embedding.float().expand(len(calib_x), -1)
     scores = predict(new_model, calib_x, text, prepared=True).score
     threshold = fit_threshold(scores, config.train.threshold_percentile)
-    trunk = ScopeTrunk(new_model, new_config.model)
     scope = checkpoint.scope
-    references = torch.cat([scope.describe(trunk(x, x)) for x in (train_x, lesion_x)])  # as fit_scope's
-    head = scope.extended(ScopeHead.fit([references.double().numpy()], scope.kind))
+    head = scope.extended(fit_scope(new_model, new_config.model, train_x, torch.zeros(len(train_x), dtype=torch.long),
+                                    1, lesion_inputs=lesion_x, kind=scope.kind))
     own = np.sqrt(scope_distances(new_model, new_config.model, head, calib_x)[:, -1])
     old = checkpoint.calibration
     calibration = TrustCalibration(scores={**old.scores, task.id: sorted(float(s) for s in scores)},
