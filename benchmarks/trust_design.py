@@ -31,6 +31,19 @@ task's references extended by copies of its training normals with synthetic lesi
 image (another seed than the validation lesions), so the covariance holds the directions a lesion
 moves the descriptor in and a lesion costs less distance than a change of modality.
 
+``deep_q`` (the trunk's last group, 320 channels at 1/32 of the input, per channel the spatial median
+and interquartile range: ImageNet's most semantic map, which the model itself does not read; run from
+the model's prepared features, see ``deep``), ``embed`` (the trunk's 1,280-channel head, spatially
+averaged: the ImageNet image embedding) and ``trunk_deep_q`` (``trunk_q`` and ``deep_q`` side by side).
+``maha_lesion_shift``: ``maha_lesion`` with a further copy of every training normal under an
+acquisition change (:func:`medmoe.data.acquisition.acquisition_shift`, another seed than the
+validation copies below): the product's references (:func:`medmoe.engine.calibrate.reference_copies`).
+
+``acquisition shift``: every validation normal under a random change of the kind another scanner or
+site makes (:func:`medmoe.data.acquisition.acquisition_shift`: gamma, contrast, offset, blur,
+noise, zoom and shift); such images are in scope, so the share flagged should stay small.
+It is a proxy: a real site change (the chest X-ray test normals) may differ in kinds the proxy lacks.
+
 ``synthetic anomalies``: lesions pasted into validation normals (:func:`medmoe.data.anomalies.
 synthesize_anomalies`, 1–6 % of the image, and large ones, 6–20 %) are in scope: the share flagged as
 out of scope (far from every task) should stay small.
@@ -89,10 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from sklearn.covariance import LedoitWolf
 
+    from medmoe.data.acquisition import acquisition_shift
     from medmoe.data.anomalies import synthesize_anomalies
     from medmoe.data.dataset import ImageDataset
     from medmoe.data.transforms import preprocess_image
-    from medmoe.engine.calibrate import lesion_copies
+    from medmoe.engine.calibrate import SCOPE_ACQUISITION_SEED, lesion_copies
     from medmoe.engine.checkpoint import load_checkpoint
     from medmoe.engine.data import default_cache_dir, run_manifests
     from medmoe.engine.features import prepared_inputs
@@ -103,12 +117,30 @@ def main(argv: list[str] | None = None) -> int:
     tasks, config = checkpoint.tasks, checkpoint.config.model
     manifests = run_manifests(args.run)
     prep = checkpoint.model  # a feature model: its prepare() is the frozen trunk
+    net = prep.trunk.net
+    early = net.group_channels[prep.trunk.stages[0]]  # channels: the stages, in order
+
+    @torch.no_grad()
+    def deep(feats: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """``deep_q`` and ``embed`` from the model's prepared trunk features ``(B, D, R/8, R/8)``: its
+        last stage (group 4, stored upsampled ×2) average-pooled back to its own grid and run through
+        the trunk's remaining groups (5, 6) and its head, so the cached features are all it needs."""
+        quantiles, embeddings = [], []
+        deeper = net._blocks[net.group_ends[prep.trunk.stages[-1]] + 1:]
+        for batch in feats.split(256):
+            last = torch.nn.functional.avg_pool2d(batch[:, early:], 2)
+            for block in deeper:
+                last = block(last)  # -> (b, 320, R/32, R/32)
+            embeddings.append(torch.nn.functional.relu6(net._bn1(net._conv_head(last))).mean(dim=(2, 3)))
+            q25, median, q75 = torch.quantile(last.flatten(2), torch.tensor([0.25, 0.5, 0.75]), dim=2)
+            quantiles.append(torch.cat([median, q75 - q25], 1))
+        return torch.cat(quantiles).numpy(), torch.cat(embeddings).numpy()
 
     def describe(images: torch.Tensor) -> dict[str, np.ndarray]:
         feats = prepared_inputs(prep, images, cache_dir=default_cache_dir(), progress=False)
+        deep_q, embed = deep(feats)
         thumb = torch.nn.functional.adaptive_avg_pool2d(images.mean(dim=1, keepdim=True), 16).flatten(1)
         mean, std = feats.mean(dim=(2, 3)), feats.std(dim=(2, 3))
-        early = prep.trunk.net.group_channels[prep.trunk.stages[0]]  # channels: the stages, in order
         q25, median, q75 = torch.quantile(feats.flatten(2), torch.tensor([0.25, 0.5, 0.75]), dim=2)
         gray = images.mean(dim=1).flatten(1).clamp(0, 1)
         hist = torch.stack([torch.histc(g, bins=32, min=0, max=1) for g in gray]).numpy() / gray.shape[1]
@@ -117,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                 "late_ms": torch.cat([mean[:, early:], std[:, early:]], 1).numpy(),
                 "trunk_q": torch.cat([median, q75 - q25], 1).numpy(),
                 "patch": feats.flatten(2).transpose(1, 2).numpy(),  # (B, h·w, D): every location
-                "hist": hist, "trunk_q_hist": np.concatenate([torch.cat([median, q75 - q25], 1).numpy(), hist], 1)}
+                "hist": hist, "trunk_q_hist": np.concatenate([torch.cat([median, q75 - q25], 1).numpy(), hist], 1),
+                "deep_q": deep_q, "embed": embed,
+                "trunk_deep_q": np.concatenate([torch.cat([median, q75 - q25], 1).numpy(), deep_q], 1)}
 
     def split_images(split: str, task: str) -> torch.Tensor:
         entries = [(m, s) for m in manifests for s in m.select(split=split, task=task)
@@ -137,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     # (1-20 % of the image, another seed than the validation lesions above), task by task
     train_lesions = {t: describe(lesion_copies(images, torch.zeros(len(images), dtype=torch.long)))
                      for t, images in train_images.items()}
+    def shifted_copies(images: torch.Tensor, seed: int) -> dict[str, np.ndarray]:
+        return describe(torch.from_numpy(acquisition_shift(images.numpy(), np.random.default_rng(seed))))
+
+    train_shift = {t: shifted_copies(images, SCOPE_ACQUISITION_SEED) for t, images in train_images.items()}
+    shifted = {t: shifted_copies(images, 0) for t, images in val_images.items()}
     natural = describe(torch.from_numpy(np.stack([preprocess_image(im, config.in_channels, config.resolution)
                                                   for _, im in natural_images()])))
 
@@ -176,14 +215,18 @@ def main(argv: list[str] | None = None) -> int:
     variants = [(d, m) for d in ("thumb", "trunk", "trunk_ms", "early_ms", "late_ms", "trunk_q", "hist", "trunk_q_hist")
                 for m in ("knn", "maha")] + [("patch", "median"), ("patch", "q25"), ("patch", "mean")] + [
         (d, m) for d in ("trunk_ms", "trunk_q") for m in ("maha_trim20", "maha_median")] + [
-        ("trunk_q", "maha_lesion"), ("trunk_ms", "maha_lesion")]
+        ("trunk_q", "maha_lesion"), ("trunk_ms", "maha_lesion")] + [
+        (d, m) for d in ("deep_q", "embed", "trunk_deep_q") for m in ("maha", "maha_lesion")] + [
+        (d, "maha_lesion_shift") for d in ("trunk_q", "deep_q", "trunk_deep_q")]
     for descriptor, distance in variants:
         if args.descriptors and descriptor not in args.descriptors:
             continue
         def fit(task: str):  # noqa: ANN202
             refs = train[task][descriptor]
-            if distance == "maha_lesion":
+            if distance.startswith("maha_lesion"):
                 refs = np.concatenate([refs, train_lesions[task][descriptor]])
+            if distance == "maha_lesion_shift":
+                refs = np.concatenate([refs, train_shift[task][descriptor]])
             if descriptor == "patch":
                 return patch_distance(refs, summaries[distance])
             if distance == "knn":
@@ -218,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         lesion_flag = {size: 100 * np.mean(np.concatenate([
             np.all(np.stack([dist_fn[u](by_task[t][descriptor]) > limit[u] for u in train]), 0)
             for t in train])) for size, by_task in lesions.items()}
+        shift_task = {t: 100 * float(np.mean(np.all(np.stack([dist_fn[u](shifted[t][descriptor]) > limit[u]
+                                                              for u in train]), 0))) for t in train}
         pooled_margin = float(np.quantile(np.concatenate(list(ratios.values())), 0.05))
         rows.append({"descriptor": descriptor, "distance": distance,
                      "ident": f"{100 * np.mean(ident):.1f}",
@@ -229,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                      "loto_min": f"{100 * np.min(loto):.1f} ({list(train)[int(np.argmin(loto))]})",
                      "lesion_small": f"{lesion_flag['small']:.1f}",
                      "lesion_large": f"{lesion_flag['large']:.1f}",
+                     "shift": f"{np.mean(list(shift_task.values())):.1f}",
+                     "shift_max": f"{max(shift_task.values()):.1f} ({max(shift_task, key=shift_task.get)})",
                      "margin": f"{pooled_margin:.2f}",
                      "margin_min": f"{min(margin.values()):.2f} ({min(margin, key=margin.get)})"})
         print(rows[-1], flush=True)
@@ -242,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
                                   ("loto_min", "worst left-out task (%)", ""),
                                   ("lesion_small", "synthetic lesions 1–6 % flagged (%)", ""),
                                   ("lesion_large", "synthetic lesions 6–20 % flagged (%)", ""),
+                                  ("shift", "acquisition shift flagged, mean over tasks (%)", ""),
+                                  ("shift_max", "worst task (%)", ""),
                                   ("margin", "margin for 95 % LOTO, pooled (×)", ""),
                                   ("margin_min", "worst left-out task (×)", "")])
     text = (f"# Scope descriptor design (validation data only)\n\nRun `{args.run}` (resolution "

@@ -18,7 +18,7 @@ from trust_design import natural_images
 
 from medmoe.data.anomalies import synthesize_anomalies
 from medmoe.data.transforms import preprocess_image
-from medmoe.engine.calibrate import fit_scope, lesion_inputs, scope_distances
+from medmoe.engine.calibrate import fit_scope, reference_copy_inputs, scope_distances
 from medmoe.engine.checkpoint import load_checkpoint
 from medmoe.engine.data import default_cache_dir, load_split, run_manifests
 from medmoe.engine.features import prepared_inputs
@@ -30,7 +30,7 @@ ck = load_checkpoint(run); model, config, tasks = ck.model, ck.config, ck.tasks;
 ms = run_manifests(run); cache = default_cache_dir()
 tr = load_split(ms, tasks, "train", config, cache, False); va = load_split(ms, tasks, "val", config, cache, False)
 trx = prepared_inputs(model, tr.images, cache_dir=cache, progress=False); vax = prepared_inputs(model, va.images, cache_dir=cache, progress=False)
-trl = lesion_inputs(model, tr.images, tr.task_indices)  # the scope head's lesion copies, as training fits them
+trl = reference_copy_inputs(model, tr.images, tr.task_indices)  # the scope head's reference copies, as training fits them
 syn, _ = synthesize_anomalies(va.images.numpy(), np.random.default_rng(0))
 synx = prepared_inputs(model, torch.from_numpy(syn), cache_dir=None, progress=False)
 big, _ = synthesize_anomalies(va.images.numpy(), np.random.default_rng(0), area=(0.06, 0.2))
@@ -39,7 +39,7 @@ nat = torch.from_numpy(np.stack([preprocess_image(im, 1, config.model.resolution
 natx = prepared_inputs(model, nat, cache_dir=None, progress=False)
 trt, vat = tr.task_indices.numpy(), va.task_indices.numpy()
 # full model: synthetic anomalies ratio
-head = fit_scope(model, config.model, trx, tr.task_indices, len(ids), lesion_inputs=trl)
+head = fit_scope(model, config.model, trx, tr.task_indices, len(ids), copy_inputs=trl)
 cal = fit_calibration(ids, np.zeros(len(vat)), vat, scope_distances(model, config.model, head, vax), "val")
 r_syn = cal.normalised(ids, scope_distances(model, config.model, head, synx)).min(1) / cal.scope_limit
 r_big = cal.normalised(ids, scope_distances(model, config.model, head, bigx)).min(1) / cal.scope_limit
@@ -48,7 +48,7 @@ print("limit", cal.scope_limit)
 loto = []
 for t in range(len(ids)):
     keep = [u for u in range(len(ids)) if u != t]; remap = {u: i for i, u in enumerate(keep)}
-    m = np.isin(trt, keep); h = fit_scope(model, config.model, trx[torch.from_numpy(m)], torch.tensor([remap[u] for u in trt[m]]), 4, lesion_inputs=trl[torch.from_numpy(m)])
+    m = np.isin(trt, keep); h = fit_scope(model, config.model, trx[torch.from_numpy(m)], torch.tensor([remap[u] for u in trt[m]]), 4, copy_inputs=trl[torch.from_numpy(np.tile(m, len(trl) // len(trx)))])
     vm = np.isin(vat, keep); sub = [ids[u] for u in keep]
     c = fit_calibration(sub, np.zeros(vm.sum()), np.array([remap[u] for u in vat[vm]]), scope_distances(model, config.model, h, vax[torch.from_numpy(vm)]), "val")
     r = c.normalised(sub, scope_distances(model, config.model, h, vax[torch.from_numpy(vat == t)])).min(1) / c.scope_limit

@@ -1,5 +1,5 @@
-"""The scope head's descriptors and stored kind, its lesion-tolerant references, and the scope
-limit's leave-one-out normalisation."""
+"""The scope head's descriptors and stored kind, its lesion- and acquisition-tolerant references,
+the acquisition changes themselves, and the scope limit's leave-one-out normalisation."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from medmoe.data.acquisition import ACQUISITION_KINDS, acquisition_shift
 from medmoe.data.anomalies import synthesize_anomalies
 from medmoe.data.synthetic import make_phantom
 from medmoe.data.transforms import preprocess_image
-from medmoe.engine.calibrate import fit_scope, lesion_copies, lesion_inputs, scope_distances
+from medmoe.engine.calibrate import fit_scope, lesion_copies, reference_copies, reference_copy_inputs, scope_distances
 from medmoe.model.config import ModelConfig
 from medmoe.trust.calibration import fit_calibration
 from medmoe.trust.scope import DESCRIPTORS, ScopeHead, descriptor
@@ -79,25 +80,59 @@ def test_lesion_copies_change_every_image_once_and_are_seeded() -> None:
     assert not torch.equal(lesion_copies(images, tasks, seed=2), copies)
 
 
-def test_lesion_copies_in_the_references_keep_lesions_nearer_than_another_modality() -> None:
+def test_acquisition_changes_are_seeded_in_range_and_of_the_asked_kinds() -> None:
+    images = _phantoms("brain_mri", 3, 0).numpy()
+    before = images.copy()
+    out = acquisition_shift(images, np.random.default_rng(0))
+    np.testing.assert_array_equal(images, before)  # the originals are untouched
+    assert out.shape == images.shape and out.dtype == np.float32
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    np.testing.assert_array_equal(acquisition_shift(images, np.random.default_rng(0)), out)
+    assert np.abs(out - images).mean() > 0.005  # every kind at once changes the image
+    # gamma alone is a monotone intensity curve: the pixels keep their order
+    gamma = acquisition_shift(images, np.random.default_rng(1), ("gamma",))
+    for original, changed in zip(images, gamma, strict=True):
+        order = np.argsort(original.ravel(), kind="stable")
+        assert np.all(np.diff(changed.ravel()[order]) >= -1e-6)
+    assert not np.allclose(gamma, images, atol=1e-3)
+    with pytest.raises(ValueError, match="unknown acquisition changes"):
+        acquisition_shift(images, np.random.default_rng(0), ("rotation",))
+    assert set(ACQUISITION_KINDS) >= {"gamma", "noise", "geometry"}
+
+
+def test_reference_copies_are_a_lesion_copy_then_an_acquisition_copy_of_each_normal() -> None:
+    images = torch.cat([_phantoms("brain_mri", 4, 0), _phantoms("chest_xray", 2, 1)])
+    tasks = torch.tensor([0, 0, 0, 0, 1, 1])
+    copies = reference_copies(images, tasks)
+    assert copies.shape == (12, *images.shape[1:])
+    torch.testing.assert_close(copies[:6], lesion_copies(images, tasks))
+    assert bool(((copies[6:] - images).abs().flatten(1).mean(1) > 1e-3).all())
+
+
+def test_reference_copies_keep_lesions_and_other_scanners_nearer_than_another_modality() -> None:
     # a head of brain MRI and chest X-ray phantoms (pixel model: the scope trunk is the pretrained one);
-    # probes: held-out brain normals, the same with large synthetic lesions of another seed, head CTs
+    # probes: held-out brain normals, the same with large synthetic lesions or acquisition changes of
+    # other seeds than the references' copies, and head CTs
     model, config = torch.nn.Identity(), ModelConfig(resolution=64)
     train = torch.cat([_phantoms("brain_mri", 30, 0), _phantoms("chest_xray", 30, 1)])
     tasks = torch.arange(2).repeat_interleave(30)
     normal = _phantoms("brain_mri", 12, 5)
     probes = {"normal": normal, "head_ct": _phantoms("head_ct", 12, 6),
               "lesion": torch.from_numpy(synthesize_anomalies(normal.numpy(), np.random.default_rng(7),
-                                                              area=(0.1, 0.2))[0])}
+                                                              area=(0.1, 0.2))[0]),
+              "scanner": torch.from_numpy(acquisition_shift(normal.numpy(), np.random.default_rng(8)))}
     ratio = {}
-    for name, lesions in (("plain", None), ("tolerant", lesion_inputs(model, train, tasks))):
-        head = fit_scope(model, config, train, tasks, 2, lesion_inputs=lesions)
+    for name, copies in (("plain", None), ("tolerant", reference_copy_inputs(model, train, tasks))):
+        head = fit_scope(model, config, train, tasks, 2, copy_inputs=copies)
         d = {k: np.sqrt(scope_distances(model, config, head, v)[:, 0]) for k, v in probes.items()}
         ratio[name] = {k: v / np.median(d["normal"]) for k, v in d.items()}
-    # lesioned brains come nearer (measured: median 1.48 -> 1.37, largest 1.81 -> 1.61); head CTs do not
+    # measured (median, largest × the normals' median): scanner 1.54, 1.91 -> 1.12, 1.35; lesion
+    # 1.48, 1.81 -> 1.36, 1.69; head CT 1.61 -> 1.57
+    assert np.median(ratio["tolerant"]["scanner"]) < 0.85 * np.median(ratio["plain"]["scanner"])
+    assert ratio["tolerant"]["scanner"].max() < 0.85 * ratio["plain"]["scanner"].max()
     assert np.median(ratio["tolerant"]["lesion"]) < 0.96 * np.median(ratio["plain"]["lesion"])
-    assert ratio["tolerant"]["lesion"].max() < 0.95 * ratio["plain"]["lesion"].max()
+    assert ratio["tolerant"]["lesion"].max() < 0.97 * ratio["plain"]["lesion"].max()
     assert np.median(ratio["tolerant"]["head_ct"]) > 1.4
-    assert np.median(ratio["tolerant"]["head_ct"]) > np.median(ratio["tolerant"]["lesion"])
-    with pytest.raises(ValueError, match="lesion copies"):
-        fit_scope(model, config, train, tasks, 2, lesion_inputs=train[:3])
+    assert np.median(ratio["tolerant"]["head_ct"]) > max(np.median(ratio["tolerant"][k]) for k in ("lesion", "scanner"))
+    with pytest.raises(ValueError, match="no whole number of copies"):
+        fit_scope(model, config, train, tasks, 2, copy_inputs=train[:3])

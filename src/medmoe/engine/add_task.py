@@ -28,7 +28,7 @@ from medmoe.data.dataset import ImageDataset
 from medmoe.data.manifest import Manifest, Sample, write_manifest
 from medmoe.data.sources._base import list_images
 from medmoe.data.splits import carve_validation, flag_duplicates
-from medmoe.engine.calibrate import fit_scope, lesion_inputs, scope_distances
+from medmoe.engine.calibrate import fit_scope, reference_copy_inputs, scope_distances
 from medmoe.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from medmoe.engine.data import MANIFEST_DIR, default_cache_dir
 from medmoe.engine.features import prepared_inputs
@@ -138,7 +138,7 @@ def add_task(model_run: str | Path, task: Task, manifests: list[Manifest], out: 
         images = dataset.materialize(progress=progress).images
         split_inputs[split] = prepared_inputs(model, images, cache_dir=cache, progress=progress)
         if split == "train":
-            lesion_x = lesion_inputs(model, images, torch.zeros(len(images), dtype=torch.long))
+            copy_x = reference_copy_inputs(model, images, torch.zeros(len(images), dtype=torch.long))
     train_x, val_x = split_inputs["train"], split_inputs["val"]
     if len(train_x) < MIN_IMAGES:
         raise DatasetError(f"{len(train_x)} training normals of {task.id!r}; at least {MIN_IMAGES} are needed")
@@ -164,7 +164,7 @@ def add_task(model_run: str | Path, task: Task, manifests: list[Manifest], out: 
     threshold = fit_threshold(scores, config.train.threshold_percentile)
     scope = checkpoint.scope
     head = scope.extended(fit_scope(new_model, new_config.model, train_x, torch.zeros(len(train_x), dtype=torch.long),
-                                    1, lesion_inputs=lesion_x, kind=scope.kind))
+                                    1, copy_inputs=copy_x, kind=scope.kind))
     own = np.sqrt(scope_distances(new_model, new_config.model, head, calib_x)[:, -1])
     old = checkpoint.calibration
     calibration = TrustCalibration(scores={**old.scores, task.id: sorted(float(s) for s in scores)},

@@ -2,7 +2,8 @@
 
 Called when training finishes (:func:`medmoe.engine.train.train`) and by ``medmoe calibrate`` for
 runs trained before trust outputs existed. The scope head is fitted on the **training** normals
-(its references); the p-values and the scope limit on the **validation** normals, which the model
+and copies of them with a synthetic lesion and with an acquisition change (its references,
+:func:`reference_copies`); the p-values and the scope limit on the **validation** normals, which the model
 and the head never saw — or, without validation data, on the training normals, which the
 calibration's ``source`` then says (p-values from training scores are optimistic for models that
 memorise their training images).
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medmoe.data.acquisition import acquisition_shift
 from medmoe.data.anomalies import synthesize_anomalies
 from medmoe.data.manifest import Manifest
 from medmoe.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -29,9 +31,12 @@ from medmoe.trust.calibration import TrustCalibration, fit_calibration
 from medmoe.trust.scope import DEFAULT_DESCRIPTOR, ScopeHead, ScopeTrunk, descriptor
 
 SCOPE_LESION_AREA = (0.01, 0.2)
-"""Share of the image a synthetic lesion covers in the lesion copies that join the scope references."""
+"""Share of the image a synthetic lesion covers in the lesion copies that join the scope references
+(:func:`reference_copies`)."""
 SCOPE_LESION_SEED = 1
 """Seed of those lesions (the validation lesions of ``benchmarks/trust_design.py`` use 0)."""
+SCOPE_ACQUISITION_SEED = 1
+"""Seed of the acquisition-changed copies that join the scope references (validation copies use 0)."""
 
 VALIDATION_SOURCE = "validation normals"
 TRAINING_SOURCE = "training normals (no validation data: p-values are optimistic)"
@@ -58,17 +63,26 @@ def lesion_copies(images: torch.Tensor, task_indices: torch.Tensor, *, seed: int
     return out
 
 
+def reference_copies(images: torch.Tensor, task_indices: torch.Tensor) -> torch.Tensor:
+    """The copies of training normals ``(n, C, R, R)`` that join the scope references, ``(2 n, C, R, R)``:
+    first :func:`lesion_copies`, then one copy of each under an acquisition change
+    (:func:`~medmoe.data.acquisition.acquisition_shift`, seed :data:`SCOPE_ACQUISITION_SEED`)."""
+    shifted = acquisition_shift(images.numpy(), np.random.default_rng(SCOPE_ACQUISITION_SEED))
+    return torch.cat([lesion_copies(images, task_indices), torch.from_numpy(shifted).to(images.dtype)])
+
+
 def fit_scope(model: nn.Module, config: ModelConfig, inputs: torch.Tensor, task_indices: torch.Tensor,
-              n_tasks: int, *, lesion_inputs: torch.Tensor | None = None, device: torch.device | str = "cpu",
+              n_tasks: int, *, copy_inputs: torch.Tensor | None = None, device: torch.device | str = "cpu",
               batch_size: int = 128, kind: str = DEFAULT_DESCRIPTOR) -> ScopeHead:
     """The scope head of ``model`` from its training normals (``inputs``: the model's prepared inputs,
     i.e. trunk features for feature models and images for pixel models; ``task_indices (n,)``) on
     the descriptor ``kind``.
 
-    ``lesion_inputs``: the prepared inputs of :func:`lesion_copies` of the same normals (same order);
-    each task's references then hold both, so its covariance spans the directions a lesion moves the
-    descriptor in, and an abnormal scan of the task stays nearer to it than a change of modality
-    (``benchmarks/results/trust-design.md``, ``maha_lesion``)."""
+    ``copy_inputs``: the prepared inputs of copies of the same normals, ``k`` blocks of ``n`` in the
+    normals' order (:func:`reference_copy_inputs`: a synthetic lesion, an acquisition change); each
+    task's references then hold them too, so its covariance spans the directions a lesion or another
+    scanner moves the descriptor in, and such a scan stays nearer to its task than a change of
+    modality (``benchmarks/results/trust-design.md``, ``maha_lesion_shift``)."""
     trunk = ScopeTrunk(model, config)
 
     def rows_of(x: torch.Tensor) -> np.ndarray:
@@ -78,18 +92,21 @@ def fit_scope(model: nn.Module, config: ModelConfig, inputs: torch.Tensor, task_
     missing = [t for t in range(n_tasks) if not np.any(index == t)]
     if missing:
         raise ValueError(f"no training normals for task indices {missing}")
-    if lesion_inputs is not None:
-        if len(lesion_inputs) != len(inputs):
-            raise ValueError(f"{len(lesion_inputs)} lesion copies for {len(inputs)} training normals")
-        rows, index = np.concatenate([rows, rows_of(lesion_inputs)]), np.concatenate([index, index])
+    if copy_inputs is not None:
+        if len(inputs) == 0 or len(copy_inputs) % len(inputs):
+            raise ValueError(f"{len(copy_inputs)} reference copies is no whole number of copies of "
+                             f"{len(inputs)} training normals")
+        copies = len(copy_inputs) // len(inputs)
+        rows, index = np.concatenate([rows, rows_of(copy_inputs)]), np.tile(index, copies + 1)
     return ScopeHead.fit([rows[index == t] for t in range(n_tasks)], kind)
 
 
-def lesion_inputs(model: nn.Module, images: torch.Tensor, task_indices: torch.Tensor, *,
-                  device: torch.device | str = "cpu") -> torch.Tensor:
+def reference_copy_inputs(model: nn.Module, images: torch.Tensor, task_indices: torch.Tensor, *,
+                          device: torch.device | str = "cpu") -> torch.Tensor:
     """The prepared inputs (:func:`~medmoe.engine.features.prepared_inputs`, never cached) of
-    :func:`lesion_copies` of training normals ``images``, for :func:`fit_scope`."""
-    return prepared_inputs(model, lesion_copies(images, task_indices), cache_dir=None, device=device, progress=False)
+    :func:`reference_copies` of training normals ``images``, for :func:`fit_scope`."""
+    return prepared_inputs(model, reference_copies(images, task_indices), cache_dir=None, device=device,
+                           progress=False)
 
 
 def scope_distances(model: nn.Module, config: ModelConfig, head: ScopeHead, inputs: torch.Tensor, *,
@@ -131,14 +148,14 @@ def calibrate_run(run_dir: str | Path, manifests: Sequence[Manifest] | None = No
         inputs = prepared_inputs(model, batch.images, cache_dir=cache_dir, device=device, progress=progress)
         splits[split] = (inputs, batch.task_indices)
         if split == "train":
-            lesions = lesion_inputs(model, batch.images, batch.task_indices, device=device)
+            copies = reference_copy_inputs(model, batch.images, batch.task_indices, device=device)
     if len(splits["train"][0]) == 0:
         raise DatasetError(f"no training images of the run's tasks in the manifests of '{run_dir}'")
     (train_x, train_t), (val_x, val_t) = splits["train"], splits["val"]
     calib_x, calib_t = (val_x, val_t) if len(val_x) else (train_x, train_t)
     text = task_text_embeddings(checkpoint.prompt_embeddings, calib_t)
     scores = predict(model, calib_x, text, device=device, prepared=True).score
-    head = fit_scope(model, config.model, train_x, train_t, len(tasks), lesion_inputs=lesions, device=device)
+    head = fit_scope(model, config.model, train_x, train_t, len(tasks), copy_inputs=copies, device=device)
     calibration = calibrate(model, config.model, head, tasks.ids, calib_x, calib_t, scores, train_inputs=train_x,
                             train_task_indices=train_t, source=VALIDATION_SOURCE if len(val_x) else TRAINING_SOURCE,
                             device=device)

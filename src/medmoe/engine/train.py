@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from medmoe.atomic import atomic_write_bytes, atomic_write_text
 from medmoe.data.dataset import Batch
 from medmoe.data.manifest import Manifest
-from medmoe.engine.calibrate import TRAINING_SOURCE, VALIDATION_SOURCE, calibrate, fit_scope, lesion_inputs
+from medmoe.engine.calibrate import TRAINING_SOURCE, VALIDATION_SOURCE, calibrate, fit_scope, reference_copy_inputs
 from medmoe.engine.checkpoint import save_checkpoint
 from medmoe.engine.config import RunConfig, TrainConfig, with_text_dim
 from medmoe.engine.data import default_cache_dir, load_split, select_tasks
@@ -163,7 +163,7 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
     torch.manual_seed(tc.seed)
     model: AnomalyModel = create_model(config.model).to(dist.device)
     # the frozen part (a pretrained trunk) runs once per image, cached; training sees its output
-    train_images = train_data.images  # the images themselves, for the scope head's lesion copies
+    train_images = train_data.images  # the images themselves, for the scope head's reference copies
     train_data = _prepared(model, train_data, cache_dir, dist, progress)
     val_data = _prepared(model, val_data, cache_dir, dist, progress)
     fit_started = time.perf_counter()
@@ -316,7 +316,7 @@ def _finish(config: RunConfig, model: AnomalyModel, tasks: TaskRegistry, embeddi
             state: _Progress, val_data: Batch, train_data: Batch, train_images: torch.Tensor, run_dir: Path,
             device: torch.device) -> TrainResult:
     """Restore the selected weights, fit thresholds, the scope head (on the training normals'
-    prepared inputs ``train_data`` and lesion copies of their ``train_images``) and the trust
+    prepared inputs ``train_data`` and reference copies of their ``train_images``) and the trust
     calibration on validation normals (training normals without validation data), write the checkpoint."""
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
@@ -328,9 +328,9 @@ def _finish(config: RunConfig, model: AnomalyModel, tasks: TaskRegistry, embeddi
     missing = [t for t, v in thresholds.items() if math.isnan(v)]
     if missing:
         _log.warning("no validation normals for %s: their thresholds are undefined", missing)
-    lesions = lesion_inputs(model, train_images, train_data.task_indices, device=device)
+    copies = reference_copy_inputs(model, train_images, train_data.task_indices, device=device)
     scope = fit_scope(model, config.model, train_data.images, train_data.task_indices, len(tasks),
-                      lesion_inputs=lesions, device=device)
+                      copy_inputs=copies, device=device)
     calibration = calibrate(model, config.model, scope, tasks.ids, source.images, source.task_indices, scores,
                             train_inputs=train_data.images, train_task_indices=train_data.task_indices,
                             source=VALIDATION_SOURCE if len(val_data.images) else TRAINING_SOURCE, device=device)

@@ -3,13 +3,16 @@
 Every trained model carries a *scope head*: the frozen ImageNet trunk's feature map of the image
 (:class:`~medmoe.model.trunk.FrozenTrunk`, the model's own trunk for feature models), summarised per
 channel over the locations (:func:`descriptor`, ``2 D`` values), and per task the mean and
-Ledoit–Wolf-shrunk precision of that descriptor over the task's training normals and a copy of each
-with a synthetic lesion (:func:`medmoe.engine.calibrate.fit_scope`), so the covariance spans the
-directions a lesion moves the descriptor in: an abnormal scan of a task stays in its scope, a change
-of modality does not (validation: large synthetic lesions flagged 4.0 % instead of 15.5 %, left-out
-tasks 100 % instead of 97.8 %; ``benchmarks/results/trust-design.md``, ``maha_lesion``). Its output is the
-squared Mahalanobis distance of an image to every task, ``(B, T)``; it is part of the network (torch
-and ONNX alike), so the decisions drawn from it (:mod:`medmoe.trust.calibration`) need only numpy.
+Ledoit–Wolf-shrunk precision of that descriptor over the task's training normals, a copy of each with
+a synthetic lesion and a copy of each under an acquisition change (another gamma, contrast, blur,
+noise, zoom; :func:`medmoe.engine.calibrate.reference_copies`), so the covariance spans the directions
+a lesion or another scanner moves the descriptor in: an abnormal scan of a task, or one from another
+machine, stays in its scope; a change of modality does not (validation,
+``benchmarks/results/trust-design.md``, ``maha_lesion_shift``: large synthetic lesions flagged 4.0 %
+instead of 15.5 %, acquisition-changed normals 18.4 % instead of 71.2 %, left-out tasks 100 % instead of
+97.8 %). Its output is the squared Mahalanobis distance of an image to every task, ``(B, T)``; it is
+part of the network (torch and ONNX alike), so the decisions drawn from it
+(:mod:`medmoe.trust.calibration`) need only numpy.
 
 Summaries (:data:`DESCRIPTORS`; a head stores which one it was fitted with): ``median_iqr``, the
 spatial median and interquartile range (the default), and ``mean_std``, the spatial mean and standard
