@@ -272,8 +272,8 @@ def test_detect_states_p_value_mismatch_and_out_of_scope(client: TestClient, png
     loose = _detect(client, png, "brain.png", task="brain_mri", fpr="0.9").json()
     default = _detect(client, png, "brain.png", task="brain_mri").json()
     assert loose["fpr"] == 0.9 and loose["threshold"] < default["threshold"]  # a looser rate, a lower threshold
-    # 2 calibration normals: p ≥ 1/3, so the default 0.05 is unreachable, said and replaced
-    assert default["fpr"] == pytest.approx(1 / 3) and "below the smallest p-value" in default["warnings"][0]
+    # 8 calibration normals: p ≥ 1/9, so the default 0.05 is unreachable, said and replaced
+    assert default["fpr"] == pytest.approx(1 / 9) and "below the smallest p-value" in default["warnings"][0]
     mismatch = _detect(client, png, "brain.png", task="chest_xray").json()
     assert mismatch["prompt_mismatch"] is True and mismatch["resembles"] == "brain_mri"
     assert any("looks like 'brain_mri', not 'chest_xray'" in w for w in mismatch["warnings"])
