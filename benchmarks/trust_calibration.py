@@ -41,7 +41,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from medmoe.data.dataset import ImageDataset
     from medmoe.data.transforms import preprocess_image
-    from medmoe.engine.calibrate import calibrate_run, fit_scope, reference_copy_inputs, scope_distances
+    from medmoe.engine.calibrate import (
+        calibrate_run,
+        fit_scope,
+        reference_copy_inputs,
+        scope_distances,
+        selected_copies,
+    )
     from medmoe.engine.checkpoint import load_checkpoint
     from medmoe.engine.data import default_cache_dir, load_split, run_manifests
     from medmoe.engine.features import prepared_inputs
@@ -118,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         tr_m, va_m = np.isin(tr_t, keep), np.isin(va_t, keep)
         head = fit_scope(model, config.model, tr_x[torch.from_numpy(tr_m)],
                          torch.tensor([remap[u] for u in tr_t[tr_m]]), len(keep),
-                         copy_inputs=train_copies[torch.from_numpy(np.tile(tr_m, len(train_copies) // len(tr_x)))])
+                         copy_inputs=selected_copies(train_copies, tr_m))
         va_i = np.array([remap[u] for u in va_t[va_m]])
         sub_ids = [ids[u] for u in keep]
         cal = fit_calibration(sub_ids, np.zeros(len(va_i)), va_i,

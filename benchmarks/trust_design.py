@@ -142,16 +142,17 @@ def main(argv: list[str] | None = None) -> int:
         thumb = torch.nn.functional.adaptive_avg_pool2d(images.mean(dim=1, keepdim=True), 16).flatten(1)
         mean, std = feats.mean(dim=(2, 3)), feats.std(dim=(2, 3))
         q25, median, q75 = torch.quantile(feats.flatten(2), torch.tensor([0.25, 0.5, 0.75]), dim=2)
+        trunk_q = torch.cat([median, q75 - q25], 1).numpy()
         gray = images.mean(dim=1).flatten(1).clamp(0, 1)
         hist = torch.stack([torch.histc(g, bins=32, min=0, max=1) for g in gray]).numpy() / gray.shape[1]
         return {"thumb": thumb.numpy(), "trunk": mean.numpy(), "trunk_ms": torch.cat([mean, std], 1).numpy(),
                 "early_ms": torch.cat([mean[:, :early], std[:, :early]], 1).numpy(),
                 "late_ms": torch.cat([mean[:, early:], std[:, early:]], 1).numpy(),
-                "trunk_q": torch.cat([median, q75 - q25], 1).numpy(),
+                "trunk_q": trunk_q,
                 "patch": feats.flatten(2).transpose(1, 2).numpy(),  # (B, h·w, D): every location
-                "hist": hist, "trunk_q_hist": np.concatenate([torch.cat([median, q75 - q25], 1).numpy(), hist], 1),
+                "hist": hist, "trunk_q_hist": np.concatenate([trunk_q, hist], 1),
                 "deep_q": deep_q, "embed": embed,
-                "trunk_deep_q": np.concatenate([torch.cat([median, q75 - q25], 1).numpy(), deep_q], 1)}
+                "trunk_deep_q": np.concatenate([trunk_q, deep_q], 1)}
 
     def split_images(split: str, task: str) -> torch.Tensor:
         entries = [(m, s) for m in manifests for s in m.select(split=split, task=task)
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     # (1-20 % of the image, another seed than the validation lesions above), task by task
     train_lesions = {t: describe(lesion_copies(images, torch.zeros(len(images), dtype=torch.long)))
                      for t, images in train_images.items()}
+
     def shifted_copies(images: torch.Tensor, seed: int) -> dict[str, np.ndarray]:
         return describe(torch.from_numpy(acquisition_shift(images.numpy(), np.random.default_rng(seed))))
 

@@ -18,7 +18,7 @@ from trust_design import natural_images
 
 from medmoe.data.anomalies import synthesize_anomalies
 from medmoe.data.transforms import preprocess_image
-from medmoe.engine.calibrate import fit_scope, reference_copy_inputs, scope_distances
+from medmoe.engine.calibrate import fit_scope, reference_copy_inputs, scope_distances, selected_copies
 from medmoe.engine.checkpoint import load_checkpoint
 from medmoe.engine.data import default_cache_dir, load_split, run_manifests
 from medmoe.engine.features import prepared_inputs
@@ -48,7 +48,7 @@ print("limit", cal.scope_limit)
 loto = []
 for t in range(len(ids)):
     keep = [u for u in range(len(ids)) if u != t]; remap = {u: i for i, u in enumerate(keep)}
-    m = np.isin(trt, keep); h = fit_scope(model, config.model, trx[torch.from_numpy(m)], torch.tensor([remap[u] for u in trt[m]]), 4, copy_inputs=trl[torch.from_numpy(np.tile(m, len(trl) // len(trx)))])
+    m = np.isin(trt, keep); h = fit_scope(model, config.model, trx[torch.from_numpy(m)], torch.tensor([remap[u] for u in trt[m]]), 4, copy_inputs=selected_copies(trl, m))
     vm = np.isin(vat, keep); sub = [ids[u] for u in keep]
     c = fit_calibration(sub, np.zeros(vm.sum()), np.array([remap[u] for u in vat[vm]]), scope_distances(model, config.model, h, vax[torch.from_numpy(vm)]), "val")
     r = c.normalised(sub, scope_distances(model, config.model, h, vax[torch.from_numpy(vat == t)])).min(1) / c.scope_limit

@@ -11,7 +11,14 @@ from medmoe.data.acquisition import ACQUISITION_KINDS, acquisition_shift
 from medmoe.data.anomalies import synthesize_anomalies
 from medmoe.data.synthetic import make_phantom
 from medmoe.data.transforms import preprocess_image
-from medmoe.engine.calibrate import fit_scope, lesion_copies, reference_copies, reference_copy_inputs, scope_distances
+from medmoe.engine.calibrate import (
+    fit_scope,
+    lesion_copies,
+    reference_copies,
+    reference_copy_inputs,
+    scope_distances,
+    selected_copies,
+)
 from medmoe.model.config import ModelConfig
 from medmoe.trust.calibration import fit_calibration
 from medmoe.trust.scope import DESCRIPTORS, ScopeHead, descriptor
@@ -107,6 +114,8 @@ def test_reference_copies_are_a_lesion_copy_then_an_acquisition_copy_of_each_nor
     assert copies.shape == (12, *images.shape[1:])
     torch.testing.assert_close(copies[:6], lesion_copies(images, tasks))
     assert bool(((copies[6:] - images).abs().flatten(1).mean(1) > 1e-3).all())
+    keep = tasks == 0  # the brain normals' copies, block by block
+    torch.testing.assert_close(selected_copies(copies, keep), torch.cat([copies[:4], copies[6:10]]))
 
 
 def test_reference_copies_keep_lesions_and_other_scanners_nearer_than_another_modality() -> None:

@@ -109,6 +109,13 @@ def reference_copy_inputs(model: nn.Module, images: torch.Tensor, task_indices: 
                            progress=False)
 
 
+def selected_copies(copy_inputs: torch.Tensor, keep: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """The rows of ``copy_inputs`` (``k`` blocks of copies of ``n`` normals, as :func:`fit_scope` takes
+    them) that copy the normals a boolean ``keep (n,)`` selects, in the same block layout."""
+    keep = torch.as_tensor(keep, dtype=torch.bool)
+    return copy_inputs[keep.repeat(len(copy_inputs) // len(keep))]
+
+
 def scope_distances(model: nn.Module, config: ModelConfig, head: ScopeHead, inputs: torch.Tensor, *,
                     device: torch.device | str = "cpu", batch_size: int = 128) -> np.ndarray:
     """Squared scope distances ``(n, T)`` of prepared ``inputs`` (as in :func:`fit_scope`)."""
