@@ -28,7 +28,7 @@ from medmoe.data.dataset import ImageDataset
 from medmoe.data.manifest import Manifest, Sample, write_manifest
 from medmoe.data.sources._base import list_images
 from medmoe.data.splits import carve_validation, flag_duplicates
-from medmoe.engine.calibrate import fit_scope, reference_copy_inputs, scope_distances
+from medmoe.engine.calibrate import fit_scope, log_scope_caveats, reference_copy_inputs, scope_distances
 from medmoe.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from medmoe.engine.data import MANIFEST_DIR, default_cache_dir
 from medmoe.engine.features import prepared_inputs
@@ -170,6 +170,7 @@ def add_task(model_run: str | Path, task: Task, manifests: list[Manifest], out: 
     calibration = TrustCalibration(scores={**old.scores, task.id: sorted(float(s) for s in scores)},
                                    scope_scale={**old.scope_scale, task.id: float(np.median(own))},
                                    scope_limit=old.scope_limit, source=old.source)
+    log_scope_caveats(calibration, [task.id])
     info = {**checkpoint.info, "added_tasks": [*checkpoint.info.get("added_tasks", []), {
         "task": task.id, "expert": expert, "n_train": len(train_x), "n_val": len(val_x), "seed": seed,
         "calibrated_on": "validation normals" if len(val_x) else "training normals (optimistic p-values)"}]}

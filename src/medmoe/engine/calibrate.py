@@ -11,6 +11,7 @@ memorise their training images).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -37,6 +38,8 @@ SCOPE_LESION_SEED = 1
 """Seed of those lesions (the validation lesions of ``benchmarks/trust_design.py`` use 0)."""
 SCOPE_ACQUISITION_SEED = 1
 """Seed of the acquisition-changed copies that join the scope references (validation copies use 0)."""
+
+_log = logging.getLogger(__name__)
 
 VALIDATION_SOURCE = "validation normals"
 TRAINING_SOURCE = "training normals (no validation data: p-values are optimistic)"
@@ -135,8 +138,19 @@ def calibrate(model: nn.Module, config: ModelConfig, head: ScopeHead, task_ids: 
     present = set(task_indices.tolist())
     missing = torch.tensor([int(t) not in present for t in train_task_indices.tolist()], dtype=torch.bool)
     extra = scope_distances(model, config, head, train_inputs[missing], device=device) if missing.any() else None
-    return fit_calibration(task_ids, np.asarray(scores, dtype=np.float64), task_indices.numpy(), distances,
-                           source, extra_index=train_task_indices[missing].numpy(), extra_distances=extra)
+    calibration = fit_calibration(task_ids, np.asarray(scores, dtype=np.float64), task_indices.numpy(), distances,
+                                  source, extra_index=train_task_indices[missing].numpy(), extra_distances=extra)
+    log_scope_caveats(calibration, task_ids)
+    return calibration
+
+
+def log_scope_caveats(calibration: TrustCalibration, task_ids: Sequence[str]) -> None:
+    """Warn, once per task, where the scope decision rests on few calibration normals
+    (:meth:`~medmoe.trust.calibration.TrustCalibration.scope_caveat`)."""
+    for task in task_ids:
+        caveat = calibration.scope_caveat(task)
+        if caveat:
+            _log.warning("out-of-scope verdicts near %r: %s", task, caveat)
 
 
 def calibrate_run(run_dir: str | Path, manifests: Sequence[Manifest] | None = None, *,

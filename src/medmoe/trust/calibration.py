@@ -16,6 +16,11 @@ and the ONNX sidecar as plain JSON; with the scope head's distances
   validation normal is normalised leave-one-out, by the median of its task's *other* normals, as a
   new image is: normalising a task's few normals by their own median pulls them towards 1 (two
   normals give exactly 1 ± δ) and would make the limit of a small validation set too tight.
+
+Both rest on few numbers when a task has few calibration normals (its typical distance is the median
+of ``n`` of them) or all tasks together have fewer than a hundred (a 99 % limit then falls on the
+largest of them): :meth:`TrustCalibration.scope_caveat` says so, training and ``medmoe calibrate`` log
+it, and an out-of-scope verdict whose nearest task is such a one carries it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,12 @@ from medmoe.trust.conformal import check_fpr, decision_threshold, p_values, smal
 
 SCOPE_QUANTILE = 0.99
 """Quantile of the in-scope validation normals' normalised distances that bounds the scope."""
+
+SCOPE_MIN_NORMALS = 10
+"""Fewest calibration normals of a task whose typical scope distance (a median) is called well founded."""
+
+SCOPE_MIN_POOLED = 100
+"""Fewest calibration normals in all on which a :data:`SCOPE_QUANTILE` limit is well founded."""
 
 DEFAULT_FPR = 0.05
 """Default false-positive rate ``α`` of decisions (``--fpr``)."""
@@ -74,6 +85,21 @@ class TrustCalibration:
         order) → normalised distances of the same shape."""
         scale = np.asarray([self.scope_scale[t] for t in task_ids])
         return np.sqrt(np.maximum(distances, 0.0)) / np.maximum(scale, 1e-12)
+
+    def scope_caveat(self, task: str) -> str:
+        """Why out-of-scope verdicts near ``task`` rest on few numbers (``""``: they do not): fewer than
+        :data:`SCOPE_MIN_NORMALS` calibration normals of ``task``, or fewer than :data:`SCOPE_MIN_POOLED`
+        in all."""
+        n, total = len(self.scores.get(task, [])), sum(len(s) for s in self.scores.values())
+        reasons = []
+        if n < SCOPE_MIN_NORMALS:
+            reasons.append(f"{task!r}'s typical distance rests on {n} calibration normals")
+        if total < SCOPE_MIN_POOLED:
+            reasons.append(f"the limit on {total} in all")
+        if not reasons:
+            return ""
+        return (f"{' and '.join(reasons)}, so in-scope images are flagged more often than 1 %; calibrate on more "
+                f"validation normals: {SCOPE_MIN_NORMALS}+ per task, {SCOPE_MIN_POOLED}+ in all")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form, stored in ``model.json`` and the ONNX sidecar."""
@@ -173,9 +199,11 @@ def assess(calibration: TrustCalibration, task_ids: list[str], task: str, score:
         nearest = int(np.argmin(normalised))
         out = bool(normalised[nearest] > calibration.scope_limit)
         if out:
+            caveat = calibration.scope_caveat(task_ids[nearest])
             notes.append(f"the image resembles none of the trained tasks' normal images (nearest: "
                          f"{task_ids[nearest]!r}, {normalised[nearest]:.1f} × its typical distance, limit "
-                         f"{calibration.scope_limit:.1f}): its anomaly score is not meaningful")
+                         f"{calibration.scope_limit:.1f}): its anomaly score is not meaningful"
+                         + (f" (but {caveat})" if caveat else ""))
         else:
             resembles = task_ids[nearest]
             mismatch = resembles != task
