@@ -109,23 +109,26 @@ class ScopeHead(nn.Module):
         return cls(tensors["mean"], tensors["precision"], kind)
 
     @classmethod
-    def fit(cls, descriptors: list[np.ndarray], kind: str = DEFAULT_DESCRIPTOR) -> ScopeHead:
+    def fit(cls, descriptors: list[np.ndarray], kind: str = DEFAULT_DESCRIPTOR, *,
+            standardise: bool = False) -> ScopeHead:
         """Fit from each task's training-normal descriptors of ``kind`` (``descriptors[t]``:
         ``(n_t, F)``, ``n_t ≥ 1``; a task with a single image gets the covariance of all tasks' images
-        pooled)."""
+        pooled). ``standardise``: shrink each task's correlation matrix rather than its covariance
+        (Ledoit–Wolf on the descriptor divided by its per-feature standard deviation, the precision
+        scaled back), so the shrinkage does not drown features of small spread in those of large."""
         pooled = None
         means, precisions = [], []
         for rows in descriptors:
             rows = np.asarray(rows, dtype=np.float64)
             if len(rows) >= 2:
-                estimate = LedoitWolf().fit(rows)
-                means.append(estimate.location_)
-                precisions.append(estimate.precision_)
+                means.append(rows.mean(axis=0))
+                precisions.append(_shrunk_precision(rows, standardise))
                 continue
             if pooled is None:
-                pooled = LedoitWolf().fit(np.concatenate([np.asarray(r, dtype=np.float64) for r in descriptors]))
+                pooled = _shrunk_precision(np.concatenate([np.asarray(r, dtype=np.float64) for r in descriptors]),
+                                           standardise)
             means.append(rows[0])
-            precisions.append(pooled.precision_)
+            precisions.append(pooled)
         return cls(torch.from_numpy(np.stack(means)), torch.from_numpy(np.stack(precisions)), kind)
 
     def describe(self, features: torch.Tensor) -> torch.Tensor:
@@ -143,6 +146,13 @@ class ScopeHead(nn.Module):
         if other.kind != self.kind:
             raise ValueError(f"cannot extend a {self.kind!r} scope head with a {other.kind!r} one")
         return ScopeHead(torch.cat([self.mean, other.mean]), torch.cat([self.precision, other.precision]), self.kind)
+
+
+def _shrunk_precision(rows: np.ndarray, standardise: bool) -> np.ndarray:
+    """The Ledoit–Wolf precision ``(F, F)`` of ``rows (n, F)``, of their correlations when ``standardise``."""
+    scale = np.maximum(rows.std(axis=0), 1e-12) if standardise else np.ones(rows.shape[1])
+    precision = LedoitWolf().fit(rows / scale).precision_
+    return precision / scale[:, None] / scale[None, :]
 
 
 class ScopeTrunk:
