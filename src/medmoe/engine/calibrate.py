@@ -76,7 +76,7 @@ def reference_copies(images: torch.Tensor, task_indices: torch.Tensor) -> torch.
 
 def fit_scope(model: nn.Module, config: ModelConfig, inputs: torch.Tensor, task_indices: torch.Tensor,
               n_tasks: int, *, copy_inputs: torch.Tensor | None = None, device: torch.device | str = "cpu",
-              batch_size: int = 128, kind: str = DEFAULT_DESCRIPTOR, standardise: bool = False) -> ScopeHead:
+              batch_size: int = 128, kind: str = DEFAULT_DESCRIPTOR) -> ScopeHead:
     """The scope head of ``model`` from its training normals (``inputs``: the model's prepared inputs,
     i.e. trunk features for feature models and images for pixel models; ``task_indices (n,)``) on
     the descriptor ``kind``.
@@ -101,7 +101,7 @@ def fit_scope(model: nn.Module, config: ModelConfig, inputs: torch.Tensor, task_
                              f"{len(inputs)} training normals")
         copies = len(copy_inputs) // len(inputs)
         rows, index = np.concatenate([rows, rows_of(copy_inputs)]), np.tile(index, copies + 1)
-    return ScopeHead.fit([rows[index == t] for t in range(n_tasks)], kind, standardise=standardise)
+    return ScopeHead.fit([rows[index == t] for t in range(n_tasks)], kind)
 
 
 def reference_copy_inputs(model: nn.Module, images: torch.Tensor, task_indices: torch.Tensor, *,

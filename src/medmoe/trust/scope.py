@@ -109,26 +109,23 @@ class ScopeHead(nn.Module):
         return cls(tensors["mean"], tensors["precision"], kind)
 
     @classmethod
-    def fit(cls, descriptors: list[np.ndarray], kind: str = DEFAULT_DESCRIPTOR, *,
-            standardise: bool = False) -> ScopeHead:
+    def fit(cls, descriptors: list[np.ndarray], kind: str = DEFAULT_DESCRIPTOR) -> ScopeHead:
         """Fit from each task's training-normal descriptors of ``kind`` (``descriptors[t]``:
         ``(n_t, F)``, ``n_t ≥ 1``; a task with a single image gets the covariance of all tasks' images
-        pooled). ``standardise``: shrink each task's correlation matrix rather than its covariance
-        (Ledoit–Wolf on the descriptor divided by its per-feature standard deviation, the precision
-        scaled back), so the shrinkage does not drown features of small spread in those of large."""
+        pooled)."""
         pooled = None
         means, precisions = [], []
         for rows in descriptors:
             rows = np.asarray(rows, dtype=np.float64)
             if len(rows) >= 2:
-                means.append(rows.mean(axis=0))
-                precisions.append(_shrunk_precision(rows, standardise))
+                estimate = LedoitWolf().fit(rows)
+                means.append(estimate.location_)
+                precisions.append(estimate.precision_)
                 continue
             if pooled is None:
-                pooled = _shrunk_precision(np.concatenate([np.asarray(r, dtype=np.float64) for r in descriptors]),
-                                           standardise)
+                pooled = LedoitWolf().fit(np.concatenate([np.asarray(r, dtype=np.float64) for r in descriptors]))
             means.append(rows[0])
-            precisions.append(pooled)
+            precisions.append(pooled.precision_)
         return cls(torch.from_numpy(np.stack(means)), torch.from_numpy(np.stack(precisions)), kind)
 
     def describe(self, features: torch.Tensor) -> torch.Tensor:
@@ -137,7 +134,11 @@ class ScopeHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Trunk features ``(B, D, h, w)`` → squared distances ``(B, T)``."""
-        delta = self.describe(features)[:, None, :] - self.mean[None]  # (B, T, F)
+        return self.distances(self.describe(features))
+
+    def distances(self, descriptors: torch.Tensor) -> torch.Tensor:
+        """Descriptors ``(B, F)`` → squared Mahalanobis distances to each task ``(B, T)``."""
+        delta = descriptors[:, None, :] - self.mean[None]  # (B, T, F)
         return torch.einsum("btf,tfg,btg->bt", delta, self.precision, delta).clamp_min(0.0)
 
     def extended(self, other: ScopeHead) -> ScopeHead:
@@ -146,13 +147,6 @@ class ScopeHead(nn.Module):
         if other.kind != self.kind:
             raise ValueError(f"cannot extend a {self.kind!r} scope head with a {other.kind!r} one")
         return ScopeHead(torch.cat([self.mean, other.mean]), torch.cat([self.precision, other.precision]), self.kind)
-
-
-def _shrunk_precision(rows: np.ndarray, standardise: bool) -> np.ndarray:
-    """The Ledoit–Wolf precision ``(F, F)`` of ``rows (n, F)``, of their correlations when ``standardise``."""
-    scale = np.maximum(rows.std(axis=0), 1e-12) if standardise else np.ones(rows.shape[1])
-    precision = LedoitWolf().fit(rows / scale).precision_
-    return precision / scale[:, None] / scale[None, :]
 
 
 class ScopeTrunk:
