@@ -93,7 +93,7 @@ class TrustCalibration:
         n, total = len(self.scores.get(task, [])), sum(len(s) for s in self.scores.values())
         reasons = []
         if n < SCOPE_MIN_NORMALS:
-            reasons.append(f"{task!r}'s typical distance rests on {n} calibration normals")
+            reasons.append(f"the typical distance of {task!r} rests on {n} calibration normals")
         if total < SCOPE_MIN_POOLED:
             reasons.append(f"the limit on {total} in all")
         if not reasons:
