@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     def descriptor_set(trunk: ScopeTrunk) -> dict[str, torch.Tensor]:
         """Every descriptor ``(m, F)`` the rules read, of ``trunk``'s features (feature cache for the
         model's own trunk on the plain splits)."""
+        @torch.no_grad()
         def described(images: torch.Tensor, cached: bool = False) -> torch.Tensor:
             inputs = prepared_inputs(model, images, cache_dir=cache if cached else None, progress=False) \
                 if trunk.shared else images
