@@ -132,7 +132,7 @@ def test_detect_command_reports_every_file_and_keeps_the_good_ones(tiny_run: Pat
     assert done.exit_code == 1, done.output  # some files failed: said, not hidden
     assert "Traceback" not in done.output and done.exception is None or isinstance(done.exception, SystemExit)
     with (out / "results.csv").open(newline="") as handle:
-        rows = {Path(r["path"]).name: r for r in csv.DictReader(handle)}
+        rows = {Path(r["source"]).name: r for r in csv.DictReader(handle)}
     # a folder scan lists image files by suffix (and DICOM by its preamble): unknown.xyz is not one
     assert set(rows) == (set(refused) | set(scored)) - {"unknown.xyz"}
     for name, why in refused.items():
@@ -184,3 +184,55 @@ def test_cli_misuse_is_one_line_and_a_usage_exit_code(tiny_run: Path, tmp_path: 
     output = capsys.readouterr()
     assert info.value.code == 2, output
     assert message in output.out + output.err and "Traceback" not in output.err
+
+
+UNWRITABLE = "/proc/medmoe-cannot-write"  # nothing can be created under /proc, not even by root
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "export", "add-task", "prepare", "detect"])
+def test_every_command_checks_its_output_before_the_work(command: str, tiny_run: Path, phantoms: Path,
+                                                         tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from medmoe.cli import main
+
+    images = phantoms / "brain_mri" / "test"
+    args = {
+        "train": ["train", "--data", str(phantoms), "--out", f"{UNWRITABLE}/run", "--epochs", "1"],
+        "evaluate": ["evaluate", str(tiny_run), "--out", f"{UNWRITABLE}/metrics.json"],
+        "export": ["export", "--model", str(tiny_run), "--out", f"{UNWRITABLE}/model.onnx"],
+        "add-task": ["add-task", "--model", str(tiny_run), "--task", "knee_mri", "--prompt", "Knee MRI slice.",
+                     "--data", str(images), "--out", f"{UNWRITABLE}/run"],
+        "prepare": ["prepare", "folder", "--root", str(tmp_path), "--task", "head_ct", "--out", f"{UNWRITABLE}/m.csv"],
+        "detect": ["detect", str(images), "--task", "brain_mri", "--model", str(tiny_run), "--out", UNWRITABLE],
+    }[command]
+    monkeypatch.setattr(sys, "argv", ["medmoe", *args])
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as info:
+        main()
+    output = capsys.readouterr()
+    assert info.value.code == 2 and "Traceback" not in output.err
+    assert f"--out '{UNWRITABLE}" in output.err and "cannot be written" in output.err and "choose a folder" in output.err
+
+
+def test_a_model_that_fails_to_load_leaves_no_output_folder(tmp_path: Path, phantoms: Path) -> None:
+    out = tmp_path / "new" / "out"
+    done = CliRunner().invoke(cli_app, ["detect", str(phantoms / "brain_mri" / "test"), "--task", "brain_mri", "--model",
+                                        str(tmp_path / "no-such-run"), "--out", str(out), "--no-progress"])
+    assert done.exit_code != 0 and "no checkpoint" in str(done.exception or done.output)
+    assert not (tmp_path / "new").exists()
+
+
+def test_resume_refuses_results_of_another_model(tiny_run: Path, phantoms: Path, tmp_path: Path) -> None:
+    from api_fixtures import brain_images, save_tiny_model
+
+    other = save_tiny_model(tmp_path / "other", hallucination=False)
+    out = tmp_path / "out"
+    image = brain_images(phantoms)[0]
+    first = CliRunner().invoke(cli_app, ["detect", str(image), "--task", "brain_mri", "--model", str(tiny_run),
+                                         "--out", str(out), "--no-progress", "--no-overlays"])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(cli_app, ["detect", str(image), "--task", "brain_mri", "--model", str(other),
+                                         "--out", str(out), "--no-progress", "--resume"])
+    assert "written by another model" in str(again.exception) and "choose a new --out" in str(again.exception)

@@ -37,7 +37,7 @@ def read_rows(out: Path) -> dict[str, dict[str, str]]:
     with open(out / "results.csv", newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         assert tuple(reader.fieldnames or ()) == COLUMNS
-        return {Path(row["path"]).name: row for row in reader}
+        return {Path(row["source"]).name: row for row in reader}
 
 
 def test_dicom_chest_radiograph_without_prompt(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -47,9 +47,13 @@ def test_dicom_chest_radiograph_without_prompt(tiny_run: Path, tmp_path: Path, c
                            monkeypatch)
     assert code == 0, output
     row = read_rows(out)["RG1_UNCR.dcm"]
-    # a real radiograph is out of the scope of a model calibrated on phantoms: said, and still scored
-    assert row["task"] == "chest_xray" and row["error"] == "" and row["decision"] == "out_of_scope"
+    # a real radiograph is out of the scope of a model calibrated on phantoms: said beside the decision,
+    # with its distance, and the decision still stated
+    assert row["task"] == "chest_xray" and row["error"] == "" and row["decision"] in ("anomalous", "normal")
     assert row["out_of_scope"] == "true" and row["score"] != "" and float(row["p_value"]) > 0
+    assert float(row["scope_distance"]) > float(row["scope_limit"]) > 0
+    assert row["is_anomalous"] == str(row["decision"] == "anomalous").lower()
+    assert Path(row["source"]).is_absolute() and row["model"] == tiny_run.name and len(row["model_sha256"]) == 12
     assert "suggested from DICOM tags (Modality=CR, BodyPartExamined=CHEST)" in row["warnings"]
     assert "suggested from DICOM tags" in output and "scored 1 of 1" in output
     assert row["overlay"] == "RG1_UNCR_overlay.png" and row["maps"] == "RG1_UNCR_maps.npz"
@@ -87,7 +91,10 @@ def test_folder_with_good_and_broken_files(tiny_run: Path, phantoms: Path, tmp_p
     assert set(rows) == {"a.png", "b.png", "truncated.jpg", "empty.png", "notes.png"}
     for name in ("a.png", "b.png"):
         assert rows[name]["error"] == "" and rows[name]["task"] == "brain_mri" and rows[name]["score"]
-        assert float(rows[name]["top_weight_1"]) >= float(rows[name]["top_weight_2"]) > 0
+        (first, w1), (second, w2) = (part.split() for part in rows[name]["top_experts"].split(", "))
+        assert float(w1) >= float(w2) > 0 and {first, second} <= {f"E{i}" for i in range(1, 6)}  # numbered from 1
+        weights = [float(w) for w in rows[name]["expert_weights"].split()]
+        assert len(weights) == 5 and weights[int(first[1:]) - 1] == pytest.approx(float(w1), abs=1e-3)
     assert (out / "a_overlay.png").is_file() and (out / "sub" / "b_overlay.png").is_file()
     assert rows["b.png"]["overlay"] == "sub/b_overlay.png" and (out / "sub" / "b_maps.npz").is_file()
     assert "empty (0 bytes)" in rows["empty.png"]["error"]
@@ -165,7 +172,7 @@ def test_frame_all_scores_every_frame_and_mixed_folders_ignore_the_choice(
     assert code == 0, output
     with open(out / "results.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    assert [(Path(r["path"]).name, r["frame"], r["slice"]) for r in rows] == [
+    assert [(Path(r["source"]).name, r["frame"], r["slice"]) for r in rows] == [
         ("single.png", "", ""), ("stack.tif", "0", ""), ("stack.tif", "1", ""), ("stack.tif", "2", "")]
     assert [r["overlay"] for r in rows] == ["single_overlay.png", *(f"stack_frame{i:03d}_overlay.png" for i in range(3))]
     assert all(r["error"] == "" for r in rows) and "scored 4 of 4" in output
@@ -221,7 +228,20 @@ def test_an_interrupt_keeps_what_was_scored(tiny_run: Path, phantoms: Path, tmp_
     images = brain_images(phantoms)
     code, output = run_cli([*map(str, images), "--task", "brain_mri", "--model", str(tiny_run), "--out", str(out),
                             "--batch-size", "2", "--no-progress", "--workers", "0"], capsys, monkeypatch)
-    assert code == 130 and "interrupted: 2 of 4" in output
+    assert code == 130 and "interrupted by signal 2: 2 of 4 image(s) have rows" in output and "--resume" in output
     rows = read_rows(out)
     assert len(rows) == 2 and all(r["score"] for r in rows.values())
     assert not list(out.glob("*_maps.npz"))  # maps are opt-in
+    assert not (out / "results.partial.csv").exists()
+
+    # --resume scores only the two images without a row, and keeps the first two rows as they were
+    monkeypatch.setattr(Detector, "predict_batch", real)
+    scored: list[int] = []
+    monkeypatch.setattr(Detector, "predict_batch", lambda self, planes, *a, **k: scored.append(len(planes)) or real(self, planes, *a, **k))
+    code, output = run_cli([*map(str, images), "--task", "brain_mri", "--model", str(tiny_run), "--out", str(out),
+                            "--batch-size", "2", "--no-progress", "--workers", "0", "--resume"], capsys, monkeypatch)
+    assert code == 0 and scored == [2] and "(2 from the earlier run)" in output, output
+    resumed = read_rows(out)
+    assert sorted(resumed) == sorted(p.name for p in images) and all(resumed[k] == v for k, v in rows.items())
+    with open(out / "results.csv", encoding="utf-8") as handle:
+        assert len(handle.read().splitlines()) == 1 + len(images)  # each image once

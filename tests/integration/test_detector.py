@@ -21,6 +21,7 @@ from medmoe import Detector
 from medmoe.api import MIN_SIMILARITY, DetectionResult, PromptWarning
 from medmoe.api.prompts import suggest_task
 from medmoe.api.render import overlay_png, render_result
+from medmoe.api.results import field_docs
 from medmoe.data.transforms import preprocess_image
 from medmoe.engine.checkpoint import load_checkpoint
 from medmoe.errors import CheckpointError, ImageReadError, PromptError
@@ -69,10 +70,12 @@ def test_predict_a_file_with_a_task(detector: Detector, tiny_run: Path, gray_png
     result = detector.predict(gray_png, task="brain_mri")
     assert isinstance(result, DetectionResult)
     assert result.task == "brain_mri" and result.prompt == "Brain MRI slice." and result.prompt_similarity == 1.0
-    # a flat gray rectangle resembles none of the tasks' normals: said, and the decision says so
+    # a flat gray rectangle resembles none of the tasks' normals: said beside the decision, which stands
     assert result.source == str(gray_png) and result.out_of_scope and result.resembles is None
     assert len(result.warnings) == 1 and "resembles none of the trained tasks" in result.warnings[0]
-    assert result.decision == "out_of_scope"
+    assert result.decision == ("anomalous" if result.score > result.threshold else "normal")
+    assert result.scope_distance > result.scope_limit > 0
+    assert (result.model, result.model_sha256) == (tiny_run.name, detector.spec.weights_sha256[:12])
     assert result.image.shape == result.anomaly_map.shape == result.hallucination_map.shape == (40, 56)
     assert (result.anomaly_map >= 0).all() and (result.hallucination_map >= 0).all()
     assert result.threshold == detector.spec.calibration.threshold("brain_mri", 0.05)[0]
@@ -91,8 +94,9 @@ def test_to_dict_is_json_without_arrays(detector: Detector, gray_png: Path) -> N
     data = detector.predict(gray_png, task="head_ct").to_dict()
     text = json.dumps(data, allow_nan=False)  # head_ct has no threshold: None, not NaN
     assert data["threshold"] is None and data["p_value"] is None and data["is_anomalous"] is False
-    assert data["decision"] == "out_of_scope" and data["out_of_scope"] is True  # a flat gray rectangle
-    assert data["image_size"] == {"height": 40, "width": 56} and len(data["expert_weights"]) == 5
+    assert data["decision"] == "undetermined" and data["out_of_scope"] is True  # a flat gray rectangle
+    assert (data["height"], data["width"]) == (40, 56) and len(data["expert_weights"]) == 5
+    assert list(data) == list(field_docs())  # the record's fields, in order
     assert "anomaly_map" not in text and any("no threshold" in w for w in data["warnings"])
 
 
@@ -200,7 +204,15 @@ def test_unrelated_prompt_warns_or_fails_in_strict_mode(detector: Detector, gray
     with pytest.warns(PromptWarning, match="photo of a cat") as caught:
         result = detector.predict(gray_png, prompt="photo of a cat")
     assert caught[0].filename == __file__  # the warning points at the caller
-    assert "resembles no trained task" in result.warnings[0]
+    assert "resembles no trained task" in result.warnings[0] and "'unsure_prompt' (prompts are English)" in result.warnings[0]
+    # an untrusted prompt gives no unqualified decision: the score and p-value are stated, the decision says why not
+    assert result.decision == "unsure_prompt" and not result.is_anomalous and not result.prompt_trusted
+    assert result.to_dict()["decision"] == "unsure_prompt" and result.to_dict()["is_anomalous"] is False
+    for prompt in ("asdf qwerty", "knee MRI", "IRM cérébrale"):
+        with pytest.warns(PromptWarning):
+            assert detector.predict(gray_png, prompt=prompt).decision == "unsure_prompt", prompt
+    trusted = detector.predict(gray_png, prompt="Brain MRI slice.")
+    assert trusted.prompt_trusted and trusted.decision in ("anomalous", "normal")
     with pytest.raises(PromptError, match="resembles no trained task"):
         detector.predict(gray_png, prompt="photo of a cat", strict=True)
     with pytest.warns(PromptWarning):

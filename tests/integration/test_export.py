@@ -151,3 +151,27 @@ def test_export_and_detect_commands(tiny_run: Path, phantoms: Path, tmp_path: Pa
         (row,) = csv.DictReader(handle)
     expected = Detector.load(tiny_run).predict(image, task="brain_mri").score
     assert float(row["score"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_threads_reach_both_backends_and_the_model_keeps_its_identity(tiny_run: Path, exported: Path,
+                                                                       phantoms: Path) -> None:
+    import torch
+
+    from medmoe.errors import ConfigError
+
+    before = torch.get_num_threads()
+    try:
+        torch_detector = Detector.load(tiny_run, threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    onnx_detector = Detector.load(exported, backend="onnx", threads=1)
+    assert onnx_detector.backend.session.get_session_options().intra_op_num_threads == 1
+    image = brain_images(phantoms)[0]
+    ours, theirs = torch_detector.predict(image, task="brain_mri"), onnx_detector.predict(image, task="brain_mri")
+    # the export answers as the run it came from: same name and weights digest in every result
+    assert (theirs.model, theirs.model_sha256) == (ours.model, ours.model_sha256) == (tiny_run.name,
+                                                                                     ours.model_sha256)
+    assert len(ours.model_sha256) == 12
+    with pytest.raises(ConfigError, match="at least 1"):
+        Detector.load(tiny_run, threads=0)

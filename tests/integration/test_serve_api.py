@@ -76,8 +76,10 @@ def test_detect_with_task(client: TestClient, detector: Detector, root: Path, pn
     assert (body["task"], body["prompt"], body["prompt_similarity"]) == ("brain_mri", "Brain MRI slice.", 1.0)
     assert body["source"] == "brain 01.png"  # the upload's name, not the server's temporary file
     assert sum(body["expert_weights"]) == pytest.approx(1.0, abs=1e-5)
-    assert body["top_experts"][0]["weight"] == max(body["expert_weights"])
-    assert body["image_size"] == {"height": 64, "width": 64}
+    top, weight = body["top_experts"].split(", ")[0].split()
+    assert float(weight) == pytest.approx(max(body["expert_weights"]), abs=1e-3)
+    assert body["expert_weights"][int(top[1:]) - 1] == max(body["expert_weights"])  # experts numbered from 1
+    assert (body["height"], body["width"]) == (64, 64) and body["model_sha256"] == direct.model_sha256 != ""
     assert [w for w in body["warnings"] if "below the smallest p-value" not in w] == []
     assert set(body["timing_ms"]) == {"predict", "overlay", "total"}
     assert body["timing_ms"]["total"] >= body["timing_ms"]["predict"] > 0
@@ -107,7 +109,7 @@ def test_dicom_without_body_part_needs_a_task(client: TestClient) -> None:
     untagged = _detect(client, ct.read_bytes(), "study")  # no suffix: recognised by content
     assert untagged.status_code == 422 and "do not say the body part" in untagged.json()["detail"]
     body = _detect(client, ct.read_bytes(), "study", task="head_ct").json()
-    assert body["task"] == "head_ct" and body["image_size"] == {"height": 128, "width": 128}
+    assert body["task"] == "head_ct" and (body["height"], body["width"]) == (128, 128)
 
 
 def test_nifti_gz_upload_is_recognised_by_content(client: TestClient, tmp_path: Path) -> None:
@@ -115,7 +117,7 @@ def test_nifti_gz_upload_is_recognised_by_content(client: TestClient, tmp_path: 
     nib.save(nib.Nifti1Image(slice_[:, :, None], np.eye(4)), tmp_path / "scan.nii.gz")
     response = _detect(client, (tmp_path / "scan.nii.gz").read_bytes(), "scan.bin", task="brain_mri")
     assert response.status_code == 200, response.text
-    assert response.json()["image_size"] == {"height": 48, "width": 40}  # radiological view: (x, y) → (H, W)
+    assert (response.json()["height"], response.json()["width"]) == (48, 40)  # radiological view: (x, y) → (H, W)
 
 
 def test_frame_slice_and_window_fields(client: TestClient, detector: Detector, tmp_path: Path) -> None:
@@ -165,8 +167,11 @@ def test_tasks(client: TestClient, detector: Detector) -> None:
     tasks = client.get("/v1/tasks").json()
     assert [t["id"] for t in tasks] == detector.tasks.ids == ["chest_xray", "brain_mri", "fundus", "breast_us",
                                                                "head_ct"]
+    # the threshold /v1/detect decides at by default (the conformal one), not the percentile one
     assert tasks[1] == {"id": "brain_mri", "organ": "brain", "modality": "MRI", "prompt": "Brain MRI slice.",
-                        "threshold": pytest.approx(detector.spec.thresholds["brain_mri"])}
+                        "threshold": pytest.approx(detector.spec.calibration.threshold("brain_mri", 0.05)[0]),
+                        "fpr": 0.05}
+    assert tasks[1]["threshold"] != pytest.approx(detector.spec.thresholds["brain_mri"])
 
 
 def test_healthz(client: TestClient) -> None:
@@ -280,8 +285,22 @@ def test_detect_states_p_value_mismatch_and_out_of_scope(client: TestClient, png
     gray = io.BytesIO()
     Image.fromarray(np.full((64, 64), 128, np.uint8)).save(gray, format="PNG")
     outside = _detect(client, gray.getvalue(), "gray.png", task="brain_mri").json()
-    assert outside["out_of_scope"] is True and outside["decision"] == "out_of_scope"
-    assert _detect(client, png, "brain.png", task="brain_mri", fpr="1.5").status_code == 422
+    assert outside["out_of_scope"] is True and outside["decision"] in ("anomalous", "normal")  # stated beside it
+    assert outside["scope_distance"] > outside["scope_limit"] > 0
+    refused = _detect(client, png, "brain.png", task="brain_mri", fpr="1.5")
+    assert refused.status_code == 422 and refused.json()["detail"].startswith("invalid request: fpr: ")  # one sentence
+
+
+def test_two_files_in_one_request_are_refused_not_scored_as_one(client: TestClient, png: bytes) -> None:
+    response = client.post("/v1/detect", data={"task": "brain_mri"},
+                           files=[("file", ("a.png", png, "image/png")), ("file", ("b.png", png, "image/png"))])
+    assert response.status_code == 422 and response.json()["detail"] == (
+        "2 files were sent in the field 'file'; a request scores one image: send one file per request")
+
+
+def test_an_unsure_prompt_is_said_in_the_decision(client: TestClient, png: bytes) -> None:
+    body = _detect(client, png, "brain.png", prompt="asdf qwerty").json()
+    assert body["decision"] == "unsure_prompt" and body["is_anomalous"] is False and body["prompt_trusted"] is False
 
 
 def test_openapi_documents_the_trust_fields(client: TestClient) -> None:

@@ -244,7 +244,9 @@ def test_upload_prompt_and_see_the_result(server: str, browser: DevTools, model_
                 task: text('task-out'), similarity: text('similarity'), error: document.getElementById('error').hidden,
                 overlayWidth: document.getElementById('overlay').naturalWidth,
                 experts: document.querySelectorAll('#experts .expert').length, pValue: text('p-value'),
-                alertHidden: document.getElementById('scope-alert').hidden, resembles: text('resembles')};
+                alertHidden: document.getElementById('scope-alert').hidden, resembles: text('resembles'),
+                fields: [...document.querySelectorAll('#fields tr')].map((row) => row.dataset.field),
+                firstExpert: document.querySelector('#experts .expert span').textContent};
     })()""")
     assert shown["pValue"].startswith("p = ") and "normal 'brain_mri'" in shown["pValue"]
     assert shown["alertHidden"] is True and shown["resembles"] == "brain_mri"
@@ -257,7 +259,9 @@ def test_upload_prompt_and_see_the_result(server: str, browser: DevTools, model_
         expected["prompt_similarity"], abs=0.006)
     assert shown["error"] is True  # the earlier error was cleared
     assert shown["overlayWidth"] >= 300
-    assert shown["experts"] == len(expected["expert_weights"])
+    assert shown["experts"] == len(expected["expert_weights"]) and shown["firstExpert"] == "E1"  # numbered from 1
+    # every field of the answer is on the page, by its name (one declaration: medmoe.api.results.ResultRecord)
+    assert shown["fields"] == [name for name in expected if name != "overlay_png"]
     screenshot = tmp_path / "serve.png"
     screenshot.write_bytes(browser.screenshot())
     assert Image.open(screenshot).width == VIEWPORT[0]

@@ -86,14 +86,14 @@ def test_an_out_of_scope_verdict_on_few_calibration_normals_says_so() -> None:
     few = _calibration(9)  # nine normals of 'a', none of 'b'
     assert few.scope_caveat("a").startswith("the typical distance of 'a' rests on 9 calibration normals and the limit on 9")
     far = assess(few, ["a", "b"], "a", 0.5, 0.05, np.array([25.0, 16.0]))  # nearest: 'b', 4 × its scale
-    assert far.out_of_scope and far.notes[-1].startswith("the image resembles none")
-    assert "not meaningful (but the typical distance of 'b' rests on 0 calibration normals and the limit" in far.notes[-1]
+    assert far.out_of_scope and far.notes[-1].startswith("out of scope: the image resembles none")
+    assert "image (but the typical distance of 'b' rests on 0 calibration normals and the limit" in far.notes[-1]
     near = assess(few, ["a", "b"], "a", 0.5, 0.05, np.array([1.0, 9.0]))
     assert not any("calibration normals and" in n for n in near.notes)  # an in-scope verdict carries no caveat
     plenty = TrustCalibration(scores={"a": list(np.linspace(0, 1, 90)), "b": list(np.linspace(0, 1, 10))},
                               scope_scale={"a": 1.0, "b": 1.0}, scope_limit=2.0, source="validation normals")
     assert plenty.scope_caveat("a") == plenty.scope_caveat("b") == ""
-    assert assess(plenty, ["a", "b"], "a", 0.5, 0.05, np.array([25.0, 16.0])).notes[-1].endswith("not meaningful")
+    assert assess(plenty, ["a", "b"], "a", 0.5, 0.05, np.array([25.0, 16.0])).notes[-1].endswith("so check that it is a 'a' image")
     one_short = TrustCalibration(scores={"a": list(np.linspace(0, 1, 91)), "b": list(np.linspace(0, 1, 9))},
                                  scope_scale={"a": 1.0, "b": 1.0}, scope_limit=2.0, source="validation normals")
     assert one_short.scope_caveat("a") == ""

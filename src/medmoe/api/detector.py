@@ -44,7 +44,7 @@ from medmoe.api.prompts import PromptMatch, PromptMatcher, PromptWarning, sugges
 from medmoe.api.results import DetectionResult
 from medmoe.api.spec import Backend, ModelSpec
 from medmoe.data.transforms import preprocess_image, resize_plane
-from medmoe.errors import CheckpointError, ImageReadError, MedmoeError, PromptError
+from medmoe.errors import CheckpointError, ConfigError, ImageReadError, MedmoeError, PromptError
 from medmoe.io import Plane, read_dicom_tags, read_plane, to_grayscale, window_for
 from medmoe.io.choice import Choice
 from medmoe.io.formats import image_format
@@ -71,6 +71,7 @@ class _Query:
     similarity: float
     embedding: np.ndarray | None
     warnings: tuple[str, ...] = ()
+    trusted: bool = True
 
 
 @dataclass
@@ -83,6 +84,7 @@ class PreparedImage:
         model_input: ``(C, R, R)``, what the network reads.
         fpr: the false-positive rate of its decision.
         notes: warnings about the image itself (a constant image).
+        frame, slice: the frame or slice of the file (``None``: the file has one).
     """
 
     source: str | None
@@ -91,6 +93,8 @@ class PreparedImage:
     query: _Query
     fpr: float = DEFAULT_FPR
     notes: tuple[str, ...] = ()
+    frame: int | None = None
+    slice: int | None = None
 
 
 class Detector:
@@ -112,7 +116,8 @@ class Detector:
         self._matcher = PromptMatcher(self.spec)
 
     @classmethod
-    def load(cls, path: str | Path, *, backend: str = "torch", device: str = "cpu") -> Detector:
+    def load(cls, path: str | Path, *, backend: str = "torch", device: str = "cpu",
+             threads: int | None = None) -> Detector:
         """Load a model.
 
         Args:
@@ -121,18 +126,23 @@ class Detector:
             backend: ``torch``, ``onnx``, or ``auto`` (``onnx`` when ``path`` is an ``.onnx`` file or a
                 folder with one and no ``model.json``).
             device: ``cpu`` or ``cuda`` (``cuda:N`` for torch).
+            threads: CPU threads of the network (``None``: the library's default, one per core). With
+                torch this sets the process-wide ``torch.set_num_threads``; with onnx, the session's.
 
         Raises:
             CheckpointError: nothing loadable at ``path``, or an unknown backend.
+            ConfigError: ``threads`` below 1.
         """
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads must be at least 1, not {threads}")
         kind = _backend_kind(Path(path), backend)
         if kind == "onnx":
             from medmoe.api.onnx_backend import OnnxBackend
 
-            return cls(OnnxBackend(path, device=device))
+            return cls(OnnxBackend(path, device=device, threads=threads))
         from medmoe.api.torch_backend import TorchBackend
 
-        return cls(TorchBackend(path, device=device))
+        return cls(TorchBackend(path, device=device, threads=threads))
 
     def match_prompt(self, prompt: str) -> PromptMatch:
         """The trained task nearest to a free-text prompt, with the similarity (no warning is issued).
@@ -227,6 +237,20 @@ class Detector:
             results.extend(self._run(prepared))
         return results
 
+    def check_request(self, prompt: str | None = None, task: str | None = None, *, strict: bool = False,
+                      fpr: float = DEFAULT_FPR) -> None:
+        """Raise now the error :meth:`predict_batch` would raise for these arguments whatever the images
+        (both or an unknown task, an empty prompt, under ``strict`` a prompt matching no task, a bad
+        ``fpr``), before any image is read or any output written.
+
+        Raises:
+            PromptError, ConfigError: as :meth:`predict`.
+        """
+        check_fpr(fpr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PromptWarning)
+            self._query(prompt, task, strict)
+
     def prepare(self, image: ImageInput, prompt: str | None = None, task: str | None = None, *,
                 strict: bool = False, fpr: float = DEFAULT_FPR, frame: Choice = None, slice_index: Choice = None,
                 window: tuple[float, float] | str | None = None) -> PreparedImage:
@@ -259,10 +283,10 @@ class Detector:
             if strict:
                 raise PromptError(match.warning())
             warnings.warn(match.warning(), PromptWarning, stacklevel=4)  # the caller of predict*
-            notes = (match.warning(),)
+            notes = (match.warning() + "; the decision is 'unsure_prompt' (prompts are English)",)
         embedding = self._matcher.embed(prompt) if self.spec.uses_prompt else None
         return _Query(task=match.task, prompt=prompt, similarity=match.similarity, embedding=embedding,
-                      warnings=notes)
+                      warnings=notes, trusted=match.is_confident)
 
     def _task_query(self, task: str, note: str | None = None) -> _Query:
         """The query of a task: its trained prompt (the stored embedding; no text model runs)."""
@@ -277,7 +301,7 @@ class Detector:
         if isinstance(item, np.ndarray):
             if frame is not None or slice_index is not None or window is not None:
                 raise ImageReadError("<array>", "frame, slice_index and window apply to files, not arrays")
-            source, decoded = None, _unit_image(item)
+            source, decoded, plane = None, _unit_image(item), None
         else:
             plane = item if isinstance(item, Plane) else Plane(Path(item), frame=frame, slice_index=slice_index)
             if plane is item and (frame is not None or slice_index is not None):
@@ -294,8 +318,11 @@ class Detector:
             query = self._query_from_tags(source)
         model_input = preprocess_image(decoded, self.spec.channels, self.spec.resolution)
         constant = constant_note(decoded)
+        index = None if plane is None else plane.index
         return PreparedImage(source=source, image=to_grayscale(decoded), model_input=model_input, query=query,
-                             fpr=fpr, notes=(constant,) if constant else ())
+                             fpr=fpr, notes=(constant,) if constant else (),
+                             frame=index if plane is not None and plane.frame is not None else None,
+                             slice=index if plane is not None and plane.frame is None else None)
 
     def _query_from_tags(self, source: str | None) -> _Query:
         """Suggest the task of a DICOM file from its tags; other inputs need a prompt or task."""
@@ -347,7 +374,7 @@ def _result(prepared: PreparedImage, row: int, raw: OutputArrays, spec: ModelSpe
     u, weights = raw.hallucination_map, raw.router_weights
     return DetectionResult(
         score=score,
-        is_anomalous=bool(score > threshold),
+        above_threshold=bool(score > threshold),
         threshold=threshold,
         task=query.task,
         prompt=query.prompt,
@@ -357,6 +384,9 @@ def _result(prepared: PreparedImage, row: int, raw: OutputArrays, spec: ModelSpe
         expert_weights=np.zeros(0, np.float32) if weights is None else weights[row].astype(np.float32),
         image=prepared.image,
         source=prepared.source,
+        frame=prepared.frame,
+        slice=prepared.slice,
+        prompt_trusted=query.trusted,
         warnings=notes,
         p_value=math.nan if trust is None else trust.p_value,
         fpr=math.nan if trust is None else trust.fpr,
@@ -364,6 +394,10 @@ def _result(prepared: PreparedImage, row: int, raw: OutputArrays, spec: ModelSpe
         resembles=None if trust is None else trust.resembles,
         prompt_mismatch=False if trust is None else trust.prompt_mismatch,
         out_of_scope=False if trust is None else trust.out_of_scope,
+        scope_distance=math.nan if trust is None else trust.scope_distance,
+        scope_limit=math.nan if trust is None else trust.scope_limit,
+        model=spec.name,
+        model_sha256=spec.weights_sha256[:12],
     )
 
 

@@ -84,11 +84,12 @@ class OnnxBackend:
     Args:
         path: the ``.onnx`` file, or a folder holding exactly one.
         device: ``cpu`` or ``cuda`` (needs the ``onnxruntime-gpu`` build).
+        threads: the session's intra-op threads (``None``: onnxruntime's default, one per core).
     """
 
     name = "onnx"
 
-    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None) -> None:
         import onnxruntime as ort
 
         self.path = find_onnx(path)
@@ -102,7 +103,9 @@ class OnnxBackend:
             raise CheckpointError(f"onnxruntime here has no {providers[0]} (available: "
                                   f"{', '.join(ort.get_available_providers())}); use device='cpu'")
         try:
-            self.session = ort.InferenceSession(str(self.path), providers=providers)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads or 0  # 0: onnxruntime's default, one per core
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for invalid models
             raise CheckpointError(f"onnxruntime cannot load '{self.path}': {exc}") from exc
         self.input_names = {i.name for i in self.session.get_inputs()}

@@ -9,7 +9,12 @@ whose mean is the image score), from 0 to ``max(HEADROOM · threshold, map maxim
 - a map that goes higher stretches the scale to its own maximum: no value is clipped.
 
 Without a threshold the scale is ``0 … map maximum`` (per image; the colour bar says so). The
-colour bar always shows the numbers. Rendering uses matplotlib's object API with the Agg canvas
+colour bar always shows the numbers.
+
+**What is tinted.** The heatmap does not cover the whole image: it is clear where the map is below half
+the threshold, fades in up to the threshold and is :data:`ALPHA` opaque above it, where a white
+contour outlines the region (without a threshold: the image's hottest 10 %), so the anatomy stays
+readable and the eye goes to what is above the threshold. Rendering uses matplotlib's object API with the Agg canvas
 (no pyplot global state), so it is safe in a web server's worker threads.
 """
 
@@ -20,8 +25,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from medmoe.api.results import DetectionResult
@@ -31,8 +38,11 @@ from medmoe.data.transforms import resize_plane
 HEADROOM = 4.0
 """The colour scale reaches at least this multiple of the threshold (see the module docstring)."""
 
-ALPHA = 0.45
-"""Opacity of the heatmap over the image."""
+ALPHA = 0.5
+"""Opacity of the heatmap where it is at or above the threshold (it fades out below, see the module docstring)."""
+
+HOT_QUANTILE = 0.9
+"""Without a threshold, the outline and fade are drawn at this quantile of the image's own map."""
 
 CMAP = "jet"
 """Colour map of the heatmap."""
@@ -92,18 +102,24 @@ def draw_overlay(image: np.ndarray, anomaly_map: np.ndarray, vmax: float, shape:
     axes = figure.add_axes((MARGIN / fig_width, MARGIN / fig_height,
                             WIDTH_INCHES / fig_width, drawn_height / fig_height))
     axes.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="antialiased")
-    heat = axes.imshow(anomaly_map, cmap=CMAP, vmin=0.0, vmax=vmax, alpha=ALPHA, interpolation="antialiased")
+    norm = Normalize(0.0, vmax)
+    level = float(np.quantile(anomaly_map, HOT_QUANTILE)) if per_image else float(threshold)  # type: ignore[arg-type]
+    heat = colormaps[CMAP](norm(anomaly_map))
+    heat[..., 3] = ALPHA * np.clip(anomaly_map / max(level, 1e-12) * 2.0 - 1.0, 0.0, 1.0)  # clear below level / 2
+    axes.imshow(heat, interpolation="antialiased")
+    if float(anomaly_map.max()) > level > float(anomaly_map.min()):
+        axes.contour(anomaly_map, levels=[level], colors="white", linewidths=1.0)
     axes.set_axis_off()
     axes.set_title(title, fontsize=9)
     bar_axes = figure.add_axes(((MARGIN + WIDTH_INCHES + 0.08) / fig_width, MARGIN / fig_height,
                                 0.22 / fig_width, drawn_height / fig_height))
-    bar = figure.colorbar(ScalarMappable(norm=heat.norm, cmap=heat.cmap), cax=bar_axes)
+    bar = figure.colorbar(ScalarMappable(norm=norm, cmap=CMAP), cax=bar_axes)
     label = "anomaly map per pixel"
-    if threshold is None or per_image:
-        label += " (scaled to this image's maximum)"
+    if per_image:
+        label += " (scaled to this image's maximum; outlined: its hottest 10 %)"
     else:
-        bar.ax.axhline(threshold, color="white", linewidth=2.0)
-        label += " (white line: score threshold, on the map's mean)"
+        bar.ax.axhline(level, color="white", linewidth=2.0)
+        label += " (white: the score threshold; outlined above it)"
     bar.set_label(label, fontsize=8 if drawn_height >= 4 else 6)
     bar.ax.tick_params(labelsize=8)
     buffer = io.BytesIO()
@@ -127,11 +143,12 @@ def result_title(result: DetectionResult) -> str:
     if math.isnan(result.threshold):
         verdict = f"score {result.score:.4g}, no threshold → UNDETERMINED"
     else:
-        sign = ">" if result.is_anomalous else "≤"
+        sign = ">" if result.above_threshold else "≤"
         p = "" if math.isnan(result.p_value) else f" (p = {result.p_value:.2g})"
         verdict = (f"score {result.score:.4g} {sign} threshold {result.threshold:.4g}{p} → "
                    f"{result.decision.upper().replace('_', ' ')}")
-    return f"{name} · {result.task}\n{verdict}"
+    caveat = " · OUT OF SCOPE" if result.out_of_scope else " · prompt mismatch" if result.prompt_mismatch else ""
+    return f"{name} · {result.task}{caveat}\n{verdict}"
 
 
 def render_result(result: DetectionResult, dpi: int = 100) -> bytes:

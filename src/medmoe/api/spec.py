@@ -7,6 +7,7 @@ backend can be used without torch. This module imports neither torch nor onnxrun
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +38,8 @@ class ModelSpec:
         info: training facts carried over from the checkpoint (threshold rule, epoch …).
         calibration: p-value and scope calibration (:mod:`medmoe.trust`); ``None`` for models
             trained before trust outputs existed.
+        name: the model's name (its run folder's name; kept in an ONNX export).
+        weights_sha256: the SHA-256 of the trained weights (kept in an ONNX export; empty where unknown).
     """
 
     tasks: TaskRegistry
@@ -49,6 +52,16 @@ class ModelSpec:
     medmoe_version: str
     info: dict[str, Any] = field(default_factory=dict)
     calibration: TrustCalibration | None = None
+    name: str = ""
+    weights_sha256: str = ""
+
+    def decision_threshold(self, task: str, fpr: float) -> float:
+        """The score threshold a result of ``task`` is decided at for the false-positive rate ``fpr``: the
+        conformal threshold of the calibration (:meth:`TrustCalibration.threshold`), or the percentile
+        threshold of a model trained before calibration existed; ``nan``: none."""
+        if self.calibration is not None:
+            return self.calibration.threshold(task, fpr)[0]
+        return float(self.thresholds.get(task, math.nan))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (the ONNX sidecar); round-trips through :meth:`from_dict`."""
@@ -63,6 +76,8 @@ class ModelSpec:
             "medmoe_version": self.medmoe_version,
             "info": self.info,
             "trust": None if self.calibration is None else self.calibration.to_dict(),
+            "name": self.name,
+            "weights_sha256": self.weights_sha256,
         }
 
     @classmethod
@@ -82,6 +97,8 @@ class ModelSpec:
                 info=dict(data.get("info") or {}),
                 calibration=(None if data.get("trust") is None
                              else TrustCalibration.from_dict(data["trust"], source)),
+                name=str(data.get("name") or Path(source).name.split(".")[0]),  # exports before names existed
+                weights_sha256=str(data.get("weights_sha256") or ""),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"model metadata '{source}' is incomplete or invalid ({exc!r}); "

@@ -59,9 +59,10 @@ def checked_device(device: str) -> torch.device:
 def spec_of(checkpoint: Checkpoint) -> ModelSpec:
     """The torch-free metadata of a loaded checkpoint."""
     embeddings = checkpoint.prompt_embeddings
-    written_by = __version__
+    written_by, name, digest = __version__, "", ""
     if checkpoint.path is not None:
-        written_by = json.loads((checkpoint.path / META_NAME).read_text(encoding="utf-8"))["medmoe_version"]
+        meta = json.loads((checkpoint.path / META_NAME).read_text(encoding="utf-8"))
+        written_by, name, digest = meta["medmoe_version"], checkpoint.path.resolve().name, meta["weights"]["sha256"]
     return ModelSpec(
         tasks=checkpoint.tasks,
         prompt_embeddings=None if embeddings is None else embeddings.float().cpu().numpy(),
@@ -73,6 +74,8 @@ def spec_of(checkpoint: Checkpoint) -> ModelSpec:
         medmoe_version=str(written_by),
         info=dict(checkpoint.info),
         calibration=checkpoint.calibration,
+        name=name,
+        weights_sha256=digest,
     )
 
 
@@ -82,11 +85,14 @@ class TorchBackend:
     Args:
         run_dir: a run folder (``model.json`` + ``model.safetensors``) or its ``model.json``.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
+        threads: torch's CPU threads, process-wide (``None``: leave torch's setting).
     """
 
     name = "torch"
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
+    def __init__(self, run_dir: str | Path, device: str = "cpu", threads: int | None = None) -> None:
+        if threads is not None:
+            torch.set_num_threads(threads)
         self.device = checked_device(device)
         self.checkpoint = load_checkpoint(run_dir, map_location=self.device)
         self.spec = spec_of(self.checkpoint)

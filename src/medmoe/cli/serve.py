@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
         fpr: Annotated[float, typer.Option("--fpr", help="Default false-positive rate of decisions (a request's 'fpr' field overrides it).")] = 0.05,
         backend: Annotated[str, typer.Option(help="torch, onnx, or auto (onnx for .onnx files).")] = "torch",
         device: Annotated[str, typer.Option(help="cpu or cuda (cuda:N with torch).")] = "cpu",
+        threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads of the network (default: one per core).")] = None,
         max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest accepted upload, in MB (MiB).")] = 20.0,
     ) -> None:
         """Serve a model over HTTP: a web page at /, POST /v1/detect, GET /v1/tasks, GET /healthz,
@@ -33,7 +34,7 @@ def register(app: typer.Typer) -> None:
 
         console = Console(stderr=True)
         fix_mmap_threshold()  # freed image buffers go back to the kernel (medmoe.serve.memory)
-        detector = Detector.load(model, backend=backend, device=device)
+        detector = Detector.load(model, backend=backend, device=device, threads=threads)
         console.print(f"loaded [bold]{model}[/] ({detector.backend.name}; tasks: {', '.join(detector.tasks.ids)})")
         if detector.backend.name == "torch":
             detector.match_prompt("warm-up")  # load the text model now, not during the first free-text request

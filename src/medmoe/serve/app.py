@@ -5,7 +5,7 @@ Endpoints:
 - ``POST /v1/detect`` — multipart form: ``file`` (PNG/JPEG/TIFF/BMP, DICOM or NIfTI) and ``prompt``
   *or* ``task`` (a DICOM file may have neither: its tags suggest the task), optional ``strict``,
   ``fpr`` (the false-positive rate the decision controls), ``frame``/``slice_index`` (which frame
-  or slice of a file with several) and ``window`` (DICOM/NIfTI intensity window). Answers :class:`DetectResponse`:
+  or slice of a file with several) and ``window`` (DICOM/NIfTI intensity window). Answers :func:`response_model`:
   :meth:`DetectionResult.to_dict` (score, p-value, decision, the task the image resembles,
   mismatch and out-of-scope flags, warnings …) plus ``overlay_png`` (base64 PNG of the anomaly map
   over the image) and ``timing_ms``.
@@ -25,19 +25,20 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import math
 import time
+import typing
 from importlib.resources import files
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Form, HTTPException, UploadFile
-from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, Field
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, Field, create_model
 
 from medmoe import __version__
 from medmoe.api import Detector
 from medmoe.api.render import render_result
-from medmoe.api.results import finite_or_none
+from medmoe.api.results import ResultRecord, finite_or_none
 from medmoe.errors import ConfigError, MedmoeError
 from medmoe.io import policy
 from medmoe.io.choice import ALL, parse_choice
@@ -58,20 +59,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-class Expert(BaseModel):
-    """One of the experts the router weighted most."""
-
-    expert: int
-    weight: float
-
-
-class ImageSize(BaseModel):
-    """The input image's size in pixels."""
-
-    height: int
-    width: int
-
-
 class Timing(BaseModel):
     """Where the request's time went, in milliseconds."""
 
@@ -80,31 +67,16 @@ class Timing(BaseModel):
     total: float
 
 
-class DetectResponse(BaseModel):
-    """The answer of ``POST /v1/detect`` (:class:`~medmoe.api.results.DetectionResult` without arrays)."""
-
-    source: str | None = Field(description="The uploaded file's name.")
-    task: str = Field(description="The task whose calibration and threshold apply.")
-    prompt: str
-    prompt_similarity: float = Field(description="Cosine similarity of the prompt to the task's trained prompt.")
-    score: float = Field(description="Image anomaly score (higher: more anomalous).")
-    threshold: float | None = Field(description="Score threshold at the false-positive rate `fpr`; null: none.")
-    is_anomalous: bool
-    decision: str = Field(description="anomalous, normal, out_of_scope (the score is not meaningful) or "
-                                      "undetermined (no threshold).")
-    p_value: float | None = Field(description="Share of the task's calibration normals at least as unusual "
-                                              "(conformal p-value); null for uncalibrated models.")
-    fpr: float | None = Field(description="The false-positive rate on normals the decision controls.")
-    p_value_text: str = Field(description="The p-value in words.")
-    resembles: str | None = Field(description="The trained task the image itself looks like.")
-    prompt_mismatch: bool = Field(description="The image looks like another trained task than the one asked.")
-    out_of_scope: bool = Field(description="The image resembles no trained task's normal images.")
-    expert_weights: list[float]
-    top_experts: list[Expert]
-    image_size: ImageSize
-    warnings: list[str]
-    overlay_png: str = Field(description="Base64 PNG: the anomaly map over the image.")
-    timing_ms: Timing
+def response_model(record: type[ResultRecord] = ResultRecord) -> type[BaseModel]:
+    """The schema of ``POST /v1/detect``'s answer: every :class:`~medmoe.api.results.ResultRecord` field with
+    its description, then ``overlay_png`` and ``timing_ms``."""
+    hints = typing.get_type_hints(record)
+    fields: dict[str, Any] = {f.name: (hints[f.name], Field(description=f.metadata["doc"]))
+                              for f in dataclasses.fields(record)}
+    fields["overlay_png"] = (str, Field(description="Base64 PNG: the anomaly map over the image."))
+    fields["timing_ms"] = (Timing, Field(description="Where the request's time went."))
+    return create_model("DetectResponse", __doc__="The answer of POST /v1/detect: one result record, its "
+                                                  "overlay and timing.", **fields)
 
 
 def create_app(detector: Detector, *, max_upload_mb: float = 20, fpr: float = DEFAULT_FPR) -> FastAPI:
@@ -132,6 +104,11 @@ def create_app(detector: Detector, *, max_upload_mb: float = 20, fpr: float = DE
                               "Research software, not a medical device.")
     app.add_middleware(BodySizeLimit, max_bytes=max_bytes + FORM_OVERHEAD_BYTES, paths=("/v1/detect",),
                        message=too_large)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        """A malformed form field: one sentence naming it, like every other error."""
+        return JSONResponse(status_code=422, content={"detail": validation_sentence(exc)})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
@@ -163,14 +140,16 @@ def create_app(detector: Detector, *, max_upload_mb: float = 20, fpr: float = DE
 
     @app.get("/v1/tasks")
     def tasks() -> list[dict[str, Any]]:
-        """The tasks the model was trained on, in model order, with their deployable thresholds."""
-        thresholds = detector.spec.thresholds
+        """The tasks the model was trained on, in model order, with the threshold ``/v1/detect`` decides at
+        by default (the server's false-positive rate ``fpr``)."""
         return [{"id": t.id, "organ": t.organ, "modality": t.modality, "prompt": t.prompt,
-                 "threshold": finite_or_none(thresholds.get(t.id, math.nan))} for t in detector.tasks]
+                 "threshold": finite_or_none(detector.spec.decision_threshold(t.id, default_fpr)),
+                 "fpr": default_fpr} for t in detector.tasks]
 
-    @app.post("/v1/detect", responses=_ERRORS, response_model=DetectResponse)
+    @app.post("/v1/detect", responses=_ERRORS, response_model=response_model())
     def detect(
-        file: Annotated[UploadFile | None, File(description=f"The image: {ACCEPTED_FORMATS}.")] = None,
+        file: Annotated[list[UploadFile] | None, File(description=f"The image: {ACCEPTED_FORMATS}; one per "
+                                                                   "request.")] = None,
         prompt: Annotated[str | None, Form(description="What the image shows, e.g. 'Brain MRI slice.'.")] = None,
         task: Annotated[str | None, Form(description="A task id from /v1/tasks, instead of a prompt.")] = None,
         strict: Annotated[bool, Form(description="A prompt matching no trained task, or naming an organ or "
@@ -189,10 +168,13 @@ def create_app(detector: Detector, *, max_upload_mb: float = 20, fpr: float = DE
         """Score one image: anomaly score, threshold, decision, matched task, experts and an overlay PNG."""
         started = time.perf_counter()
         choices = _read_choices(frame, slice_index, window)
-        if file is None:
+        if not file:
             raise HTTPException(422, "no image uploaded: send it as the multipart form field 'file'")
-        name = file.filename or "upload"
-        data = file.file.read(max_bytes + 1)
+        if len(file) > 1:
+            raise HTTPException(422, f"{len(file)} files were sent in the field 'file'; a request scores one image: "
+                                     "send one file per request")
+        name = file[0].filename or "upload"
+        data = file[0].file.read(max_bytes + 1)
         if len(data) > max_bytes:
             raise HTTPException(413, too_large)
         if not data:
@@ -240,6 +222,15 @@ def _read_choices(frame: str | None, slice_index: str | None, window: str | None
     except ValueError as exc:
         raise HTTPException(422, f"window: {exc}") from None
     return parsed
+
+
+def validation_sentence(exc: RequestValidationError) -> str:
+    """FastAPI's list of validation problems as one sentence: ``fpr: Input should be less than 1; …``."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query", "form"))
+        parts.append(f"{where or 'request'}: {error.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
 
 
 def _ms(seconds: float) -> float:

@@ -10,7 +10,8 @@ and the ONNX sidecar as plain JSON; with the scope head's distances
 - which task an image resembles: the task with the smallest *normalised* scope distance (the
   Mahalanobis distance divided by that task's median over its own validation normals, so tasks of
   different spread compare);
-- whether the image is out of scope: its normalised distance to every task exceeds
+- whether the image is out of scope (a caveat beside the decision, never a replacement for it):
+  its normalised distance to every task exceeds
   :attr:`TrustCalibration.scope_limit`, the :data:`SCOPE_QUANTILE` of all validation normals'
   normalised distances to their own task (so about 1 % of in-scope normals are flagged). Each
   validation normal is normalised leave-one-out, by the median of its task's *other* normals, as a
@@ -25,6 +26,7 @@ it, and an out-of-scope verdict whose nearest task is such a one carries it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,7 +169,11 @@ class Assessment:
         threshold: the score threshold equivalent to ``p ≤ fpr`` (``nan``: no calibration scores).
         resembles: the task the image itself looks most like (``None``: out of scope or no scope data).
         prompt_mismatch: the image resembles another trained task than the one asked for.
-        out_of_scope: the image resembles none of the trained tasks' normals; its score is not meaningful.
+        out_of_scope: the image resembles none of the trained tasks' normals: a caveat on the decision
+            (the score is still compared with the asked task's normals), not a replacement for it.
+        scope_distance: the image's distance to the nearest task's normals, in multiples of their
+            typical distance (``nan``: no scope data).
+        scope_limit: out of scope above this distance (``nan``: no scope data).
         explanation: the p-value in words (empty without calibration scores).
         notes: warnings for the user, one sentence each.
     """
@@ -180,6 +186,8 @@ class Assessment:
     out_of_scope: bool
     explanation: str
     notes: tuple[str, ...]
+    scope_distance: float = math.nan
+    scope_limit: float = math.nan
 
 
 def assess(calibration: TrustCalibration, task_ids: list[str], task: str, score: float, fpr: float,
@@ -193,16 +201,18 @@ def assess(calibration: TrustCalibration, task_ids: list[str], task: str, score:
         n = len(calibration.scores[task])
         notes.append(f"the asked false-positive rate {fpr:g} is below the smallest p-value task {task!r} can "
                      f"give ({level:.3f}, from {n} calibration normals): deciding at {level:.3f} instead")
-    resembles, mismatch, out = None, False, False
+    resembles, mismatch, out, distance = None, False, False, math.nan
     if distances is not None:
         normalised = calibration.normalised(task_ids, np.asarray(distances, dtype=np.float64))
         nearest = int(np.argmin(normalised))
-        out = bool(normalised[nearest] > calibration.scope_limit)
+        distance = float(normalised[nearest])
+        out = bool(distance > calibration.scope_limit)
         if out:
             caveat = calibration.scope_caveat(task_ids[nearest])
-            notes.append(f"the image resembles none of the trained tasks' normal images (nearest: "
-                         f"{task_ids[nearest]!r}, {normalised[nearest]:.1f} × its typical distance, limit "
-                         f"{calibration.scope_limit:.1f}): its anomaly score is not meaningful"
+            notes.append(f"out of scope: the image resembles none of the trained tasks' normal images (nearest: "
+                         f"{task_ids[nearest]!r}, {distance:.1f} × its typical distance, limit "
+                         f"{calibration.scope_limit:.1f}); the decision compares it with {task!r} normals it does "
+                         f"not resemble, so check that it is a {task!r} image"
                          + (f" (but {caveat})" if caveat else ""))
         else:
             resembles = task_ids[nearest]
@@ -213,7 +223,8 @@ def assess(calibration: TrustCalibration, task_ids: list[str], task: str, score:
     p = calibration.p_value(task, score)
     return Assessment(p_value=p, fpr=level, threshold=threshold, resembles=resembles, prompt_mismatch=mismatch,
                       out_of_scope=out, explanation=_in_words(calibration, task, score, p, level),
-                      notes=tuple(notes))
+                      notes=tuple(notes), scope_distance=distance,
+                      scope_limit=math.nan if distances is None else float(calibration.scope_limit))
 
 
 def _in_words(calibration: TrustCalibration, task: str, score: float, p: float, level: float) -> str:
