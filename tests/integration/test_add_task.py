@@ -116,9 +116,34 @@ def test_add_task_command_then_detect(feature_run: Path, data: Path, tmp_path: P
                                    "--no-progress"])
     assert done.exit_code == 0, done.output
     assert "added 'knee_mri'" in done.output and "10 normals" in done.output
+    # 12 normals give 12 calibration scores: p ≥ 1/13, so 0.05 is out of reach, said loudly at add time
+    assert "2 validation normals and 10 training normals scored leave-one-image-out" in done.output
+    assert "cannot be decided at a false-positive rate of 0.05" in done.output
     task = Detector.load(tmp_path / "knee").tasks["knee_mri"]
     assert (task.organ, task.modality, task.dicom_body_parts) == ("knee", "mri", ("KNEE",))
     scanned = runner.invoke(cli_app, ["detect", str(data / "breast_us" / "test"), "--model", str(tmp_path / "knee"),
                                       "--task", "knee_mri", "--out", str(tmp_path / "det"), "--no-progress"])
     assert scanned.exit_code == 0, scanned.output
     assert "scored 6 of 6" in scanned.output
+
+
+def test_twenty_normals_calibrate_to_a_reachable_rate(feature_run: Path, tmp_path: Path) -> None:
+    # 20 normals: a 20 % carve leaves 4 validation normals (p ≥ 0.2, nothing could ever be flagged at 0.05);
+    # the 16 training normals' leave-one-image-out scores join them, so 0.05 is reachable
+    root = tmp_path / "twenty"
+    write_synthetic_dataset(root, n_train=20, n_test_normal=2, n_test_abnormal=2, size=64, seed=3)
+    result = add_task(feature_run, KNEE, [folder_manifest(root / "breast_us" / "train", KNEE.id)], tmp_path / "new",
+                      progress=False)
+    assert (result.n_train, result.n_val) == (16, 4) and result.smallest_p == pytest.approx(1 / 21)
+    assert result.calibrated_on == "4 validation normals and 16 training normals scored leave-one-image-out " \
+                                   "(memory without their own patches)"
+    detector = Detector.load(result.run_dir)
+    scores = detector.spec.calibration.scores["knee_mri"]
+    assert len(scores) == 20
+    images = sorted((root / "breast_us" / "train").rglob("*.png"))
+    in_sample = [r.score for r in detector.predict_batch(images, task="knee_mri")]
+    assert np.median(scores) > np.median(in_sample)  # an image met without its own patches looks less familiar
+    answer = detector.predict(sorted((root / "breast_us" / "test").rglob("*.png"))[0], task="knee_mri")
+    assert answer.fpr == 0.05 and not any("below the smallest p-value" in w for w in answer.warnings)
+    meta = json.loads((result.run_dir / "model.json").read_text())
+    assert meta["info"]["added_tasks"][0]["calibrated_on"] == result.calibrated_on

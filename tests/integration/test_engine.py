@@ -124,6 +124,29 @@ def test_evaluation_reports_every_view(trained: Path, data, tmp_path: Path) -> N
     assert {p.name for p in figures} >= {"score_histograms.png", "expert_heatmap.png", "examples_head_ct.png"}
 
 
+def test_evaluation_reports_the_decision_detect_makes(trained: Path, data, tmp_path: Path) -> None:
+    from medmoe.api import Detector
+
+    ckpt = load_checkpoint(trained)
+    result = collect(ckpt, [data], split="test", cache_dir=tmp_path / "cache", progress=False)
+    metrics = compute_metrics(ckpt, result, fpr=0.2)
+    detector = Detector.load(trained)
+    for task, m in metrics.tasks.items():
+        deployed = m.deployed
+        threshold, level = ckpt.calibration.threshold(task, 0.2)
+        # the deployable threshold is the one detect decides at, not the percentile threshold
+        assert m.primary.threshold_val == pytest.approx(threshold) == detector.spec.decision_threshold(task, 0.2)
+        assert (deployed.fpr, deployed.level) == (0.2, pytest.approx(level)) and level >= 0.2
+        assert deployed.fpr_observed == pytest.approx(1 - m.primary.specificity_val)
+        assert deployed.sensitivity == pytest.approx(m.primary.sensitivity_val)
+        assert all(0 <= getattr(deployed, k) <= 1 for k in ("out_of_scope_normal", "out_of_scope_abnormal",
+                                                             "mismatch_normal", "mismatch_abnormal"))
+    markdown = write_report(metrics, ckpt, tmp_path / "out" / "metrics.json", split="test")
+    assert "Deployed decision at a false-positive rate of 0.2" in markdown and "fpr_observed" in markdown
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["tasks"]["brain_mri"]["deployed"]["fpr"] == 0.2
+
+
 def test_dup_of_train_rows_are_excluded_from_dedup(trained: Path, data, tmp_path: Path) -> None:
     from dataclasses import replace
 

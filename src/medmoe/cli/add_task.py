@@ -31,13 +31,16 @@ def register(app: typer.Typer) -> None:
         model for detect, serve, export and evaluate."""
         from rich.console import Console
 
+        from medmoe.atomic import check_writable
         from medmoe.data.manifest import read_manifest
         from medmoe.data.sources import prepare_source
         from medmoe.engine.add_task import add_task, folder_manifest
         from medmoe.errors import DatasetError
         from medmoe.tasks import Task
         from medmoe.text.vocabulary import named_terms
+        from medmoe.trust import DEFAULT_FPR
 
+        check_writable(out)
         if data.is_file():
             manifest = read_manifest(data)
         elif (data / "manifest.csv").is_file():
@@ -54,7 +57,12 @@ def register(app: typer.Typer) -> None:
                    dicom_modalities=tuple(m.upper() for m in dicom_modality or ()),
                    dicom_body_parts=tuple(b.upper() for b in dicom_body_part or ()))
         result = add_task(model, new, [manifest], out, expert=expert, seed=seed, progress=progress)
-        calibrated = f"{result.n_val} validation normals" if result.n_val else "its training normals (no validation)"
         Console().print(f"[bold green]added[/] {task!r} to {out} from {result.n_train} normals in "
-                        f"{result.seconds:.1f} s; calibrated on {calibrated}; threshold {result.threshold:.4g}",
-                        highlight=False, soft_wrap=True)
+                        f"{result.seconds:.1f} s; calibrated on {result.calibrated_on} (smallest p-value "
+                        f"{result.smallest_p:.3g})", highlight=False, soft_wrap=True)
+        if result.smallest_p > DEFAULT_FPR:
+            Console(stderr=True).print(
+                f"[bold yellow]warning:[/] with these normals {task!r} cannot be decided at a false-positive rate of "
+                f"{DEFAULT_FPR:g}: its smallest p-value is {result.smallest_p:.3g}, so every answer decides at "
+                f"{result.smallest_p:.3g} and says so; add normals ({round(1 / DEFAULT_FPR) - 1} or more reach "
+                f"{DEFAULT_FPR:g})", highlight=False, soft_wrap=True)

@@ -75,9 +75,11 @@ def register(app: typer.Typer) -> None:
         """Read a dataset folder into a manifest CSV: splits, validation carve, duplicate flags."""
         from rich.console import Console
 
+        from medmoe.atomic import check_output_file
         from medmoe.data.manifest import write_manifest
         from medmoe.data.sources import prepare_source
 
+        check_output_file(out)
         manifest = prepare_source(source, root, seed=seed, val_fraction=val_fraction, task=task)
         write_manifest(manifest, out)
         console = Console()

@@ -23,10 +23,12 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from medmoe.api.export import export_onnx
+        from medmoe.atomic import check_output_file
         from medmoe.errors import ConfigError
 
         if format_ != "onnx":
             raise ConfigError(f"unknown export format {format_!r}; only 'onnx' is supported")
+        check_output_file(out)
         result = export_onnx(model, out)
         Console().print(
             f"[bold green]exported[/] {result.onnx_path} and {result.sidecar_path.name}; onnxruntime vs torch: "

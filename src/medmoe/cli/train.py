@@ -34,10 +34,12 @@ def register(app: typer.Typer) -> None:
         """
         from rich.console import Console
 
+        from medmoe.atomic import check_writable
         from medmoe.engine.config import load_config
         from medmoe.engine.data import resolve_data
         from medmoe.engine.train import train as run_training
         from medmoe.errors import ConfigError
+        from medmoe.trust import DEFAULT_FPR
 
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out '{out}' is a file; give a folder for the run")
@@ -46,6 +48,7 @@ def register(app: typer.Typer) -> None:
         if found and first_process and not (resume or overwrite):
             raise ConfigError(f"--out '{out}' already holds a run ({', '.join(found)}); pass --resume to continue "
                               "it, --overwrite to replace it, or choose another folder")
+        check_writable(out)
         overrides = list(set_ or [])
         overrides += [f"train.epochs={epochs}"] if epochs is not None else []
         overrides += [f"train.seed={seed}"] if seed is not None else []
@@ -57,5 +60,7 @@ def register(app: typer.Typer) -> None:
             console = Console()
             console.print(f"[bold green]trained[/] in {result.seconds:.0f} s; best epoch {result.best_epoch} "
                           f"(validation loss {result.best_val_loss:.5f}); model in [bold]{out}[/]")
+            console.print(f"decision thresholds at a false-positive rate of {DEFAULT_FPR:g} (what 'medmoe detect' "
+                          "decides at by default):")
             for task, threshold in result.thresholds.items():
                 console.print(f"  threshold {task}: {threshold:.6f}")

@@ -9,12 +9,21 @@ network keeps their rows on the original path, so their scores and maps are the 
 
 Data: the task's ``train`` normals are fitted on; its ``val`` normals, if the data has them,
 calibrate it; otherwise, with at least :data:`CARVE_MIN_IMAGES` images, a seeded
-:data:`VAL_FRACTION` is carved off; with fewer, the task is calibrated on its training normals and
-the checkpoint says so (p-values are then optimistic). ``test`` rows are never read.
+:data:`VAL_FRACTION` is carved off. ``test`` rows are never read.
+
+Calibration from few normals: ``n`` calibration scores cannot give a p-value below ``1/(n + 1)``, so
+4 validation normals could never flag anything at a false-positive rate of 0.05. Where the validation
+normals alone are fewer than :data:`CALIBRATION_MIN` (the 19 that reach 0.05), the training normals'
+scores join them, each taken *leave-one-image-out* where the model retrieves (the adapter's memory
+without the image's own patches, as a new image meets it; the reconstruction term is in-sample, so
+these p-values lean optimistic). The checkpoint's ``added_tasks`` entry and the add's log say what the
+task was calibrated on and the smallest p-value it can give; every answer whose asked rate is below
+that says so.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -43,12 +52,16 @@ from medmoe.tasks import Task, TaskRegistry
 from medmoe.text import PromptEmbeddingCache
 from medmoe.trust.calibration import TrustCalibration
 
+_log = logging.getLogger(__name__)
+
 MIN_IMAGES = 4
 """Fewest readable training normals an added task may have."""
 CARVE_MIN_IMAGES = 10
 """From this many training normals (and no ``val`` rows), a validation share is carved off."""
 VAL_FRACTION = 0.2
 """The share carved off for validation."""
+CALIBRATION_MIN = 19
+"""Fewest calibration scores whose smallest p-value, 1/20, reaches the default false-positive rate 0.05."""
 STEPS = 300
 """Optimisation steps of an adapter (batches of up to :data:`BATCH` drawn with replacement)."""
 BATCH = 32
@@ -65,7 +78,9 @@ class AddTaskResult:
         run_dir: the new run folder.
         task: the added task's id.
         n_train: training normals used.
-        n_val: calibration normals (0: calibrated on the training normals).
+        n_val: validation normals.
+        calibrated_on: what the task's p-values rest on, in words.
+        smallest_p: the smallest p-value the task can give (its false-positive rates below are unreachable).
         threshold: the task's percentile threshold.
         seconds: wall time of the add.
     """
@@ -74,6 +89,8 @@ class AddTaskResult:
     task: str
     n_train: int
     n_val: int
+    calibrated_on: str
+    smallest_p: float
     threshold: float
     seconds: float
 
@@ -156,11 +173,11 @@ def add_task(model_run: str | Path, task: Task, manifests: list[Manifest], out: 
     new_model.task_prompts = embeddings.float().clone()
     adapter = cast(TaskAdapter, new_model.added[index])
     torch.manual_seed(seed)
-    _fit_adapter(new_model, adapter, train_x, seed, lr=config.train.lr)
+    owner = _fit_adapter(new_model, adapter, train_x, seed, lr=config.train.lr)
 
+    scores, calibrated_on = _calibration_scores(new_model, adapter, embedding.float(), train_x, val_x, owner)
+    _log.warning("%s: calibrated on %s; its smallest p-value is %.3g", task.id, calibrated_on, 1 / (len(scores) + 1))
     calib_x = val_x if len(val_x) else train_x
-    text = embedding.float().expand(len(calib_x), -1)
-    scores = predict(new_model, calib_x, text, prepared=True).score
     threshold = fit_threshold(scores, config.train.threshold_percentile)
     scope = checkpoint.scope
     head = scope.extended(fit_scope(new_model, new_config.model, train_x, torch.zeros(len(train_x), dtype=torch.long),
@@ -173,13 +190,48 @@ def add_task(model_run: str | Path, task: Task, manifests: list[Manifest], out: 
     log_scope_caveats(calibration, [task.id])
     info = {**checkpoint.info, "added_tasks": [*checkpoint.info.get("added_tasks", []), {
         "task": task.id, "expert": expert, "n_train": len(train_x), "n_val": len(val_x), "seed": seed,
-        "calibrated_on": "validation normals" if len(val_x) else "training normals (optimistic p-values)"}]}
+        "calibrated_on": calibrated_on}]}
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, model=new_model, config=new_config, tasks=new_tasks, prompt_embeddings=embeddings,
                     thresholds={**checkpoint.thresholds, task.id: threshold}, info=info, scope=head,
                     calibration=calibration)
     _copy_manifests(Path(model_run), rows, out, task.id)
-    return AddTaskResult(out, task.id, len(train_x), len(val_x), threshold, time.perf_counter() - started)
+    return AddTaskResult(out, task.id, len(train_x), len(val_x), calibrated_on, 1 / (len(scores) + 1), threshold,
+                         time.perf_counter() - started)
+
+
+def _calibration_scores(model: FeatureMoE, adapter: TaskAdapter, embedding: torch.Tensor, train_x: torch.Tensor,
+                        val_x: torch.Tensor, owner: torch.Tensor) -> tuple[np.ndarray, str]:
+    """The added task's calibration scores and what they are, in words (module docstring): its validation
+    normals' scores, joined by its training normals' where those alone are fewer than :data:`CALIBRATION_MIN`."""
+    val_scores = predict(model, val_x, embedding.expand(len(val_x), -1), prepared=True).score if len(val_x) \
+        else np.zeros(0)
+    if len(val_scores) >= CALIBRATION_MIN:
+        return val_scores, f"{len(val_scores)} validation normals"
+    own = _leave_one_out_scores(model, adapter, embedding, train_x, owner) if model.retrieve else None
+    train_scores = own if own is not None else predict(model, train_x, embedding.expand(len(train_x), -1),
+                                                       prepared=True).score
+    how = ("scored leave-one-image-out (memory without their own patches)" if own is not None
+           else "scored in-sample (optimistic p-values)")
+    words = f"{len(train_scores)} training normals {how}"
+    if len(val_scores):
+        words = f"{len(val_scores)} validation normals and {words}"
+    return np.concatenate([val_scores, train_scores]), words
+
+
+def _leave_one_out_scores(model: FeatureMoE, adapter: TaskAdapter, embedding: torch.Tensor, train_x: torch.Tensor,
+                          owner: torch.Tensor) -> np.ndarray:
+    """Each training normal's score (``embedding``: the task's prompt, ``(1, D)``) with the adapter's memory
+    without that image's patches (``owner``: the training image each memory patch came from)."""
+    memory = adapter.memory
+    scores = []
+    try:
+        for i in range(len(train_x)):
+            adapter.memory = memory[owner != i] if bool((owner != i).any()) else memory
+            scores.append(predict(model, train_x[i:i + 1], embedding, prepared=True).score[0])
+    finally:
+        adapter.memory = memory
+    return np.asarray(scores, dtype=np.float64)
 
 
 def _check(checkpoint: Checkpoint, task: Task, expert: str) -> None:
@@ -218,9 +270,10 @@ def _task_rows(manifests: list[Manifest], task: str, seed: int) -> list[Manifest
     return rows
 
 
-def _fit_adapter(model: FeatureMoE, adapter: TaskAdapter, features: torch.Tensor, seed: int, lr: float) -> None:
+def _fit_adapter(model: FeatureMoE, adapter: TaskAdapter, features: torch.Tensor, seed: int, lr: float) -> torch.Tensor:
     """Fill the adapter's memory, train its expert or route on Eq. 5 (everything else frozen), and
-    set its error temperature and retrieval scale on the training normals."""
+    set its error temperature and retrieval scale on the training normals; returns the training image
+    each memory patch came from."""
     points = patches(features).flatten(0, 1)
     keep = min(len(points), max(int(len(points) * COVERAGE), MEMORY_PATCHES))
     chosen = greedy_coreset(points, keep, seed=seed)
@@ -264,6 +317,7 @@ def _fit_adapter(model: FeatureMoE, adapter: TaskAdapter, features: torch.Tensor
         adapter.error_scale.copy_(torch.quantile(raw.flatten().float(), model.config.error_quantile).clamp_min(1e-8))
         if retrieval is not None and model.config.feature_expert == "hybrid":
             adapter.retrieval_scale.copy_(retrieval.flatten().median().clamp_min(1e-8))
+    return owner
 
 
 def _leave_one_out_retrieval(features: torch.Tensor, memory: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:

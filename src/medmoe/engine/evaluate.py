@@ -9,8 +9,12 @@ Per task, three views of the same scores:
 - ``all_sources``: every row, reported only where ``other_source`` rows exist.
 
 ``f1_best``/``acc_best``/``threshold_best`` use the threshold that maximises F1 on the evaluated labels
-(the paper's protocol, which peeks at the test labels); ``*_val`` use the threshold fitted on
-validation normals at training time (what a deployed model does).
+(the paper's protocol, which peeks at the test labels); ``*_val`` use the threshold ``medmoe detect``
+decides at for the false-positive rate ``fpr`` (the conformal threshold of the validation normals;
+the percentile threshold for models trained before calibration existed). ``deployed`` adds what else
+detect says of the same images (:class:`DeployedMetrics`): the rate it decided at, the false-positive
+rate observed on the normals against it, and how often the out-of-scope and mismatch caveats fire on
+normal and abnormal images.
 
 The report writers and :func:`~medmoe.report.evaluation.evaluate_run` (collect → metrics → report →
 figures, as the CLI, the demo and the benchmark run it) live in :mod:`medmoe.report.evaluation`.
@@ -29,6 +33,7 @@ import torch
 
 from medmoe.data.dataset import Batch, ImageDataset
 from medmoe.data.manifest import Manifest, Sample
+from medmoe.engine.calibrate import scope_distances
 from medmoe.engine.checkpoint import Checkpoint
 from medmoe.engine.data import default_cache_dir
 from medmoe.engine.features import prepared_inputs
@@ -36,12 +41,16 @@ from medmoe.engine.inference import predict, task_text_embeddings
 from medmoe.errors import DatasetError
 from medmoe.metrics import ImageMetrics, PixelMetrics, image_metrics, mean_over_tasks, pixel_metrics, routing_accuracy
 from medmoe.outputs import OutputArrays
+from medmoe.trust import DEFAULT_FPR
 
 PROTOCOL = {
     "f1_best, acc_best, threshold_best": "threshold maximising F1 on the evaluated (test) labels — the "
                                          "paper's protocol; it peeks at test labels",
-    "f1_val, acc_val, sensitivity_val, specificity_val": "threshold fitted on validation normals only "
-                                                         "(deployable)",
+    "f1_val, acc_val, sensitivity_val, specificity_val": "at the threshold medmoe detect decides at for the "
+                                                         "false-positive rate deployed.fpr, fitted on validation "
+                                                         "normals only (deployable)",
+    "deployed": "what medmoe detect says of these images: the rate decided at (level), the observed "
+                "false-positive rate on normals, out-of-scope and mismatch rates on normals and abnormals",
     "dedup": "the same metrics without test rows byte-identical to a training/validation image",
     "all_sources": "including test rows from another source than the task's normals (source confound)",
 }
@@ -101,6 +110,36 @@ def view_rows(data: EvaluationData, view: str = "primary") -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class DeployedMetrics:
+    """What ``medmoe detect`` says of one task's evaluated images at the false-positive rate ``fpr``.
+
+    Attributes:
+        fpr: the false-positive rate asked for.
+        level: the rate decided at (above ``fpr`` where the task's calibration normals cannot give so
+            small a p-value); ``nan`` for models without calibration.
+        threshold: the score threshold of that decision (``nan``: none).
+        fpr_observed: the share of the evaluated normals decided anomalous: to set against ``level``.
+        sensitivity: the share of the evaluated abnormal images decided anomalous.
+        out_of_scope_normal, out_of_scope_abnormal: the shares flagged out of scope (``nan``: no scope head).
+        mismatch_normal, mismatch_abnormal: the shares that look like another trained task (``nan``: likewise).
+    """
+
+    fpr: float
+    level: float
+    threshold: float
+    fpr_observed: float
+    sensitivity: float
+    out_of_scope_normal: float
+    out_of_scope_abnormal: float
+    mismatch_normal: float
+    mismatch_abnormal: float
+
+    def to_dict(self) -> dict[str, float]:
+        """The fields by name."""
+        return dict(vars(self))
+
+
+@dataclass(frozen=True)
 class TaskMetrics:
     """One task's evaluation (see the module docstring for the views).
 
@@ -112,6 +151,7 @@ class TaskMetrics:
         routing_accuracy: share of images routed to their task's expert; ``None`` without a router
             with an expert per task.
         pixel: localisation on the rows with masks; ``None`` where no abnormal image has one.
+        deployed: what ``medmoe detect`` decides on the primary rows.
     """
 
     primary: ImageMetrics
@@ -120,6 +160,7 @@ class TaskMetrics:
     excluded: dict[str, int]
     routing_accuracy: float | None = None
     pixel: PixelMetrics | None = None
+    deployed: DeployedMetrics | None = None
 
     def scalars(self) -> dict[str, float]:
         """The task's row of a per-task table: the primary view, routing accuracy and pixel metrics."""
@@ -134,6 +175,8 @@ class TaskMetrics:
         if self.all_sources is not None:
             out["all_sources"] = self.all_sources.to_dict()
         out["excluded"] = dict(self.excluded)
+        if self.deployed is not None:
+            out["deployed"] = self.deployed.to_dict()
         return out | {k: v for k, v in self.scalars().items() if k not in out}
 
 
@@ -151,19 +194,24 @@ class RunMetrics:
                 "mean_dedup": self.mean_dedup, "protocol": PROTOCOL}
 
 
-def compute_metrics(checkpoint: Checkpoint, data: EvaluationData) -> RunMetrics:
-    """Per-task and mean metrics (see the module docstring for the three views)."""
+def compute_metrics(checkpoint: Checkpoint, data: EvaluationData, *, fpr: float = DEFAULT_FPR) -> RunMetrics:
+    """Per-task and mean metrics (see the module docstring for the three views), the deployable ones at the
+    false-positive rate ``fpr``."""
     labels = data.batch.labels.numpy()
     task_idx = data.batch.task_indices.numpy()
     flags = [set(s.flags) for s in data.samples]
     rows = {name: view_rows(data, name) for name in VARIANTS}
+    resembles = _resemblance(checkpoint, data)
     per_task: dict[str, TaskMetrics] = {}
     for t, task in enumerate(checkpoint.tasks):
         in_task = task_idx == t
         if not in_task.any():
             continue
-        threshold = checkpoint.thresholds.get(task.id)
-        threshold = None if threshold is None or math.isnan(threshold) else threshold
+        threshold, level = _decision(checkpoint, task.id, fpr)
+        deployed = _deployed(data.predictions.score[in_task & rows["primary"]], labels[in_task & rows["primary"]],
+                             None if resembles is None else resembles[in_task & rows["primary"]], t, fpr, level,
+                             threshold)
+        threshold = None if math.isnan(threshold) else threshold
         views = {name: image_metrics(data.predictions.score[in_task & in_view], labels[in_task & in_view],
                                      threshold_val=threshold) for name, in_view in rows.items()}
         confounded = (in_task & rows["all_sources"]).sum() != (in_task & rows["primary"]).sum()
@@ -176,9 +224,49 @@ def compute_metrics(checkpoint: Checkpoint, data: EvaluationData) -> RunMetrics:
             routing_accuracy=routing_accuracy(data.predictions.required("router_weights")[in_task], task_idx[in_task])
             if routed else None,
             pixel=_pixel_view(checkpoint, data, in_task, rows["primary"]),
+            deployed=deployed,
         )
     return RunMetrics(tasks=per_task, mean=mean_over_tasks({k: v.scalars() for k, v in per_task.items()}),
                       mean_dedup=mean_over_tasks({k: v.dedup.to_dict() for k, v in per_task.items()}))
+
+
+def _decision(checkpoint: Checkpoint, task: str, fpr: float) -> tuple[float, float]:
+    """``(threshold, level)`` of ``medmoe detect``'s decision for ``task`` at ``fpr`` (``level`` ``nan``: a model
+    without calibration, decided at its percentile threshold)."""
+    if checkpoint.calibration is None:
+        return float(checkpoint.thresholds.get(task, math.nan)), math.nan
+    return checkpoint.calibration.threshold(task, fpr)
+
+
+def _resemblance(checkpoint: Checkpoint, data: EvaluationData) -> np.ndarray | None:
+    """``(n,)`` the task index each evaluated image resembles, ``-1`` out of scope; ``None`` without a scope head."""
+    if checkpoint.scope is None or checkpoint.calibration is None:
+        return None
+    distances = scope_distances(checkpoint.model, checkpoint.config.model, checkpoint.scope, data.inputs)
+    normalised = checkpoint.calibration.normalised(checkpoint.tasks.ids, distances)
+    nearest = np.argmin(normalised, axis=1)
+    inside = normalised[np.arange(len(nearest)), nearest] <= checkpoint.calibration.scope_limit
+    return np.where(inside, nearest, -1)
+
+
+def _deployed(scores: np.ndarray, labels: np.ndarray, resembles: np.ndarray | None, task: int, fpr: float,
+              level: float, threshold: float) -> DeployedMetrics:
+    """:class:`DeployedMetrics` of one task's images (``scores``, ``labels`` and resembled tasks ``(n,)``)."""
+    flagged = scores > threshold  # all False for a nan threshold: nothing is decided anomalous
+
+    def share(mask: np.ndarray, label: int) -> float:
+        chosen = labels == label
+        return float(mask[chosen].mean()) if chosen.any() else math.nan
+
+    outside = None if resembles is None else resembles == -1
+    mismatch = None if resembles is None else (resembles != -1) & (resembles != task)
+    nan = math.nan
+    return DeployedMetrics(
+        fpr=fpr, level=level, threshold=threshold, fpr_observed=share(flagged, 0), sensitivity=share(flagged, 1),
+        out_of_scope_normal=nan if outside is None else share(outside, 0),
+        out_of_scope_abnormal=nan if outside is None else share(outside, 1),
+        mismatch_normal=nan if mismatch is None else share(mismatch, 0),
+        mismatch_abnormal=nan if mismatch is None else share(mismatch, 1))
 
 
 def _pixel_view(checkpoint: Checkpoint, data: EvaluationData, in_task: np.ndarray,

@@ -48,6 +48,7 @@ from medmoe.model.losses import LossParts
 from medmoe.model.registry import architecture, create_model
 from medmoe.tasks import TaskRegistry, default_registry, load_task_file
 from medmoe.text import PromptEmbeddingCache
+from medmoe.trust import DEFAULT_FPR
 
 _log = logging.getLogger(__name__)
 RESUME_FILE = Path("checkpoints") / "last.pt"
@@ -59,7 +60,12 @@ most this much training."""
 
 @dataclass
 class TrainResult:
-    """What a finished run produced."""
+    """What a finished run produced.
+
+    Attributes:
+        thresholds: per task, the score threshold ``medmoe detect`` decides at with the default false-positive
+            rate (:data:`~medmoe.trust.DEFAULT_FPR`; the conformal threshold of the calibration).
+    """
 
     run_dir: Path
     best_epoch: int
@@ -346,7 +352,8 @@ def _finish(config: RunConfig, model: AnomalyModel, tasks: TaskRegistry, embeddi
     save_checkpoint(run_dir, model=model, config=config, tasks=tasks, prompt_embeddings=embeddings,
                     thresholds=thresholds, info=info, scope=scope.cpu(), calibration=calibration)
     atomic_write_text(run_dir / "history.json", json.dumps(state["history"], indent=1) + "\n")
-    return TrainResult(run_dir, state["best_epoch"], state["best_val_loss"], thresholds, state["seconds"],
+    deployed = {task: calibration.threshold(task, DEFAULT_FPR)[0] for task in tasks.ids}
+    return TrainResult(run_dir, state["best_epoch"], state["best_val_loss"], deployed, state["seconds"],
                        state["history"])
 
 

@@ -19,6 +19,7 @@ from medmoe.engine.checkpoint import Checkpoint
 from medmoe.engine.evaluate import EvaluationData, RunMetrics, collect, compute_metrics, maps_for, view_rows
 from medmoe.report.figures import plot_examples, plot_expert_heatmap, plot_score_histograms
 from medmoe.report.tables import metrics_table, write_json
+from medmoe.trust import DEFAULT_FPR
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,13 @@ class RunEvaluation:
 
 def evaluate_run(checkpoint: Checkpoint, manifests: Sequence[Manifest], out: str | Path, *, split: str = "test",
                  figures: str | Path | None = None, batch_size: int = 64, cache_dir: Path | None = None,
-                 progress: bool = True) -> RunEvaluation:
+                 progress: bool = True, fpr: float = DEFAULT_FPR) -> RunEvaluation:
     """Evaluate ``checkpoint`` on the ``split`` rows of ``manifests``: ``metrics.json`` at ``out`` (and
-    its ``.md``), the figures in ``figures`` if given."""
+    its ``.md``), the figures in ``figures`` if given; the deployable decisions at the false-positive
+    rate ``fpr``, as ``medmoe detect --fpr`` makes them."""
     data = collect(checkpoint, manifests, split=split, batch_size=batch_size, cache_dir=cache_dir,
                    progress=progress)
-    metrics = compute_metrics(checkpoint, data)
+    metrics = compute_metrics(checkpoint, data, fpr=fpr)
     markdown = write_report(metrics, checkpoint, out, split=split)
     written = write_figures(checkpoint, data, figures) if figures is not None else []
     return RunEvaluation(data=data, metrics=metrics, markdown=markdown, figures=written)
@@ -69,7 +71,9 @@ def report_markdown(metrics: RunMetrics, checkpoint: Checkpoint, split: str) -> 
                             "(peeks at test labels)"),
         "",
         metrics_table(tasks, ("f1_val", "acc_val", "sensitivity_val", "specificity_val"),
-                      title="Deployable: threshold fitted on validation normals only"),
+                      title="Deployable: the decision medmoe detect makes (threshold from validation normals only)"),
+        "",
+        _deployed_table(metrics),
         "",
         metrics_table({k: v.dedup.to_dict() for k, v in metrics.tasks.items()},
                       ("auroc", "ap", "f1_best", "acc_best", "n_normal", "n_abnormal"),
@@ -86,6 +90,18 @@ def report_markdown(metrics: RunMetrics, checkpoint: Checkpoint, split: str) -> 
         lines += ["", metrics_table(confounded, ("auroc", "ap", "f1_best", "acc_best", "n_abnormal"),
                                     title="All sources, including the confounded other-source abnormals")]
     return "\n".join(lines) + "\n"
+
+
+def _deployed_table(metrics: RunMetrics) -> str:
+    """What ``medmoe detect`` says of the evaluated images: the rate decided at against the false-positive rate
+    observed on the normals, and how often the scope and mismatch caveats fire on normal and abnormal images."""
+    deployed = {k: v.deployed.to_dict() for k, v in metrics.tasks.items() if v.deployed is not None}
+    fpr = next(iter(deployed.values()))["fpr"] if deployed else DEFAULT_FPR
+    return metrics_table(deployed, ("level", "fpr_observed", "sensitivity", "out_of_scope_normal",
+                                    "out_of_scope_abnormal", "mismatch_normal", "mismatch_abnormal"),
+                         title=f"Deployed decision at a false-positive rate of {fpr:g}: the rate decided at "
+                               "(level; higher where few calibration normals cannot reach it) against the rate "
+                               "observed on the normals, and the out-of-scope / mismatch caveats (%)")
 
 
 def write_report(metrics: RunMetrics, checkpoint: Checkpoint, out: str | Path, *, split: str) -> str:
