@@ -109,7 +109,8 @@ def test_arrays_are_accepted_like_files(detector: Detector, gray_png: Path) -> N
     assert from_uint8.score == pytest.approx(from_file.score, rel=1e-6)
     assert from_float.score == pytest.approx(from_file.score, rel=1e-5)
     rgb = detector.predict(np.repeat(pixels[..., None], 3, axis=2), task="brain_mri")
-    assert rgb.image.shape == (40, 56) and rgb.score == pytest.approx(from_file.score, rel=1e-5)
+    assert rgb.image.shape == (40, 56, 3) and rgb.score == pytest.approx(from_file.score, rel=1e-5)
+    assert rgb.anomaly_map.shape == (40, 56)
     for bad, message in ((np.zeros((4, 4, 2)), "shape"), (np.full((4, 4), 2.0), r"\[0, 1\]"),
                          (np.zeros((4, 4), np.int64), "pixel type")):
         with pytest.raises(ImageReadError, match=message):
@@ -313,3 +314,14 @@ def test_overlay_png(detector: Detector, gray_png: Path) -> None:
     assert without_threshold != overlay_png(result.image, result.anomaly_map, title="t", threshold=0.05)
     with pytest.raises(ValueError, match="same"):
         overlay_png(result.image, result.anomaly_map[:10], title="t")
+
+
+def test_a_colour_image_stays_in_colour_on_its_overlay(detector: Detector) -> None:
+    rgb = np.zeros((60, 80, 3), np.uint8)
+    rgb[..., 0] = 200  # a red photo: gray would lose what a fundus photo shows in colour
+    rgb[20:40, 30:50, 1] = 120
+    result = detector.predict(rgb, task="fundus")
+    assert result.image.shape == (60, 80, 3) and result.anomaly_map.shape == (60, 80)
+    drawn = np.asarray(Image.open(io.BytesIO(render_result(result))).convert("RGB")).astype(int)[:, :600]  # not the bar
+    untinted = drawn[(drawn[..., 0] > 150) & (drawn[..., 1] < 40) & (drawn[..., 2] < 40)]
+    assert len(untinted) > 500  # the photo's own red, where the map stays clear, is on the overlay

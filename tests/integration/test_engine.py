@@ -259,3 +259,29 @@ def test_train_command_refuses_a_non_empty_out(tmp_path: Path, capsys: pytest.Ca
     output = capsys.readouterr()
     assert info.value.code == 2 and "already holds a run (model.json)" in output.err and "--overwrite" in output.err
     assert "Traceback" not in output.err and (taken / "model.json").read_text() == "{}"
+
+
+def test_overwrite_leaves_nothing_of_the_replaced_run(data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from medmoe.cli import app
+    from medmoe.engine.data import run_manifests
+
+    run = tmp_path / "run"
+    (run / "manifests").mkdir(parents=True)
+    (run / "manifests" / "old-task.csv").write_text("stale")
+    (run / "eval").mkdir()
+    (run / "eval" / "metrics.json").write_text("{}")
+    (run / "model.json").write_text("{}")
+    (run / "notes.txt").write_text("the user's own file")
+    manifest = tmp_path / "m.csv"
+    from medmoe.data.manifest import write_manifest
+
+    write_manifest(data, manifest)
+    done = CliRunner().invoke(app, ["train", "--data", str(manifest), "--out", str(run), "--overwrite", "--config",
+                                    "cpu-64", "--epochs", "1", "--no-progress", "--set", "model.resolution=32",
+                                    "--set", "model.fc_width=128", "--set", f"data.cache_dir={tmp_path / 'cache'}"])
+    assert done.exit_code == 0, done.output
+    assert not (run / "eval").exists() and not (run / "manifests" / "old-task.csv").exists()
+    assert [m.tasks for m in run_manifests(run)] == [data.tasks] and (run / "notes.txt").is_file()
+    assert json.loads((run / "model.json").read_text())["format"] == "medmoe-checkpoint"

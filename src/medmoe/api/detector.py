@@ -80,7 +80,7 @@ class PreparedImage:
 
     Attributes:
         source: the file path, if the input was a file.
-        image: ``(H, W)`` gray in ``[0, 1]``, for the maps' size and the overlay.
+        image: ``(H, W)`` gray or ``(H, W, 3)`` colour in ``[0, 1]``, as read: the maps' size and the overlay.
         model_input: ``(C, R, R)``, what the network reads.
         fpr: the false-positive rate of its decision.
         notes: warnings about the image itself (a constant image).
@@ -319,7 +319,8 @@ class Detector:
         model_input = preprocess_image(decoded, self.spec.channels, self.spec.resolution)
         constant = constant_note(decoded)
         index = None if plane is None else plane.index
-        return PreparedImage(source=source, image=to_grayscale(decoded), model_input=model_input, query=query,
+        shown = decoded if decoded.ndim == 3 else to_grayscale(decoded)  # colour stays colour on the overlay
+        return PreparedImage(source=source, image=shown, model_input=model_input, query=query,
                              fpr=fpr, notes=(constant,) if constant else (),
                              frame=index if plane is not None and plane.frame is not None else None,
                              slice=index if plane is not None and plane.frame is None else None)
@@ -354,7 +355,7 @@ class Detector:
 def _result(prepared: PreparedImage, row: int, raw: OutputArrays, spec: ModelSpec) -> DetectionResult:
     """The :class:`DetectionResult` of row ``row`` of a backend's output."""
     fpr = prepared.fpr
-    shape = prepared.image.shape
+    shape = prepared.image.shape[:2]
     query = prepared.query
     score = float(raw.score[row])
     notes = [*query.warnings, *prepared.notes]

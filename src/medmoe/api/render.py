@@ -62,7 +62,8 @@ def overlay_png(image: np.ndarray, anomaly_map: np.ndarray, *, title: str, thres
     """Render the heatmap of ``anomaly_map`` over ``image`` as PNG bytes.
 
     Args:
-        image: ``(H, W)`` gray in ``[0, 1]``.
+        image: ``(H, W)`` gray or ``(H, W, 3)`` colour in ``[0, 1]`` (drawn as it is: a fundus photo stays
+            in colour).
         anomaly_map: ``(H, W)`` non-negative, same size as ``image``.
         title: the figure title (e.g. from :func:`result_title`).
         threshold: the task's score threshold; sets the colour scale (module docstring). ``None``
@@ -72,7 +73,7 @@ def overlay_png(image: np.ndarray, anomaly_map: np.ndarray, *, title: str, thres
     Returns:
         The PNG file's bytes.
     """
-    if image.shape != anomaly_map.shape or image.ndim != 2:
+    if image.shape[:2] != anomaly_map.shape or anomaly_map.ndim != 2 or image.ndim not in (2, 3):
         raise ValueError(f"image {image.shape} and anomaly map {anomaly_map.shape} must be the same (H, W)")
     return draw_overlay(*display_inputs(image, anomaly_map, threshold, dpi), title=title, threshold=threshold,
                         dpi=dpi)
@@ -86,7 +87,7 @@ def display_inputs(image: np.ndarray, anomaly_map: np.ndarray, threshold: float 
     peak = float(np.max(anomaly_map)) if anomaly_map.size else 0.0  # of the full-resolution map
     per_image = threshold is None or math.isnan(threshold)
     vmax = max(peak if threshold is None or per_image else max(HEADROOM * threshold, peak), 1e-12)
-    return _display_size(image, dpi), _display_size(anomaly_map, dpi), vmax, image.shape
+    return _display_size(image, dpi), _display_size(anomaly_map, dpi), vmax, image.shape[:2]
 
 
 def draw_overlay(image: np.ndarray, anomaly_map: np.ndarray, vmax: float, shape: tuple[int, int], *, title: str,
@@ -101,7 +102,7 @@ def draw_overlay(image: np.ndarray, anomaly_map: np.ndarray, vmax: float, shape:
     FigureCanvasAgg(figure)
     axes = figure.add_axes((MARGIN / fig_width, MARGIN / fig_height,
                             WIDTH_INCHES / fig_width, drawn_height / fig_height))
-    axes.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="antialiased")
+    axes.imshow(np.clip(image, 0.0, 1.0), cmap="gray", vmin=0.0, vmax=1.0, interpolation="antialiased")
     norm = Normalize(0.0, vmax)
     level = float(np.quantile(anomaly_map, HOT_QUANTILE)) if per_image else float(threshold)  # type: ignore[arg-type]
     heat = colormaps[CMAP](norm(anomaly_map))
@@ -128,13 +129,16 @@ def draw_overlay(image: np.ndarray, anomaly_map: np.ndarray, vmax: float, shape:
 
 
 def _display_size(plane: np.ndarray, dpi: int) -> np.ndarray:
-    """``plane`` shrunk (antialiased) to at most twice the drawn width in pixels: what is drawn is
-    unchanged, and large radiographs render in a fraction of the time."""
+    """``plane`` (``(H, W)`` or ``(H, W, 3)``) shrunk (antialiased) to at most twice the drawn width in
+    pixels: what is drawn is unchanged, and large radiographs render in a fraction of the time."""
     limit = int(2 * WIDTH_INCHES * dpi)
-    height, width = plane.shape
+    height, width = plane.shape[:2]
     if width <= limit:
         return plane
-    return resize_plane(plane, (max(1, round(height * limit / width)), limit))
+    shape = (max(1, round(height * limit / width)), limit)
+    if plane.ndim == 3:
+        return np.stack([resize_plane(plane[..., c], shape) for c in range(plane.shape[2])], axis=-1)
+    return resize_plane(plane, shape)
 
 
 def result_title(result: DetectionResult) -> str:

@@ -98,7 +98,7 @@ class DetectionResult:
         hallucination_map: ``(H, W)`` float32 ``|u|`` (mean over channels), resampled likewise; ``None``
             for models without the hallucination head.
         expert_weights: ``(N,)`` router weights (sum 1, top-K non-zero); empty for models without a router.
-        image: ``(H, W)`` float32 in ``[0, 1]``: the input as read (colour converted to luma), for overlays.
+        image: ``(H, W)`` gray or ``(H, W, 3)`` colour float32 in ``[0, 1]``: the input as read, for overlays.
         source: the file path, if the input was a file.
         frame, slice: the frame or slice of the file that was scored (``None``: the file has one).
         prompt_trusted: the task is known (a task id, DICOM tags, or a prompt that clearly names a

@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
 
         from medmoe.atomic import check_writable
         from medmoe.engine.config import load_config
-        from medmoe.engine.data import resolve_data
+        from medmoe.engine.data import resolve_data, save_manifests
+        from medmoe.engine.train import clear_run
         from medmoe.engine.train import train as run_training
         from medmoe.errors import ConfigError
         from medmoe.trust import DEFAULT_FPR
@@ -53,8 +54,11 @@ def register(app: typer.Typer) -> None:
         overrides += [f"train.epochs={epochs}"] if epochs is not None else []
         overrides += [f"train.seed={seed}"] if seed is not None else []
         run_config = load_config(config, overrides)
-        manifests = resolve_data(data or [], seed=run_config.train.seed,
-                                 val_fraction=run_config.data.val_fraction, save_to=out)
+        manifests = resolve_data(data or [], seed=run_config.train.seed, val_fraction=run_config.data.val_fraction)
+        if first_process:
+            if overwrite and not resume:
+                clear_run(out)  # once the new run's data is known: nothing of the replaced run is left beside it
+            save_manifests(manifests, out)
         result = run_training(run_config, manifests, out, resume=resume, progress=progress)
         if result.thresholds:
             console = Console()

@@ -23,19 +23,16 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MEDMOE_CACHE") or Path.home() / ".cache" / "medmoe")
 
 
-def resolve_data(data: Sequence[str | Path], *, seed: int, val_fraction: float,
-                 save_to: Path | None = None) -> list[Manifest]:
+def resolve_data(data: Sequence[str | Path], *, seed: int, val_fraction: float) -> list[Manifest]:
     """Manifests from manifest CSVs, a folder holding ``manifest.csv``, or a data root.
 
     A data root (a folder with the standard dataset folders, see :func:`medmoe.data.sources.prepare_all`)
-    is prepared with ``seed`` and ``val_fraction``. Every manifest used is written to
-    ``save_to/manifests/`` so evaluation reuses exactly the same split.
+    is prepared with ``seed`` and ``val_fraction``. :func:`save_manifests` stores them in a run.
 
     Args:
         data: paths given on the command line; empty means ``$MEDMOE_DATA``.
         seed: seed of seeded splits when preparing a data root.
         val_fraction: validation share when preparing a data root.
-        save_to: run folder to store prepared manifests in.
     """
     if not data:
         env = os.environ.get("MEDMOE_DATA")
@@ -56,14 +53,17 @@ def resolve_data(data: Sequence[str | Path], *, seed: int, val_fraction: float,
         else:
             raise DatasetError(f"data path '{item}' does not exist (expected a data root, a folder with "
                                "manifest.csv, or a manifest CSV)")
-    if save_to is not None:
-        for manifest in manifests:
-            write_manifest(manifest, save_to / MANIFEST_DIR / f"{'+'.join(manifest.tasks) or 'empty'}.csv")
     return manifests
 
 
+def save_manifests(manifests: Sequence[Manifest], run_dir: Path) -> None:
+    """Write every manifest a run uses to ``run_dir/manifests/``, so evaluation reuses exactly its split."""
+    for manifest in manifests:
+        write_manifest(manifest, run_dir / MANIFEST_DIR / f"{'+'.join(manifest.tasks) or 'empty'}.csv")
+
+
 def run_manifests(run_dir: Path) -> list[Manifest]:
-    """The manifests a run was trained on (stored by :func:`resolve_data` or by train)."""
+    """The manifests a run was trained on (stored by :func:`save_manifests`)."""
     folder = run_dir / MANIFEST_DIR
     paths = sorted(folder.glob("*.csv")) if folder.is_dir() else []
     if not paths:

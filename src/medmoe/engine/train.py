@@ -11,6 +11,9 @@ Files in the run folder:
 - ``checkpoints/last.pt``: resume state after the last finished epoch (model, optimizer, history).
 - ``history.json``: per-epoch training and validation losses and timings.
 - ``config.yaml``: the resolved run configuration; ``manifests/``: the data it was trained on.
+
+:data:`RUN_CONTENTS` names them (and ``eval/``, where the README's ``medmoe evaluate`` example writes):
+``medmoe train --overwrite`` removes them before training, so nothing of the replaced run is left.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import io
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -52,6 +56,23 @@ from medmoe.trust import DEFAULT_FPR
 
 _log = logging.getLogger(__name__)
 RESUME_FILE = Path("checkpoints") / "last.pt"
+RUN_CONTENTS = ("model.json", "model.safetensors", "config.yaml", "history.json", "checkpoints", "manifests", "eval")
+"""What a run folder holds (module docstring)."""
+
+
+def clear_run(run_dir: Path) -> list[str]:
+    """Remove :data:`RUN_CONTENTS` from ``run_dir`` (nothing else in it); returns the names removed."""
+    removed = []
+    for name in RUN_CONTENTS:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
 RESUME_INTERVAL_S = 30.0
 """The resume state is written after an epoch when this long has passed since the last write, and
 after the last epoch: tiny training sets run many short epochs, and an interruption then costs at
