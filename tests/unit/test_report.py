@@ -198,6 +198,20 @@ class TestFigures:
         single = plot_score_histograms(tmp_path / "one.png", one_group, "x", normalise=True)
         assert _png_size(single)[0] < w
 
+    def test_score_histograms_draw_the_decision_threshold(self, tmp_path: Path) -> None:
+        from PIL import Image
+
+        one_group = {"head_ct": _groups()["head_ct"]}
+        threshold = float(np.median(one_group["head_ct"][0]))
+        plain = plot_score_histograms(tmp_path / "plain.png", one_group, "x")
+        marked = plot_score_histograms(tmp_path / "marked.png", one_group, "x", thresholds={"head_ct": threshold},
+                                       threshold_label="detect's threshold")
+
+        def dark(path: Path) -> int:
+            return int((np.asarray(Image.open(path).convert("L")) < 60).sum())
+
+        assert dark(marked) > dark(plain) + 50  # the dashed line (and its legend entry)
+
     def test_expert_heatmap_including_a_task_without_images(self, tmp_path: Path) -> None:
         weights, tasks = _routing()
         path = plot_expert_heatmap(tmp_path / "experts.png", weights, tasks, [*TASKS, "fundus"])

@@ -7,7 +7,6 @@ backend can be used without torch. This module imports neither torch nor onnxrun
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,7 +16,7 @@ import numpy as np
 from medmoe.errors import CheckpointError
 from medmoe.outputs import OutputArrays
 from medmoe.tasks import TaskRegistry
-from medmoe.trust.calibration import TrustCalibration
+from medmoe.trust.calibration import TrustCalibration, deployed_threshold
 
 
 @dataclass(frozen=True)
@@ -59,9 +58,7 @@ class ModelSpec:
         """The score threshold a result of ``task`` is decided at for the false-positive rate ``fpr``: the
         conformal threshold of the calibration (:meth:`TrustCalibration.threshold`), or the percentile
         threshold of a model trained before calibration existed; ``nan``: none."""
-        if self.calibration is not None:
-            return self.calibration.threshold(task, fpr)[0]
-        return float(self.thresholds.get(task, math.nan))
+        return deployed_threshold(self.calibration, self.thresholds, task, fpr)[0]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (the ONNX sidecar); round-trips through :meth:`from_dict`."""

@@ -42,6 +42,7 @@ from medmoe.errors import DatasetError
 from medmoe.metrics import ImageMetrics, PixelMetrics, image_metrics, mean_over_tasks, pixel_metrics, routing_accuracy
 from medmoe.outputs import OutputArrays
 from medmoe.trust import DEFAULT_FPR
+from medmoe.trust.calibration import deployed_threshold
 
 PROTOCOL = {
     "f1_best, acc_best, threshold_best": "threshold maximising F1 on the evaluated (test) labels — the "
@@ -207,7 +208,7 @@ def compute_metrics(checkpoint: Checkpoint, data: EvaluationData, *, fpr: float 
         in_task = task_idx == t
         if not in_task.any():
             continue
-        threshold, level = _decision(checkpoint, task.id, fpr)
+        threshold, level = deployed_threshold(checkpoint.calibration, checkpoint.thresholds, task.id, fpr)
         deployed = _deployed(data.predictions.score[in_task & rows["primary"]], labels[in_task & rows["primary"]],
                              None if resembles is None else resembles[in_task & rows["primary"]], t, fpr, level,
                              threshold)
@@ -228,14 +229,6 @@ def compute_metrics(checkpoint: Checkpoint, data: EvaluationData, *, fpr: float 
         )
     return RunMetrics(tasks=per_task, mean=mean_over_tasks({k: v.scalars() for k, v in per_task.items()}),
                       mean_dedup=mean_over_tasks({k: v.dedup.to_dict() for k, v in per_task.items()}))
-
-
-def _decision(checkpoint: Checkpoint, task: str, fpr: float) -> tuple[float, float]:
-    """``(threshold, level)`` of ``medmoe detect``'s decision for ``task`` at ``fpr`` (``level`` ``nan``: a model
-    without calibration, decided at its percentile threshold)."""
-    if checkpoint.calibration is None:
-        return float(checkpoint.thresholds.get(task, math.nan)), math.nan
-    return checkpoint.calibration.threshold(task, fpr)
 
 
 def _resemblance(checkpoint: Checkpoint, data: EvaluationData) -> np.ndarray | None:

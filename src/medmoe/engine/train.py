@@ -53,6 +53,7 @@ from medmoe.model.registry import architecture, create_model
 from medmoe.tasks import TaskRegistry, default_registry, load_task_file
 from medmoe.text import PromptEmbeddingCache
 from medmoe.trust import DEFAULT_FPR
+from medmoe.trust.calibration import deployed_threshold
 
 _log = logging.getLogger(__name__)
 RESUME_FILE = Path("checkpoints") / "last.pt"
@@ -373,7 +374,7 @@ def _finish(config: RunConfig, model: AnomalyModel, tasks: TaskRegistry, embeddi
     save_checkpoint(run_dir, model=model, config=config, tasks=tasks, prompt_embeddings=embeddings,
                     thresholds=thresholds, info=info, scope=scope.cpu(), calibration=calibration)
     atomic_write_text(run_dir / "history.json", json.dumps(state["history"], indent=1) + "\n")
-    deployed = {task: calibration.threshold(task, DEFAULT_FPR)[0] for task in tasks.ids}
+    deployed = {task: deployed_threshold(calibration, thresholds, task, DEFAULT_FPR)[0] for task in tasks.ids}
     return TrainResult(run_dir, state["best_epoch"], state["best_val_loss"], deployed, state["seconds"],
                        state["history"])
 

@@ -16,10 +16,18 @@ from medmoe import __version__
 from medmoe.atomic import atomic_write_text
 from medmoe.data.manifest import Manifest
 from medmoe.engine.checkpoint import Checkpoint
-from medmoe.engine.evaluate import EvaluationData, RunMetrics, collect, compute_metrics, maps_for, view_rows
+from medmoe.engine.evaluate import (
+    EvaluationData,
+    RunMetrics,
+    collect,
+    compute_metrics,
+    maps_for,
+    view_rows,
+)
 from medmoe.report.figures import plot_examples, plot_expert_heatmap, plot_score_histograms
 from medmoe.report.tables import metrics_table, write_json
 from medmoe.trust import DEFAULT_FPR
+from medmoe.trust.calibration import deployed_threshold
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,7 @@ def evaluate_run(checkpoint: Checkpoint, manifests: Sequence[Manifest], out: str
                    progress=progress)
     metrics = compute_metrics(checkpoint, data, fpr=fpr)
     markdown = write_report(metrics, checkpoint, out, split=split)
-    written = write_figures(checkpoint, data, figures) if figures is not None else []
+    written = write_figures(checkpoint, data, figures, fpr=fpr) if figures is not None else []
     return RunEvaluation(data=data, metrics=metrics, markdown=markdown, figures=written)
 
 
@@ -122,10 +130,11 @@ def write_report(metrics: RunMetrics, checkpoint: Checkpoint, out: str | Path, *
 
 
 def write_figures(checkpoint: Checkpoint, data: EvaluationData, folder: str | Path, *,
-                  examples_per_task: int = 4, seed: int = 0) -> list[Path]:
+                  examples_per_task: int = 4, seed: int = 0, fpr: float = DEFAULT_FPR) -> list[Path]:
     """The paper's figures from this evaluation: localisation examples per task (Figs. 4, 10–13),
-    score histograms (Fig. 5) and the task × expert heatmap (Fig. 6). Examples and histograms show the
-    rows of the primary view, which the report's first table measures (other-source rows left out)."""
+    score histograms (Fig. 5, with the threshold ``medmoe detect`` decides at for ``fpr``) and the
+    task × expert heatmap (Fig. 6). Examples and histograms show the rows of the primary view, which
+    the report's first table measures (other-source rows left out)."""
     folder = Path(folder)
     labels = data.batch.labels.numpy()
     task_idx = data.batch.task_indices.numpy()
@@ -161,8 +170,11 @@ def write_figures(checkpoint: Checkpoint, data: EvaluationData, folder: str | Pa
     in_task = {task.id: (task_idx == t) & primary for t, task in enumerate(checkpoint.tasks)}
     groups = {task: (scores[rows], labels[rows]) for task, rows in in_task.items() if rows.any()}
     excluded = "" if primary.all() else f"; {int((~primary).sum())} other-source rows left out, as in the table"
+    thresholds = {task: deployed_threshold(checkpoint.calibration, checkpoint.thresholds, task, fpr)[0]
+                  for task in groups}
     written.append(plot_score_histograms(folder / "score_histograms.png", groups,
-                                         f"Anomaly scores, normal vs abnormal (test{excluded})"))
+                                         f"Anomaly scores, normal vs abnormal (test{excluded})", thresholds=thresholds,
+                                         threshold_label=f"detect's threshold (fpr {fpr:g})"))
     if data.predictions.router_weights is not None:
         written.append(plot_expert_heatmap(folder / "expert_heatmap.png", data.predictions.router_weights,
                                            task_idx, checkpoint.tasks.ids))

@@ -84,6 +84,10 @@ def _bare(ax: Axes) -> None:
     ax.set_yticks([])
 
 
+BAR_LABELS = {"error": "error per pixel (row's scale)", "hallucination": "hallucination |u|"}
+"""Colour-bar labels of :func:`plot_examples`' panels: the error and anomaly map share the row's scale."""
+
+
 def plot_examples(
     path: str | Path,
     images: np.ndarray,
@@ -151,7 +155,9 @@ def plot_examples(
                 ax.set_title(name)
             im = ax.imshow(stack[row], **scales[kind])
             if kind != "grey":
-                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+                bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+                bar.set_label(BAR_LABELS[kind], fontsize=7)
+                bar.ax.tick_params(labelsize=7)
             if masks is not None and masks[row].any() and name in ("input", "anomaly map"):
                 ax.contour(masks[row], levels=[0.5], colors=MASK_COLOUR, linewidths=1.0)
         axes[row, 0].set_ylabel(titles[row], fontsize=9)
@@ -182,6 +188,8 @@ def plot_score_histograms(
     *,
     normalise: bool = False,
     bins: int = 30,
+    thresholds: Mapping[str, float] | None = None,
+    threshold_label: str = "threshold",
 ) -> Path:
     """Normal vs abnormal anomaly-score histograms, per task and for all tasks pooled (Fig. 5).
 
@@ -197,6 +205,9 @@ def plot_score_histograms(
             rescaled scores). Default False: raw scores, so the pooled panel shows what one
             threshold shared by all tasks would face.
         bins: bins per panel, over that panel's score range.
+        thresholds: per group, the score threshold decisions are made at, drawn as a dashed line
+            (not on normalised or pooled panels, where one threshold does not apply).
+        threshold_label: the line's legend entry.
 
     Returns:
         ``path``.
@@ -222,6 +233,9 @@ def plot_score_histograms(
         edges = np.histogram_bin_edges(s, bins=bins)
         ax.hist(s[~y], bins=edges, color=NORMAL_COLOUR, alpha=0.75, label=f"normal (n={int((~y).sum())})")
         ax.hist(s[y], bins=edges, color=ABNORMAL_COLOUR, alpha=0.55, label=f"abnormal (n={int(y.sum())})")
+        threshold = None if thresholds is None or normalise else thresholds.get(name)
+        if threshold is not None and math.isfinite(threshold):
+            ax.axvline(threshold, color="black", linestyle="--", linewidth=1.2, label=threshold_label)
         ax.set_title(f"{name} — {_auroc_text(s, y)}", fontsize=10)
         ax.set_xlabel("anomaly score (min-max normalised)" if normalise else "anomaly score")
         ax.set_ylabel("count")

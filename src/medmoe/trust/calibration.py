@@ -27,6 +27,7 @@ it, and an out-of-scope verdict whose nearest task is such a one carries it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,6 +226,17 @@ def assess(calibration: TrustCalibration, task_ids: list[str], task: str, score:
                       out_of_scope=out, explanation=_in_words(calibration, task, score, p, level),
                       notes=tuple(notes), scope_distance=distance,
                       scope_limit=math.nan if distances is None else float(calibration.scope_limit))
+
+
+def deployed_threshold(calibration: TrustCalibration | None, thresholds: Mapping[str, float], task: str,
+                       fpr: float) -> tuple[float, float]:
+    """``(threshold, level)`` of the decision a deployed model makes for ``task`` at the false-positive rate
+    ``fpr``: the conformal threshold of ``calibration`` and the rate it reaches, or, for models trained
+    before calibration existed, the task's percentile threshold from ``thresholds`` and ``nan``.
+    ``medmoe detect``, the REST service, ``evaluate`` and ``train``'s summary all decide by this."""
+    if calibration is not None:
+        return calibration.threshold(task, fpr)
+    return float(thresholds.get(task, math.nan)), math.nan
 
 
 def _in_words(calibration: TrustCalibration, task: str, score: float, p: float, level: float) -> str:
