@@ -177,12 +177,14 @@ def test_figures_show_the_rows_the_table_measures(trained: Path, data, tmp_path:
     assert fundus.all_sources is not None
     drawn: dict[str, object] = {}
     monkeypatch.setattr(evaluation, "plot_score_histograms",
-                        lambda path, groups, title: drawn.update(groups=groups, title=title) or Path(path))
+                        lambda path, groups, title, **kw: drawn.update(groups=groups, title=title, **kw) or Path(path))
     write_figures(ckpt, result, tmp_path / "fig")
     scores, labels = drawn["groups"]["fundus"]  # type: ignore[index]
     assert len(labels) == fundus.primary.n_normal + fundus.primary.n_abnormal < fundus.all_sources.n_abnormal + \
         fundus.all_sources.n_normal
     assert f"{fundus.excluded['other_source']} other-source rows left out" in str(drawn["title"])
+    # the line on each task's histogram is the threshold detect decides at
+    assert drawn["thresholds"]["fundus"] == pytest.approx(ckpt.calibration.threshold("fundus", 0.05)[0])  # type: ignore[index]
 
 
 def test_config_overrides_and_errors(tmp_path: Path) -> None:
