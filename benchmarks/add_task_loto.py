@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    import medmoe.model.baselines.patchcore as patchcore_module
+    import medmoe.model.memory as memory_module
     from medmoe.atomic import atomic_write_text
     from medmoe.data.dataset import ImageDataset
     from medmoe.data.manifest import Manifest
@@ -130,17 +130,17 @@ def main(argv: list[str] | None = None) -> int:
                                 "others_after": {t: auroc(after[t]) for t in others}})
             config = load_config("cpu-feat", ["model.architecture=patchcore", "model.hallucination=false",
                                               "model.prompt=true", "train.num_threads=1"])
-            for variant, coverage in (("patchcore", patchcore_module.COVERAGE), ("patchcore_all", 1.0)):
+            for variant, coverage in (("patchcore", memory_module.COVERAGE), ("patchcore_all", 1.0)):
                 if variant == "patchcore_all" and not k:
                     cells[variant] = "—"
                     continue
                 pc_out = args.runs / f"loto/{task_id}/{variant.replace('_', '-')}-k{k or 'all'}"
                 if not (pc_out / "model.json").is_file():
-                    default, patchcore_module.COVERAGE = patchcore_module.COVERAGE, coverage
+                    default, memory_module.COVERAGE = memory_module.COVERAGE, coverage
                     try:
                         train(config, [manifest], pc_out, progress=False)
                     finally:
-                        patchcore_module.COVERAGE = default
+                        memory_module.COVERAGE = default
                 cells[variant] = f"{auroc(test_scores(pc_out, [task_id])[task_id]):.1f}"
             cells["others"] = ", ".join(f"{t} {auroc(before[t]):.1f}" for t in others)
             rows.append(cells)

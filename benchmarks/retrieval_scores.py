@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from medmoe.engine.data import default_cache_dir, resolve_data, select_tasks
     from medmoe.engine.features import prepared_inputs
     from medmoe.metrics import image_metrics
-    from medmoe.model.memory import COVERAGE, greedy_coreset, nearest_distance, patches
+    from medmoe.model.memory import coreset_indices, nearest_distance, patches
     from medmoe.model.registry import create_model
     from medmoe.report.tables import markdown_table
     from medmoe.tasks import default_registry
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             train = all_train[t] if scale == "trunk scale" else (all_train[t] - mean) / std
             q = query if scale == "trunk scale" else (query - mean) / std
             points = patches(train).flatten(0, 1)
-            bank = points[greedy_coreset(points, max(1, int(len(points) * COVERAGE)), seed=args.seed)]
+            bank = points[coreset_indices(points, seed=args.seed)]
             dist = torch.cat([nearest_distance(patches(q[i:i + 32]), bank) for i in range(0, len(q), 32)])
             for name, aggregate in aggregations.items():
                 scores = aggregate(dist).numpy()

@@ -46,7 +46,8 @@ from medmoe.errors import CheckpointError, ConfigError, DatasetError
 from medmoe.metrics import fit_threshold
 from medmoe.model.added import TaskAdapter
 from medmoe.model.feature_moe import FeatureMoE
-from medmoe.model.memory import COVERAGE, greedy_coreset, nearest_distance, patches
+from medmoe.model.losses import hallucination_aware_loss
+from medmoe.model.memory import coreset_indices, nearest_distance, patches
 from medmoe.model.registry import ARCHITECTURES, architecture, create_model
 from medmoe.tasks import Task, TaskRegistry
 from medmoe.text import PromptEmbeddingCache
@@ -275,8 +276,7 @@ def _fit_adapter(model: FeatureMoE, adapter: TaskAdapter, features: torch.Tensor
     set its error temperature and retrieval scale on the training normals; returns the training image
     each memory patch came from."""
     points = patches(features).flatten(0, 1)
-    keep = min(len(points), max(int(len(points) * COVERAGE), MEMORY_PATCHES))
-    chosen = greedy_coreset(points, keep, seed=seed)
+    chosen = coreset_indices(points, seed=seed, minimum=MEMORY_PATCHES)
     adapter.memory = points[chosen].contiguous()
     owner = torch.as_tensor(chosen) // (features.shape[2] * features.shape[3])  # the image each patch came from
     model.requires_grad_(False)
@@ -297,7 +297,7 @@ def _fit_adapter(model: FeatureMoE, adapter: TaskAdapter, features: torch.Tensor
             quantile = torch.quantile(raw.flatten().float(), model.config.error_quantile)
             adapter.error_scale.copy_(quantile.clamp_min(1e-8))
         e = raw / adapter.error_scale
-        loss = e.mean() if u is None else (e * torch.exp(-u.square()) + u.square()).mean()
+        loss = hallucination_aware_loss(e, u)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

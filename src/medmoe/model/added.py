@@ -18,10 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from medmoe.model.config import ModelConfig
+from medmoe.model.losses import discounted_error
 from medmoe.model.memory import nearest_distance, patches, resize_to_stored
 
 
@@ -75,7 +75,7 @@ class TaskAdapter(nn.Module):
             raw = model.distance(z, out[:, :d])
             u = out[:, d:] if self.config.hallucination else None
         e = raw / self.error_scale
-        amap = e if u is None else e * torch.exp(-u.square())
+        amap = discounted_error(e, u)
         if self.config.feature_expert == "hybrid" and not self.training:
             amap = 0.5 * (amap + self.retrieval_error(inputs) / self.retrieval_scale)
         return amap, u, e
@@ -84,7 +84,3 @@ class TaskAdapter(nn.Module):
         resize_to_stored(self, state_dict, prefix, ("memory",))
         super()._load_from_state_dict(state_dict, prefix, *args)
 
-
-def nearest_task(text_embedding: torch.Tensor, task_prompts: torch.Tensor) -> torch.Tensor:
-    """Index ``(B,)`` of the stored task prompt embedding ``(T, D)`` nearest (cosine) to each ``(B, D)``."""
-    return (F.normalize(text_embedding, dim=1) @ F.normalize(task_prompts, dim=1).T).argmax(dim=1)

@@ -42,12 +42,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medmoe.model.added import TaskAdapter, nearest_task
+from medmoe.model.added import TaskAdapter
 from medmoe.model.config import ModelConfig
-from medmoe.model.losses import LossParts, routing_loss
-from medmoe.model.memory import COVERAGE, greedy_coreset, nearest_distance, patches, resize_to_stored
+from medmoe.model.losses import LossParts, discounted_error, hallucination_aware_loss, routing_loss
+from medmoe.model.memory import coreset_indices, nearest_distance, patches, resize_to_stored
 from medmoe.model.output import ModelOutput
-from medmoe.model.prompt import PromptEncoder
+from medmoe.model.prompt import PromptEncoder, nearest_task
 from medmoe.model.registry import register_model
 from medmoe.model.router import Router, router_input
 from medmoe.model.trunk import TrunkModel
@@ -176,7 +176,7 @@ class FeatureMoE(TrunkModel):
         banks = []
         for k in range(self.config.num_experts):
             points = patches(inputs[task_ids == k % n_tasks]).flatten(0, 1)
-            banks.append(points[greedy_coreset(points, max(1, int(len(points) * COVERAGE)), seed=seed + k)])
+            banks.append(points[coreset_indices(points, seed=seed + k)])
         self.memory = torch.cat(banks).contiguous()
         self.memory_counts = torch.tensor([len(b) for b in banks], dtype=torch.long)
         if self.config.feature_expert == "hybrid":  # the retrieval error's scale: its training-normal median
@@ -227,7 +227,7 @@ class FeatureMoE(TrunkModel):
                 q = torch.quantile(raw.detach().flatten().float(), self.config.error_quantile)
                 self.error_scale.lerp_(q.clamp_min(1e-8), ERROR_MOMENTUM)
         e = raw / self.error_scale
-        amap = e if u is None else e * torch.exp(-u.square())
+        amap = discounted_error(e, u)
         if self.config.feature_expert == "hybrid" and not self.training:
             retrieved = torch.einsum("bn,bnhw->bhw", weights, self.retrieval_errors(inputs)).unsqueeze(1)
             amap = 0.5 * (amap + retrieved / self.retrieval_scale)
@@ -239,7 +239,7 @@ class FeatureMoE(TrunkModel):
         return ModelOutput(x_hat=None, u=u_up, anomaly_map=up,
                            score=top_fraction_mean(up, self.config.score_top_fraction),
                            router_weights=weights, router_logits=logits, features=v,
-                           reconstruction_loss=self._eq5(e, u))
+                           reconstruction_loss=hallucination_aware_loss(e, u))
 
     def _added_tasks(self, inputs: torch.Tensor, z: torch.Tensor, b: torch.Tensor, text_embedding: torch.Tensor,
                      amap: torch.Tensor, u: torch.Tensor | None,
@@ -262,10 +262,6 @@ class FeatureMoE(TrunkModel):
                 row_weights = F.pad(adapter.route(z), (0, len(self.added)))
             weights = torch.where(rows.view(-1, 1), row_weights.to(weights.dtype), weights)
         return amap, u, weights
-
-    def _eq5(self, e: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
-        """Eq. 5 in feature space on the feature grid (plain mean error without ``u``)."""
-        return e.mean() if u is None else (e * torch.exp(-u.square()) + u.square()).mean()
 
     def router_input(self, v: torch.Tensor, text_embedding: torch.Tensor | None = None) -> torch.Tensor:
         """What the router sees (:func:`~medmoe.model.router.router_input`)."""

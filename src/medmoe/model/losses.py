@@ -8,15 +8,30 @@ import torch
 import torch.nn.functional as F
 
 
+def discounted_error(error: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+    """Eq. 5's first term, the anomaly map: ``error · exp(−u²)`` elementwise (``error`` itself without ``u``).
+
+    ``error`` is the per-element error (``(x − x_hat)²`` of pixels, or a feature model's normalised
+    feature error); ``u`` broadcasts against it.
+    """
+    return error if u is None else error * torch.exp(-u.square())
+
+
+def hallucination_aware_loss(error: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+    """Eq. 5 on a per-element error: ``mean(error · exp(−u²) + u²)`` (``mean(error)`` without ``u``). The one
+    home of Eq. 5: the pixel model, the feature model and an added task's adapter all train on it."""
+    return error.mean() if u is None else (error * torch.exp(-u.square()) + u.square()).mean()
+
+
 def hallucination_loss(x: torch.Tensor, x_hat: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Eq. 5: ``mean_{i,j} ((x − x_hat)² · exp(−u²) + u²)`` over batch, channels and pixels.
+    """Eq. 5 in pixels: ``mean_{i,j} ((x − x_hat)² · exp(−u²) + u²)`` over batch, channels and pixels.
 
     Args:
         x: input ``(B, C, H, W)``.
         x_hat: reconstruction ``(B, C, H, W)``.
         u: hallucination map ``(B, C, H, W)``.
     """
-    return ((x - x_hat).square() * torch.exp(-u.square()) + u.square()).mean()
+    return hallucination_aware_loss((x - x_hat).square(), u)
 
 
 def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,13 @@ def greedy_coreset(points: torch.Tensor, size: int, *, projection_dim: int = 128
     return chosen
 
 
+def coreset_indices(points: torch.Tensor, *, seed: int, minimum: int = 1) -> torch.Tensor:
+    """The rows of ``points (n, D)`` a memory keeps: a greedy coreset of :data:`COVERAGE` of them, but at least
+    ``minimum`` (all of them, if fewer). The one fill of every patch memory (PatchCore, the retrieval experts,
+    an added task's memory)."""
+    return greedy_coreset(points, min(len(points), max(minimum, int(len(points) * COVERAGE))), seed=seed)
+
+
 def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, penalty: torch.Tensor | None = None) -> torch.Tensor:
     """Euclidean distance of each query ``(B, q, D)`` to its nearest row of ``bank (m, D)``: ``(B, q)``.
 

@@ -7,9 +7,17 @@ holds only the trainable FC that condenses it, so training and inference never r
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medmoe.model.config import ModelConfig
+
+
+def nearest_task(text_embedding: torch.Tensor, task_prompts: torch.Tensor) -> torch.Tensor:
+    """Index ``(B,)`` of the task prompt embedding ``(T, D)`` nearest (cosine) to each ``(B, D)`` embedding: the
+    one rule by which a network picks a task from a prompt (the torch-free :class:`medmoe.api.prompts.PromptMatcher`
+    reports the same argmax with its similarity)."""
+    return (F.normalize(text_embedding, dim=1) @ F.normalize(task_prompts, dim=1).T).argmax(dim=1)
 
 
 class PromptEncoder(nn.Module):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from medmoe.model.losses import discounted_error
+
 
 def to_model_range(x: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
     """Map images in [0, 1] linearly onto the model's ``value_range`` (any shape)."""
@@ -24,10 +26,7 @@ def anomaly_map(x: torch.Tensor, x_hat: torch.Tensor, u: torch.Tensor | None = N
 
     Shapes: ``x, x_hat, u (B, C, H, W)`` → ``(B, 1, H, W)``.
     """
-    err = (x - x_hat).square()
-    if u is not None:
-        err = err * torch.exp(-u.square())
-    return err.mean(dim=1, keepdim=True)
+    return discounted_error((x - x_hat).square(), u).mean(dim=1, keepdim=True)
 
 
 def image_score(amap: torch.Tensor) -> torch.Tensor:

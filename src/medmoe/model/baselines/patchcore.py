@@ -28,15 +28,15 @@ from medmoe.errors import ConfigError
 from medmoe.model.config import ModelConfig
 from medmoe.model.losses import LossParts
 from medmoe.model.memory import (
-    COVERAGE,
     FAR,
+    coreset_indices,
     gaussian_blur,
-    greedy_coreset,
     nearest_distance,
     patches,
     resize_to_stored,
 )
 from medmoe.model.output import ModelOutput
+from medmoe.model.prompt import nearest_task
 from medmoe.model.registry import register_model
 from medmoe.model.trunk import TrunkModel
 
@@ -96,7 +96,7 @@ class MemoryModel(TrunkModel):
             return None
         if text_embedding is None:
             raise ValueError(f"{self.config.architecture} chooses its memory by prompt: pass text_embedding")
-        task = (F.normalize(text_embedding, dim=1) @ self.task_embeddings.T).argmax(dim=1)  # (B,)
+        task = nearest_task(text_embedding, self.task_embeddings)  # (B,)
         return (self.memory_task[None, :] != task[:, None]).float() * FAR
 
     def loss(self, out: ModelOutput, inputs: torch.Tensor, task_ids: torch.Tensor,
@@ -116,7 +116,7 @@ class PatchCore(MemoryModel):
         return patches(features)
 
     def select(self, entries: torch.Tensor, seed: int) -> torch.Tensor:
-        return greedy_coreset(entries, max(1, int(len(entries) * COVERAGE)), seed=seed)
+        return coreset_indices(entries, seed=seed)
 
     def forward_prepared(self, inputs: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
         """Score trunk features ``(B, D, h, w)``: max patch distance, smoothed distance map."""
