@@ -17,7 +17,8 @@ from medmoe.engine.config import load_config
 from medmoe.engine.evaluate import collect, compute_metrics
 from medmoe.engine.train import train
 from medmoe.model.config import ModelConfig
-from medmoe.model.feature_moe import ERROR_MOMENTUM, FeatureMoE, top_fraction_mean
+from medmoe.model.feature.branch import ERROR_MOMENTUM
+from medmoe.model.feature.network import FeatureMoE, top_fraction_mean
 
 
 def small(**kw: object) -> FeatureMoE:
@@ -90,7 +91,7 @@ def test_prompt_changes_routing_and_no_prompt_ignores_it() -> None:
 def test_retrieval_experts_measure_distance_to_their_own_tasks_memory(tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    from medmoe.model.memory import patches
+    from medmoe.model.feature.memory import patches
 
     model = small(feature_expert="retrieve", num_experts=3, top_k=3).eval()
     train = model.prepare(torch.rand(6, 1, 64, 64))

@@ -10,8 +10,8 @@ import torch
 from medmoe.engine.features import feature_key, prepared_inputs
 from medmoe.model.baselines.patchcore import FeatureNN, PatchCore
 from medmoe.model.config import ModelConfig
-from medmoe.model.feature_moe import FeatureMoE
-from medmoe.model.memory import FAR, greedy_coreset, nearest_distance
+from medmoe.model.feature.memory import FAR, greedy_coreset, nearest_distance
+from medmoe.model.feature.network import FeatureMoE
 
 
 class CountingTrunk(torch.nn.Module):

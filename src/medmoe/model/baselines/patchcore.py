@@ -14,7 +14,7 @@ they run every other architecture).
 - :class:`FeatureNN`: the image's mean-pooled trunk feature, scored by its distance to the nearest
   training image of its task (``model.prompt: true``).
 
-Both score prepared inputs ``(B, D, h, w)`` (:meth:`medmoe.model.trunk.FrozenTrunk.forward`).
+Both score prepared inputs ``(B, D, h, w)`` (:meth:`medmoe.model.feature.trunk.FrozenTrunk.forward`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ import torch.nn.functional as F
 
 from medmoe.errors import ConfigError
 from medmoe.model.config import ModelConfig
-from medmoe.model.losses import LossParts
-from medmoe.model.memory import (
+from medmoe.model.feature.memory import (
     FAR,
     coreset_indices,
     gaussian_blur,
@@ -35,10 +34,11 @@ from medmoe.model.memory import (
     patches,
     resize_to_stored,
 )
+from medmoe.model.feature.trunk import TrunkModel
+from medmoe.model.losses import LossParts
 from medmoe.model.output import ModelOutput
 from medmoe.model.prompt import nearest_task
 from medmoe.model.registry import register_model
-from medmoe.model.trunk import TrunkModel
 
 
 class MemoryModel(TrunkModel):

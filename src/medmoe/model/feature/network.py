@@ -36,24 +36,27 @@ normals ``z = (F − m) / s``. The rest is the paper's model (§3) moved into fe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medmoe.model.added import TaskAdapter
 from medmoe.model.config import ModelConfig
-from medmoe.model.losses import LossParts, discounted_error, hallucination_aware_loss, routing_loss
-from medmoe.model.memory import coreset_indices, nearest_distance, patches, resize_to_stored
+from medmoe.model.feature.adapter import TaskAdapter
+from medmoe.model.feature.branch import score_branch
+from medmoe.model.feature.experts import FeatureEncoder, FeatureExpertBank
+from medmoe.model.feature.grow import grow as grow_network
+from medmoe.model.feature.grow import held_out_scores
+from medmoe.model.feature.memory import coreset_indices, nearest_distance, patches, resize_to_stored
+from medmoe.model.feature.trunk import TrunkModel
+from medmoe.model.losses import LossParts, hallucination_aware_loss, routing_loss
 from medmoe.model.output import ModelOutput
 from medmoe.model.prompt import PromptEncoder, nearest_task
 from medmoe.model.registry import register_model
 from medmoe.model.router import Router, router_input
-from medmoe.model.trunk import TrunkModel
 
-ERROR_MOMENTUM = 0.05
-"""Update rate of the running error temperature (per training step)."""
 HYBRID_SCALE_IMAGES = 64
 """Training normals per task whose retrieval errors set the hybrid's retrieval scale."""
 
@@ -68,54 +71,6 @@ def top_fraction_mean(amap: torch.Tensor, fraction: float) -> torch.Tensor:
         return flat.mean(dim=1)
     k = max(1, round(fraction * int(flat.shape[1])))  # a constant when traced for ONNX (fixed resolution)
     return flat.topk(k, dim=1).values.mean(dim=1)
-
-
-class FeatureEncoder(nn.Module):
-    """Shared encoder: ``z (B, D, h, w)`` → bottleneck ``b (B, E, h/2, w/2)`` and ``v (B, latent)``."""
-
-    def __init__(self, in_channels: int, width: int, latent_dim: int, dropout: float) -> None:
-        super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(in_channels, width, 1, bias=False), nn.BatchNorm2d(width), nn.GELU(),
-            nn.Conv2d(width, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.GELU(),
-        )
-        self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(width, latent_dim)
-
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b = self.conv(z)
-        return self.dropout(b), self.fc(b.mean(dim=(2, 3)))
-
-
-class FeatureExpertBank(nn.Module):
-    """N feature decoders as grouped convolutions: ``b (B, E, h/2, w/2)`` → ``(B, N, D + 1, h, w)``.
-
-    Each expert: 4×4 stride-2 transposed conv ``E → W`` (BN, GELU), 3×3 conv ``W → W`` (BN, GELU),
-    1×1 conv ``W → D + 1`` (``mu``, then ``sigma``). ``groups=N`` with per-channel batch norm makes it
-    exactly N separate decoders.
-    """
-
-    def __init__(self, num_experts: int, in_width: int, width: int, out_channels: int,
-                 hallucination: bool) -> None:
-        super().__init__()
-        n = num_experts
-        self.num_experts = n
-        self.out_channels = out_channels + (1 if hallucination else 0)
-        self.layers = nn.Sequential(
-            nn.ConvTranspose2d(n * in_width, n * width, 4, stride=2, padding=1, groups=n, bias=False),
-            nn.BatchNorm2d(n * width), nn.GELU(),
-            nn.Conv2d(n * width, n * width, 3, padding=1, groups=n, bias=False),
-            nn.BatchNorm2d(n * width), nn.GELU(),
-            nn.Conv2d(n * width, n * self.out_channels, 1, groups=n),
-        )
-
-    def forward(self, b: torch.Tensor) -> torch.Tensor:
-        out = self.layers(b.repeat(1, self.num_experts, 1, 1))
-        return out.unflatten(1, (self.num_experts, self.out_channels))
-
-    def mix(self, b: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``Σ_k s_k expert_k(b)``: ``(B, D + 1, h, w)`` (or ``(B, D, h, w)`` without ``sigma``)."""
-        return torch.einsum("bn,bnchw->bchw", weights, self(b))
 
 
 @register_model("feature_moe", experts_per_task=True, adds_tasks=True)
@@ -215,22 +170,11 @@ class FeatureMoE(TrunkModel):
         b, v = self.encoder(z)
         logits, weights = self.router(self.router_input(v, text_embedding))
         mixed = self.experts.mix(b, weights) if self.experts is not None else None
-        if self.config.feature_expert == "retrieve":
-            raw = torch.einsum("bn,bnhw->bhw", weights, self.retrieval_errors(inputs)).unsqueeze(1)
-            u = mixed
-        else:
-            d = z.shape[1]
-            raw = self.distance(z, mixed[:, :d])
-            u = mixed[:, d:] if self.config.hallucination else None
-        if self.training:
-            with torch.no_grad():
-                q = torch.quantile(raw.detach().flatten().float(), self.config.error_quantile)
-                self.error_scale.lerp_(q.clamp_min(1e-8), ERROR_MOMENTUM)
-        e = raw / self.error_scale
-        amap = discounted_error(e, u)
-        if self.config.feature_expert == "hybrid" and not self.training:
-            retrieved = torch.einsum("bn,bnhw->bhw", weights, self.retrieval_errors(inputs)).unsqueeze(1)
-            amap = 0.5 * (amap + retrieved / self.retrieval_scale)
+        branch = score_branch(
+            self.config, mixed, z, lambda: torch.einsum("bn,bnhw->bhw", weights, self.retrieval_errors(inputs))
+            .unsqueeze(1), self.distance, self.error_scale, self.retrieval_scale, training=self.training,
+            track_temperature=self.training)
+        amap, u, e = branch.anomaly_map, branch.u, branch.error
         if len(self.added) and text_embedding is not None:
             amap, u, weights = self._added_tasks(inputs, z, b, text_embedding, amap, u, weights)
         size = self.config.resolution
@@ -244,7 +188,7 @@ class FeatureMoE(TrunkModel):
     def _added_tasks(self, inputs: torch.Tensor, z: torch.Tensor, b: torch.Tensor, text_embedding: torch.Tensor,
                      amap: torch.Tensor, u: torch.Tensor | None,
                      weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Rows whose prompt is nearest an added task's take its adapter's map (:mod:`medmoe.model.added`);
+        """Rows whose prompt is nearest an added task's take its adapter's map (:mod:`medmoe.model.feature.adapter`);
         every other row keeps ``amap``/``u`` as they are. Router weights gain one column per added task
         (its own expert's weight, or the route over the existing experts)."""
         n_own = self.task_prompts.shape[0] - len(self.added)
@@ -262,6 +206,18 @@ class FeatureMoE(TrunkModel):
                 row_weights = F.pad(adapter.route(z), (0, len(self.added)))
             weights = torch.where(rows.view(-1, 1), row_weights.to(weights.dtype), weights)
         return amap, u, weights
+
+    def grow(self, prompt_embeddings: torch.Tensor, normals: torch.Tensor, *, expert: str, seed: int,
+             lr: float) -> tuple[FeatureMoE, ModelConfig]:
+        """A task adapter more (:func:`medmoe.model.feature.grow.grow`)."""
+        return grow_network(self, prompt_embeddings, normals, expert=expert, seed=seed, lr=lr)
+
+    def held_out_scores(self, normals: torch.Tensor, text_embedding: torch.Tensor) -> np.ndarray | None:
+        """Leave-one-image-out scores of the last added task's normals, where the model retrieves
+        (:func:`medmoe.model.feature.grow.held_out_scores`); ``None`` otherwise."""
+        if not self.retrieve or not len(self.added):
+            return None
+        return held_out_scores(self, cast(TaskAdapter, self.added[-1]), text_embedding, normals)
 
     def router_input(self, v: torch.Tensor, text_embedding: torch.Tensor | None = None) -> torch.Tensor:
         """What the router sees (:func:`~medmoe.model.router.router_input`)."""

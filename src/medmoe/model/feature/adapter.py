@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from medmoe.model.config import ModelConfig
-from medmoe.model.losses import discounted_error
-from medmoe.model.memory import nearest_distance, patches, resize_to_stored
+from medmoe.model.feature.branch import score_branch
+from medmoe.model.feature.memory import nearest_distance, patches, resize_to_stored
 
 
 class TaskAdapter(nn.Module):
@@ -35,6 +35,7 @@ class TaskAdapter(nn.Module):
     """
 
     memory: torch.Tensor
+    memory_owner: torch.Tensor
     error_scale: torch.Tensor
     retrieval_scale: torch.Tensor
 
@@ -45,6 +46,8 @@ class TaskAdapter(nn.Module):
         self.dropout = nn.Dropout(config.feature_dropout)
         self.route_logits = nn.Parameter(torch.zeros(config.num_experts)) if bank is None else None
         self.register_buffer("memory", torch.zeros(0, channels))
+        # the training image each memory patch came from: known right after the adapter is fitted, not saved
+        self.register_buffer("memory_owner", torch.zeros(0, dtype=torch.long), persistent=False)
         self.register_buffer("error_scale", torch.ones(()))
         self.register_buffer("retrieval_scale", torch.ones(()))
 
@@ -64,21 +67,13 @@ class TaskAdapter(nn.Module):
              bottleneck: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """``(anomaly map, u, e)`` on the feature grid ``(B, 1, h, w)`` for trunk features ``inputs``,
         their standardised ``z`` and the model's bottleneck (``e``: the tempered error, Eq. 5's input)."""
-        d = z.shape[1]
         if self.bank is not None:
             out = self.bank(self.dropout(bottleneck))[:, 0]
         else:
             out = model.experts.mix(bottleneck, self.route(z)) if model.experts is not None else None
-        if self.config.feature_expert == "retrieve":
-            raw, u = self.retrieval_error(inputs), out
-        else:
-            raw = model.distance(z, out[:, :d])
-            u = out[:, d:] if self.config.hallucination else None
-        e = raw / self.error_scale
-        amap = discounted_error(e, u)
-        if self.config.feature_expert == "hybrid" and not self.training:
-            amap = 0.5 * (amap + self.retrieval_error(inputs) / self.retrieval_scale)
-        return amap, u, e
+        branch = score_branch(self.config, out, z, lambda: self.retrieval_error(inputs), model.distance,
+                              self.error_scale, self.retrieval_scale, training=self.training, track_temperature=False)
+        return branch.anomaly_map, branch.u, branch.error
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         resize_to_stored(self, state_dict, prefix, ("memory",))
