@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    import medmoe.model.memory as memory_module
+    import medmoe.model.feature.memory as memory_module
     from medmoe.atomic import atomic_write_text
     from medmoe.data.dataset import ImageDataset
     from medmoe.data.manifest import Manifest

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from medmoe.engine.data import default_cache_dir, resolve_data, select_tasks
     from medmoe.engine.features import prepared_inputs
     from medmoe.metrics import image_metrics
-    from medmoe.model.memory import coreset_indices, nearest_distance, patches
+    from medmoe.model.feature.memory import coreset_indices, nearest_distance, patches
     from medmoe.model.registry import create_model
     from medmoe.report.tables import markdown_table
     from medmoe.tasks import default_registry

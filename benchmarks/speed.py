@@ -52,7 +52,7 @@ from medmoe.atomic import atomic_write_text
 from medmoe.engine.config import TrainConfig
 from medmoe.engine.train import make_optimizer
 from medmoe.model import ModelConfig, PromptMoE, create_model
-from medmoe.model.losses import total_loss
+from medmoe.model.base import AnomalyModel
 from medmoe.model.reference import load_bank_from_decoders
 
 REPO = Path(__file__).resolve().parent.parent
@@ -124,9 +124,9 @@ def inputs(resolution: int, batch: int, seed: int = 0) -> tuple[torch.Tensor, to
             torch.randint(0, 5, (batch,), generator=g))
 
 
-def loss_of(model: nn.Module, x: torch.Tensor, e: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
-    out = model(x, e)
-    return total_loss(x, out.x_hat, out.u, out.router_logits, tasks, alpha=1.0, beta=1.0).total
+def loss_of(model: AnomalyModel, x: torch.Tensor, e: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+    """The loss ``medmoe train`` takes: the model's own (Eq. 6 in its value range), α = β = 1."""
+    return model.loss(model(x, e), x, tasks, alpha=1.0, beta=1.0).total
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple) -> tuple[float, float]:
@@ -155,7 +155,7 @@ def check_equivalence(models: dict[str, nn.Module], resolution: int) -> dict[str
             model.train(mode == "train")
             model.zero_grad(set_to_none=True)
             out = model(x, e)
-            total_loss(x, out.x_hat, out.u, out.router_logits, tasks, alpha=1.0, beta=1.0).total.backward()
+            model.loss(out, x, tasks, alpha=1.0, beta=1.0).total.backward()
             outs[impl] = out
             grads[impl] = {k: p.grad for k, p in model.named_parameters() if not k.startswith("experts.")}
         ref, ours = outs["reference"], outs["medmoe"]

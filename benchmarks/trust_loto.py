@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from medmoe.engine.checkpoint import load_checkpoint
     from medmoe.engine.data import default_cache_dir, load_split, run_manifests
     from medmoe.engine.features import prepared_inputs
-    from medmoe.model.trunk import EfficientNetLite
+    from medmoe.model.feature.trunk import EfficientNetLite
     from medmoe.report.tables import markdown_table
     from medmoe.trust.calibration import fit_calibration
     from medmoe.trust.scope import ScopeHead, ScopeTrunk, descriptor
