@@ -131,8 +131,8 @@ def write_markdown(records: list[dict], path: Path) -> None:
     """All recorded variants as one table (validation AUROC, synthetic anomalies; never test)."""
     tasks = [k for k in records[0]["val_synthetic_auroc"] if k != "mean"]
     lines = ["# feature_moe design choices: validation AUROC (normals vs synthetic anomalies made from them)", "",
-             "Written by `benchmarks/feature_design.py`; the test split is never loaded. Base: "
-             "`the cpu-feat profile`.", "",
+             ("Written by `benchmarks/feature_design.py`; the test split is never loaded. Base: "
+             "`the cpu-feat profile`."), "",
              "| variant | overrides | " + " | ".join(tasks) + " | mean | train s | seed |",
              "|---|---|" + "---:|" * (len(tasks) + 3)]
     for r in records:

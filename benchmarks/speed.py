@@ -386,12 +386,12 @@ def write_report(path: Path, timings: dict[tuple[int, int], dict], memory: dict[
                  flops: dict[int, dict[str, float]], meta: dict[str, str]) -> None:
     lines = ["# Speed: medmoe vs a plain reference implementation", "",
              f"Written by `{meta['command']}` on {meta['date']} at commit `{meta['commit']}`.", "",
-             "- **reference**: `PromptMoE(config, experts=\"loop\")` (one decoder module per expert, looped; "
-             "outputs stacked and mixed with an einsum) + `torch.optim.Adam` defaults.",
-             "- **medmoe**: `create_model(config)` (`ExpertBank`, `auto` schedule: grouped kernels for single "
+             ("- **reference**: `PromptMoE(config, experts=\"loop\")` (one decoder module per expert, looped; "
+             "outputs stacked and mixed with an einsum) + `torch.optim.Adam` defaults."),
+             ("- **medmoe**: `create_model(config)` (`ExpertBank`, `auto` schedule: grouped kernels for single "
              "images, expert after expert for CPU batches; router weights applied as the outputs are made, so "
              "the N full-resolution outputs are never stacked; sub-pixel last layer without autograd) + "
-             "`make_optimizer` (fused Adam): what `medmoe train` runs.",
+             "`make_optimizer` (fused Adam): what `medmoe train` runs."),
              "- The same weights; outputs and gradients are checked equal before anything is timed.", "",
              "## Machine and settings", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items() if k not in ("command", "date", "commit")]
@@ -401,12 +401,12 @@ def write_report(path: Path, timings: dict[tuple[int, int], dict], memory: dict[
     for (threads, resolution), result in timings.items():
         lines += [f"## {resolution}×{resolution}, {threads} torch thread{'s' if threads > 1 else ''}", ""]
         lines += timing_table(result)
-    lines += ["## Peak resident memory", "", "Each cell in a fresh process (peak RSS during two calls after a "
-              "warm-up; steady = weights, optimizer state and caches between calls).", ""]
+    lines += ["## Peak resident memory", "", ("Each cell in a fresh process (peak RSS during two calls after a "
+              "warm-up; steady = weights, optimizer state and caches between calls)."), ""]
     lines += memory_table(memory)
-    lines += ["", "Speed-ups are medians of per-round ratios (reference time / medmoe time), the two implementations "
+    lines += ["", ("Speed-ups are medians of per-round ratios (reference time / medmoe time), the two implementations "
               "timed in alternating order in every round, so a change of load affects both sides of a ratio; absolute "
-              "numbers depend on the load of this shared machine (load average above).", ""]
+              "numbers depend on the load of this shared machine (load average above)."), ""]
     atomic_write_text(path, "\n".join(lines))
 
 

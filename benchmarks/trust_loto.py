@@ -171,10 +171,10 @@ def main(argv: list[str] | None = None) -> int:
                for rule, table in rows.items()]
     command = " ".join(["python benchmarks/trust_loto.py", str(args.run), *(["--trunks", *args.trunks] if args.trunks else [])])
     lines = ["# Leave-one-task-out scope on the left-out task's training and validation images\n",
-             f"Run `{args.run}`; written by `{command}`. One trained model (seed 0); lesion "
+             (f"Run `{args.run}`; written by `{command}`. One trained model (seed 0); lesion "
              "and acquisition draws seeded (validation copies 0, left-out lesions 100). Training and validation "
              "splits only. Standardised shrinkage (commit a122cef, since removed) tied with `product`: left-out "
-             "head CT 74.4 %.\n",
+             "head CT 74.4 %.\n"),
              "## Summary (means over the five left-out tasks)\n",
              markdown_table(summary, [("rule", "rule", ""), ("normals", "left-out normals flagged %", ".1f"),
                                       ("head_ct", "left-out head CT flagged %", ".1f"),

@@ -135,8 +135,8 @@ def test_twenty_normals_calibrate_to_a_reachable_rate(feature_run: Path, tmp_pat
     result = add_task(feature_run, KNEE, [folder_manifest(root / "breast_us" / "train", KNEE.id)], tmp_path / "new",
                       progress=False)
     assert (result.n_train, result.n_val) == (16, 4) and result.smallest_p == pytest.approx(1 / 21)
-    assert result.calibrated_on == "4 validation normals and 16 training normals scored leave-one-image-out " \
-                                   "(memory without their own patches)"
+    assert result.calibrated_on == ("4 validation normals and 16 training normals scored leave-one-image-out "
+                                    "(memory without their own patches)")
     detector = Detector.load(result.run_dir)
     scores = detector.spec.calibration.scores["knee_mri"]
     assert len(scores) == 20

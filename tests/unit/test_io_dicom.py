@@ -233,7 +233,7 @@ def test_jpeg_lossless_decodes_with_the_shipped_plugins() -> None:
 def test_a_missing_decoder_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     class Unavailable:
         is_available = False
-        missing_dependencies = ["pylibjpeg-libjpeg (pip install pylibjpeg-libjpeg)"]
+        missing_dependencies = ("pylibjpeg-libjpeg (pip install pylibjpeg-libjpeg)",)
 
     monkeypatch.setattr("medmoe.io.dicom.get_decoder", lambda syntax: Unavailable())
     path = _testdata("JPEG-LL.dcm")

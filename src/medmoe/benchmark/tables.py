@@ -55,17 +55,17 @@ the universal AE and with ours."""
 
 
 FEATURE_NOTES = {
-    "feat1": ("Every feature method reads the same cached EfficientNet-Lite0 features (stages and resolution of "
+    "feat1": (("Every feature method reads the same cached EfficientNet-Lite0 features (stages and resolution of "
               "`the cpu-feat profile`) of the same split. PatchCore keeps 1 % of the training patches per bank "
               "(greedy coreset; anomalib's default is 10 %), scores the maximum patch distance; 1-NN scores the "
               "distance of the mean-pooled feature; neither trains. The pixel model is the paper's, at 64×64 "
-              "with the cpu-64 profile's 40 epochs.",
-              "No paper rows: the paper has no feature-space model. Italic paper rows are in "
-              "`benchmarks/results/cpu-64`."),
-    "feat2": ("The paper's Table 2 for feature_moe (no hallucination map: plain mean error; no prompt: the router "
-              "sees the image feature only).",),
-    "feat3": ("K = 1…4 keep the K largest router weights (renormalised); N = 8 gives the router three experts no "
-              "task is matched to by the routing loss.",),
+              "with the cpu-64 profile's 40 epochs."),
+              ("No paper rows: the paper has no feature-space model. Italic paper rows are in "
+              "`benchmarks/results/cpu-64`.")),
+    "feat2": (("The paper's Table 2 for feature_moe (no hallucination map: plain mean error; no prompt: the router "
+              "sees the image feature only)."),),
+    "feat3": (("K = 1…4 keep the K largest router weights (renormalised); N = 8 gives the router three experts no "
+              "task is matched to by the routing loss."),),
 }
 
 
@@ -108,12 +108,12 @@ def header(results: Mapping[str, Any], table: str) -> str:
     lines = [
         f"# {TITLES[table]}",
         "",
-        f"- Profile `{h.get('profile')}`: {h.get('resolution')}×{h.get('resolution')}, **epochs: {h.get('epochs')}**, "
-        f"batch {h.get('batch_size')}, Adam lr {h.get('lr')}; {seed_text}.",
+        (f"- Profile `{h.get('profile')}`: {h.get('resolution')}×{h.get('resolution')}, **epochs: {h.get('epochs')}**, "
+        f"batch {h.get('batch_size')}, Adam lr {h.get('lr')}; {seed_text}."),
         f"- Status: {status}.",
         f"- Command: `{h.get('command')}`",
-        f"- Runs trained at commit {', '.join(h.get('runs_trained_at') or ['–'])} on "
-        f"{'; '.join(h.get('runs_trained_on') or ['–'])}.",
+        (f"- Runs trained at commit {', '.join(h.get('runs_trained_at') or ['–'])} on "
+        f"{'; '.join(h.get('runs_trained_on') or ['–'])}."),
         f"- Written {h.get('written')} by `{h.get('invocation')}` at commit {h.get('commit')}.",
         "- Every number below is read from `results.json` in this folder.",
         "",
@@ -228,9 +228,9 @@ def render_table(results: Mapping[str, Any], table: str) -> str:
         f"- {TEST_PEEKING_NOTE}",
         f"- {VALIDATION_NOTE}",
         f"- *Italic rows are the paper's published numbers, not ours.* {PAPER_DATA_NOTE}",
-        "- fundus scores exclude glaucoma images from other sources than the normals (source confound); "
+        ("- fundus scores exclude glaucoma images from other sources than the normals (source confound); "
         "`results.json` also has every task's `dedup` view (test images byte-identical to a training "
-        "image removed) and, for fundus, `all_sources`.",
+        "image removed) and, for fundus, `all_sources`."),
     ]
     if table in FEATURE_NOTES:
         parts += [f"- {note}" for note in FEATURE_NOTES[table]]

@@ -68,11 +68,11 @@ def report_markdown(metrics: RunMetrics, checkpoint: Checkpoint, split: str) -> 
     lines = [
         f"## medmoe evaluation — `{split}` split",
         "",
-        f"Model `{checkpoint.path}`: {checkpoint.config.model.architecture}, "
+        (f"Model `{checkpoint.path}`: {checkpoint.config.model.architecture}, "
         f"{checkpoint.config.model.resolution}×{checkpoint.config.model.resolution}, "
         f"N={checkpoint.config.model.num_experts}, K={checkpoint.config.model.top_k}, "
         f"seed {info.get('seed', '?')}, epoch {info.get('best_epoch', '?')} of {info.get('epochs', '?')} "
-        f"(selection: {info.get('selection', '?')}). Thresholds: {info.get('threshold_rule', '?')}.",
+        f"(selection: {info.get('selection', '?')}). Thresholds: {info.get('threshold_rule', '?')}."),
         "",
         metrics_table(tasks, ("auroc", "ap", "f1_best", "acc_best"),
                       title="Paper protocol: F1/ACC at the best-F1 threshold on the test labels "
