@@ -316,6 +316,24 @@ def test_overlay_png(detector: Detector, gray_png: Path) -> None:
         overlay_png(result.image, result.anomaly_map[:10], title="t")
 
 
+def test_the_overlay_tints_only_what_nears_the_threshold_and_outlines_what_passes_it() -> None:
+    image = np.full((200, 300), 0.5, np.float32)  # mid gray
+    amap = np.zeros((200, 300), np.float32)
+    amap[60:140, 100:200] = 1.0  # a lesion above the threshold; the rest of the map far below it
+    drawn = np.asarray(Image.open(io.BytesIO(overlay_png(image, amap, title="t", threshold=0.4))).convert("RGB"))
+    drawn = drawn.astype(int)[:, :600]  # the image, not the colour bar
+    gray = np.abs(drawn - drawn[..., :1]).max(axis=2) <= 2  # R = G = B: untinted
+    height, width = drawn.shape[:2]
+    # scale the lesion box from the image's pixels to the drawing's (6 inches at 100 dpi, below a title)
+    left, right = int(0.05 * width), int(0.95 * width)
+    assert gray[int(0.9 * height), left:right].mean() > 0.95  # far below the threshold: the image as it is
+    centre = drawn[int(0.45 * height), int(0.5 * width)]
+    assert np.ptp(centre) > 40  # the lesion is tinted
+    white = (drawn > 235).all(axis=2)
+    inside = white[int(0.2 * height):int(0.9 * height), int(0.2 * width):int(0.8 * width)]  # no background here
+    assert inside.sum() > 100  # the outline of the region above the threshold
+
+
 def test_a_colour_image_stays_in_colour_on_its_overlay(detector: Detector) -> None:
     rgb = np.zeros((60, 80, 3), np.uint8)
     rgb[..., 0] = 200  # a red photo: gray would lose what a fundus photo shows in colour
