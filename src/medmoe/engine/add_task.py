@@ -11,7 +11,7 @@ same numbers. This module imports no concrete model.
 
 Data: the task's ``train`` normals are fitted on; its ``val`` normals, if the data has them,
 calibrate it; otherwise, with at least :data:`CARVE_MIN_IMAGES` images, a seeded
-:data:`VAL_FRACTION` is carved off. ``test`` rows are never read.
+:data:`ADDED_VAL_FRACTION` is carved off. ``test`` rows are never read.
 
 Calibration from few normals: ``n`` calibration scores cannot give a p-value below ``1/(n + 1)``, so
 4 validation normals could never flag anything at a false-positive rate of 0.05. Where the validation
@@ -57,8 +57,9 @@ MIN_IMAGES = 4
 """Fewest readable training normals an added task may have."""
 CARVE_MIN_IMAGES = 10
 """From this many training normals (and no ``val`` rows), a validation share is carved off."""
-VAL_FRACTION = 0.2
-"""The share carved off for validation."""
+ADDED_VAL_FRACTION = 0.2
+"""The share of an added task's normals carved off for validation: twice the training carve
+(:data:`medmoe.data.splits.VAL_FRACTION`), since 10 % of a few normals is one or two images."""
 CALIBRATION_MIN = 19
 """Fewest calibration scores whose smallest p-value, 1/20, reaches the default false-positive rate 0.05."""
 
@@ -235,7 +236,7 @@ def _task_rows(manifests: list[Manifest], task: str, seed: int) -> list[Manifest
         raise DatasetError(f"the data holds no training normals of task {task!r} (only val/test rows)")
     has_val = any(s.split == "val" for m in rows for s in m.samples)
     if not has_val and n_train >= CARVE_MIN_IMAGES:
-        rows = [carve_validation(m, VAL_FRACTION, seed) for m in rows]
+        rows = [carve_validation(m, ADDED_VAL_FRACTION, seed) for m in rows]
     return rows
 
 
