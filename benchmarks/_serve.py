@@ -8,15 +8,16 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 
 @contextmanager
-def running_server(src: Path, model: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
-    """Start ``medmoe serve --model MODEL`` from the sources in ``src`` (first on ``PYTHONPATH``, with
+def running_server(src: Path, model: Path, env: dict[str, str] | None = None,
+                   args: Sequence[str] = ()) -> Iterator[tuple[str, int]]:
+    """Start ``medmoe serve --model MODEL [ARGS]`` from the sources in ``src`` (first on ``PYTHONPATH``, with
     ``env`` added) on a free port; yield its URL and process id once ``/healthz`` answers; stop it on exit."""
     import httpx
 
@@ -24,7 +25,7 @@ def running_server(src: Path, model: Path, env: dict[str, str] | None = None) ->
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
     server = subprocess.Popen([sys.executable, "-c", "from medmoe.cli import main; main()", "serve", "--model",
-                               str(model), "--port", str(port)], env={**os.environ, "PYTHONPATH": str(src), **(env or {})},
+                               str(model), "--port", str(port), *args], env={**os.environ, "PYTHONPATH": str(src), **(env or {})},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:

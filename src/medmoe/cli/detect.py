@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         frame: Annotated[Optional[str], typer.Option(help="Frame of multi-frame DICOM / page of multi-page TIFF files: an index, first/middle/last, or all (each frame its own image); other files ignore it.")] = None,
         backend: Annotated[str, typer.Option(help="auto (onnx for .onnx files), torch or onnx.")] = "auto",
         device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-        threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads of the network (default: one per core).")] = None,
+        threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads of the network (default: half the cores while overlays are drawn, else all: measured in benchmarks/results/deployed-speed.md).")] = None,
         overlays: Annotated[bool, typer.Option(help="Write <name>_overlay.png per image.")] = True,
         maps: Annotated[bool, typer.Option(help="Also write <name>_maps.npz per image (float16, compressed, at the input's size).")] = False,
         workers: Annotated[Optional[int], typer.Option(min=0, help="Processes drawing overlays (default: one per CPU core; 0: draw in this one).")] = None,
@@ -72,12 +72,14 @@ def register(app: typer.Typer) -> None:
         if not found.items:
             raise DatasetError(f"no image files in {', '.join(map(str, paths))}; medmoe reads PNG, JPEG, TIFF, "
                                "BMP, DICOM and NIfTI")
+        cores = os.cpu_count() or 1
+        threads = threads or (max(1, cores // 2) if overlays else cores)  # the rest draw the overlays
         detector = Detector.load(model, backend=backend, device=device, threads=threads)  # before --out exists: a bad model leaves none
         detector.check_request(prompt, task, strict=strict, fpr=fpr)
         prepare_output_dir(out)
         options = DetectOptions(prompt=prompt, task=task, strict=strict, fpr=fpr, window=windowing,
                                 batch_size=batch_size, overlays=overlays, maps=maps,
-                                workers=(os.cpu_count() or 1) if workers is None else workers, resume=resume)
+                                workers=cores if workers is None else workers, resume=resume)
         with tqdm(total=len(found.items), unit="image", desc="detect", disable=not progress) as bar:
             run = detect_files(detector, found.items, out, options, progress=bar.update)
         _print_summary(run, found.notes)
