@@ -187,6 +187,14 @@ def test_figures_show_the_rows_the_table_measures(trained: Path, data, tmp_path:
     assert drawn["thresholds"]["fundus"] == pytest.approx(ckpt.calibration.threshold("fundus", 0.05)[0])  # type: ignore[index]
 
 
+def test_an_architecture_brings_its_training_defaults() -> None:
+    # feature_moe's loss cannot rank epochs: it keeps the last one under any profile, unless told otherwise
+    assert load_config(None, ["model.architecture=feature_moe"]).train.selection == "last"
+    assert load_config("cpu-64", ["model.architecture=feature_moe"]).train.selection == "last"
+    assert load_config("cpu-feat", ["train.selection=val_loss"]).train.selection == "val_loss"
+    assert load_config("cpu-64").train.selection == "val_loss"
+
+
 def test_config_overrides_and_errors(tmp_path: Path) -> None:
     config = load_config(None, ["train.lr=1e-3", "model.top_k=2", "train.tasks=[head_ct]"])
     assert config.train.lr == 0.001 and config.model.top_k == 2 and config.train.tasks == ("head_ct",)

@@ -24,6 +24,7 @@ import yaml
 from medmoe.data.splits import VAL_FRACTION
 from medmoe.errors import ConfigError
 from medmoe.model.config import ModelConfig
+from medmoe.model.registry import architecture
 
 
 @dataclass(frozen=True)
@@ -108,9 +109,11 @@ class RunConfig:
         unknown = set(data) - {"model", "train", "data"}
         if unknown:
             raise ConfigError(f"unknown config section(s) {sorted(unknown)}; use model, train, data")
+        model = ModelConfig.from_dict(data.get("model") or {})
+        defaults = architecture(model.architecture).train_defaults  # what the architecture needs, unless set
         return cls(
-            model=ModelConfig.from_dict(data.get("model") or {}),
-            train=_build(TrainConfig, data.get("train") or {}, "train"),
+            model=model,
+            train=_build(TrainConfig, {**defaults, **(data.get("train") or {})}, "train"),
             data=_build(DataConfig, data.get("data") or {}, "data"),
         )
 

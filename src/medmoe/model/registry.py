@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from medmoe.errors import ConfigError
 from medmoe.model.base import AnomalyModel
@@ -34,6 +35,9 @@ class Architecture:
         fixes: the :class:`ModelConfig` settings it cannot change (``{"prompt": False}`` for a
             baseline without a prompt encoder): :meth:`check` refuses another value, and
             :meth:`overrides` spells them for a config.
+        train_defaults: training settings it needs unless a config says otherwise (``{"selection":
+            "last"}`` where the validation loss cannot rank epochs), applied by
+            :meth:`medmoe.engine.config.RunConfig.from_dict`.
     """
 
     name: str
@@ -41,6 +45,7 @@ class Architecture:
     experts_per_task: bool = False
     adds_tasks: bool = False
     fixes: Mapping[str, bool] = field(default_factory=dict)
+    train_defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def check(self, config: ModelConfig) -> None:
         """Raise :class:`ConfigError` naming every fixed setting ``config`` gives another value."""
@@ -61,14 +66,15 @@ ARCHITECTURES: dict[str, Architecture] = {}
 
 
 def register_model(name: str, *, experts_per_task: bool = False, adds_tasks: bool = False,
-                   fixes: Mapping[str, bool] | None = None) -> Callable[[ModelFactory], ModelFactory]:
+                   fixes: Mapping[str, bool] | None = None,
+                   train_defaults: Mapping[str, Any] | None = None) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator: register a factory (or a model class) ``ModelConfig -> nn.Module`` under ``name``."""
 
     def decorate(factory: ModelFactory) -> ModelFactory:
         if name in ARCHITECTURES:
             raise ValueError(f"model {name!r} is registered twice")
         ARCHITECTURES[name] = Architecture(name, factory, experts_per_task=experts_per_task, adds_tasks=adds_tasks,
-                                           fixes=dict(fixes or {}))
+                                           fixes=dict(fixes or {}), train_defaults=dict(train_defaults or {}))
         return factory
 
     return decorate

@@ -73,7 +73,8 @@ def top_fraction_mean(amap: torch.Tensor, fraction: float) -> torch.Tensor:
     return flat.topk(k, dim=1).values.mean(dim=1)
 
 
-@register_model("feature_moe", experts_per_task=True, adds_tasks=True)
+@register_model("feature_moe", experts_per_task=True, adds_tasks=True,
+                train_defaults={"selection": "last"})  # its temperature-normalised loss cannot rank epochs
 class FeatureMoE(TrunkModel):
     """Prompt-driven hallucination-aware experts on frozen trunk features (module docstring).
 
