@@ -38,13 +38,13 @@ def phantom_batch(resolution: int, per_task: int, seed: int) -> tuple[torch.Tens
 
 
 def save_tiny_model(run_dir: Path, *, prompt: bool = True, hallucination: bool = True,
-                    architecture: str = "moe", calibrated: bool = True) -> Path:
+                    architecture: str = "pixel_moe", calibrated: bool = True) -> Path:
     """Save an untrained model (5 experts, top-2) of the five default tasks into ``run_dir``: the pixel
     model at 32×32, or ``feature_moe`` (pretrained trunk, narrow bottleneck) at 64×64. ``calibrated``:
     with a scope head fitted on 8 phantoms per task and p-values on 19 more (smallest p 0.05) (none for head_ct, whose
     threshold is undefined), as training writes them."""
     tasks = default_registry()
-    sizes = {"resolution": 32, "fc_width": 64} if architecture == "moe" else \
+    sizes = {"resolution": 32, "fc_width": 64} if architecture == "pixel_moe" else \
         {"resolution": 64, "feature_width": 16, "feature_expert": "retrieve", "score_top_fraction": 0.1}
     config = RunConfig(model=ModelConfig(architecture=architecture, top_k=2, prompt=prompt,
                                          hallucination=hallucination, **sizes))
@@ -53,7 +53,7 @@ def save_tiny_model(run_dir: Path, *, prompt: bool = True, hallucination: bool =
         config = with_text_dim(config, embeddings.shape[1])
     torch.manual_seed(0)
     model = create_model(config.model).eval()
-    if architecture != "moe":  # statistics and memories from a few random "normals"
+    if architecture != "pixel_moe":  # statistics and memories from a few random "normals"
         features = model.prepare(torch.rand(2 * len(tasks), 1, config.model.resolution, config.model.resolution))
         model.fit_data(features, torch.arange(len(tasks)).repeat(2), embeddings, seed=0)
     scope = calibration = None

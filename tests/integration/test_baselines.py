@@ -29,7 +29,7 @@ def _config(name: str, **kw) -> ModelConfig:
 
 def test_baselines_are_registered_by_name() -> None:
     create_model(_config("ae"))
-    assert {"moe", "feature_moe", "ae", "ae_u", "memae", "patchcore", "feature_nn"} <= set(ARCHITECTURES)
+    assert {"pixel_moe", "feature_moe", "ae", "ae_u", "memae", "patchcore", "feature_nn"} <= set(ARCHITECTURES)
     assert type(create_model(_config("ae"))) is AutoEncoder
     assert type(create_model(_config("ae_u"))) is AutoEncoder
     assert type(create_model(_config("memae"))) is MemAE

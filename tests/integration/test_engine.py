@@ -17,6 +17,7 @@ from medmoe.engine.config import load_config
 from medmoe.engine.evaluate import collect, compute_metrics
 from medmoe.engine.train import train
 from medmoe.errors import CheckpointError, ConfigError
+from medmoe.model.registry import architecture
 from medmoe.report.evaluation import write_figures, write_report
 
 
@@ -243,7 +244,10 @@ def test_profiles_ship_with_the_package_and_cpu_feat_is_the_default(tmp_path: Pa
     assert {"cpu-feat", "cpu-64", "paper-256"} <= set(profiles()) and DEFAULT_PROFILE == "cpu-feat"
     feat = load_config("cpu-feat")
     assert feat.model.architecture == "feature_moe" and feat.model.feature_expert == "hybrid"
-    assert load_config("cpu-64").model.architecture == "moe"
+    assert load_config("cpu-64").model.architecture == "pixel_moe"
+    # configs and checkpoints of earlier versions name the pixel model 'moe': still read, as its name now
+    assert load_config(None, ["model.architecture=moe"]).model.architecture == "pixel_moe"
+    assert architecture("moe") is architecture("pixel_moe")
     own = tmp_path / "mine.yaml"
     own.write_text("train: {epochs: 3}\n")
     assert load_config(own).train.epochs == 3

@@ -86,7 +86,7 @@ def test_imports_go_down_the_layers() -> None:
     assert upward == []
 
 
-ARCHITECTURE_MODULES = ("medmoe.model.moe", "medmoe.model.baselines", "medmoe.model.feature.network",
+ARCHITECTURE_MODULES = ("medmoe.model.pixel", "medmoe.model.baselines", "medmoe.model.feature.network",
                         "medmoe.model.feature.experts", "medmoe.model.feature.branch",
                         "medmoe.model.feature.adapter", "medmoe.model.feature.grow")
 """The modules that define architectures (the shared trunk and memories are building blocks, not these)."""

@@ -35,7 +35,7 @@ def _baseline(name: str, **free: bool) -> tuple[str, ...]:
     return architecture(name).overrides(**free)
 
 
-PIXEL_MODEL = ("model.architecture=moe", "model.resolution=64", "train.epochs=40", "train.lr=5e-4",
+PIXEL_MODEL = ("model.architecture=pixel_moe", "model.resolution=64", "train.epochs=40", "train.lr=5e-4",
                "train.selection=val_loss")
 """The paper's pixel model with the cpu-64 profile's settings, as a row of the feature tables."""
 

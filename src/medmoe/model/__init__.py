@@ -1,6 +1,6 @@
 """The prompt-driven mixture of hallucination-aware experts (paper §3), in two families.
 
-- The pixel model (:mod:`medmoe.model.moe`, architecture ``moe``), the paper as published:
+- The pixel model (:mod:`medmoe.model.pixel`, architecture ``pixel_moe``), the paper as published:
   ``x → VisionEncoder → v``; ``prompt embedding → PromptEncoder → tau``; ``Router([v, tau]) → s``;
   ``ExpertBank(v) → (mu_k, sigma_k)``; ``x_hat = Σ s_k mu_k``, ``u = Σ s_k sigma_k``;
   anomaly map ``(x − x_hat)² · exp(−u²)``, image score = its mean.
@@ -11,10 +11,10 @@ Importing this package imports every architecture module, which registers it
 (:mod:`medmoe.model.registry`): both families and the baselines.
 """
 
-from medmoe.model import baselines, moe  # noqa: F401  (each registers its architectures)
+from medmoe.model import baselines, pixel  # noqa: F401  (each registers its architectures)
 from medmoe.model.config import ModelConfig
 from medmoe.model.feature import network  # noqa: F401
-from medmoe.model.moe import ModelOutput, MoEOutput, PromptMoE
+from medmoe.model.pixel import ModelOutput, MoEOutput, PromptMoE
 from medmoe.model.registry import ARCHITECTURES, Architecture, architecture, create_model, register_model
 
 __all__ = [

@@ -7,14 +7,18 @@ from typing import Any
 
 from medmoe.errors import ConfigError
 
+LEGACY_ARCHITECTURES = {"moe": "pixel_moe"}
+"""Architecture names of earlier versions in configs, checkpoints and ONNX sidecars, and their names now."""
+
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of :class:`~medmoe.model.moe.PromptMoE` (defaults: the paper, §4.3).
+    """Architecture of a registered model (defaults: the paper's pixel model, §4.3).
 
     Attributes:
         architecture: registered model name (see :func:`medmoe.model.registry.create_model`):
-            ``moe`` (the paper's model) or a baseline.
+            ``pixel_moe`` (the paper's model as published), ``feature_moe`` (the default profile's) or a
+            baseline; a name an architecture had before (``moe``) is read as its name now.
         resolution: input side length R (a multiple of 16); the FC sizes follow from it.
         in_channels: image channels C (1: grayscale, as in the paper).
         encoder_channels: output channels of the four stride-2 convolutions.
@@ -59,7 +63,7 @@ class ModelConfig:
             normals) or a ``route`` (learned weights over the existing experts, and its memory).
     """
 
-    architecture: str = "moe"
+    architecture: str = "pixel_moe"
     resolution: int = 64
     in_channels: int = 1
     encoder_channels: tuple[int, int, int, int] = (16, 32, 64, 64)
@@ -131,6 +135,8 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"unknown model setting(s) {sorted(unknown)}; known: {sorted(known)}")
         values = dict(data)
+        if "architecture" in values:
+            values["architecture"] = LEGACY_ARCHITECTURES.get(values["architecture"], values["architecture"])
         for key in ("encoder_channels", "value_range", "trunk_stages"):
             if key in values:
                 values[key] = tuple(values[key])

@@ -17,7 +17,7 @@ from typing import Any
 
 from medmoe.errors import ConfigError
 from medmoe.model.base import AnomalyModel
-from medmoe.model.config import ModelConfig
+from medmoe.model.config import LEGACY_ARCHITECTURES, ModelConfig
 
 ModelFactory = Callable[[ModelConfig], AnomalyModel]
 
@@ -87,7 +87,7 @@ def architecture(name: str) -> Architecture:
         ConfigError: no such architecture.
     """
     try:
-        return ARCHITECTURES[name]
+        return ARCHITECTURES[LEGACY_ARCHITECTURES.get(name, name)]  # an earlier version's name works too
     except KeyError:
         raise ConfigError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}") from None
 

@@ -1,4 +1,5 @@
-"""The full model: vision encoder, prompt encoder, router and expert bank (paper Fig. 3)."""
+"""The paper's pixel model, as published (architecture ``pixel_moe``; ``moe`` in earlier versions): vision encoder,
+prompt encoder, router and expert bank (paper Fig. 3)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from medmoe.model.vision import VisionEncoder
 MoEOutput = ModelOutput  # the paper's name for it
 
 
-@register_model("moe", experts_per_task=True)
+@register_model("pixel_moe", experts_per_task=True)
 class PromptMoE(AnomalyModel):
     """Prompt-driven mixture of hallucination-aware experts.
 
