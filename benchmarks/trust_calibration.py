@@ -41,17 +41,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from medmoe.data.dataset import ImageDataset
     from medmoe.data.transforms import preprocess_image
-    from medmoe.engine.calibrate import (
+    from medmoe.engine.checkpoint import load_checkpoint
+    from medmoe.engine.data import default_cache_dir, load_split, run_manifests
+    from medmoe.engine.features import prepared_inputs
+    from medmoe.engine.inference import predict, task_text_embeddings
+    from medmoe.engine.trust_fitting import (
         calibrate_run,
         fit_scope,
         reference_copy_inputs,
         scope_distances,
         selected_copies,
     )
-    from medmoe.engine.checkpoint import load_checkpoint
-    from medmoe.engine.data import default_cache_dir, load_split, run_manifests
-    from medmoe.engine.features import prepared_inputs
-    from medmoe.engine.inference import predict, task_text_embeddings
     from medmoe.report.tables import markdown_table
     from medmoe.trust.calibration import fit_calibration
     from medmoe.trust.conformal import decision_threshold, p_values

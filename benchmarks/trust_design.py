@@ -37,7 +37,7 @@ the model's prepared features, see ``deep``), ``embed`` (the trunk's 1,280-chann
 averaged: the ImageNet image embedding) and ``trunk_deep_q`` (``trunk_q`` and ``deep_q`` side by side).
 ``maha_lesion_shift``: ``maha_lesion`` with a further copy of every training normal under an
 acquisition change (:func:`medmoe.data.acquisition.acquisition_shift`, another seed than the
-validation copies below): the product's references (:func:`medmoe.engine.calibrate.reference_copies`).
+validation copies below): the product's references (:func:`medmoe.engine.trust_fitting.reference_copies`).
 
 ``acquisition shift``: every validation normal under a random change of the kind another scanner or
 site makes (:func:`medmoe.data.acquisition.acquisition_shift`: gamma, contrast, offset, blur,
@@ -106,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     from medmoe.data.anomalies import synthesize_anomalies
     from medmoe.data.dataset import ImageDataset
     from medmoe.data.transforms import preprocess_image
-    from medmoe.engine.calibrate import SCOPE_ACQUISITION_SEED, lesion_copies
     from medmoe.engine.checkpoint import load_checkpoint
     from medmoe.engine.data import default_cache_dir, run_manifests
     from medmoe.engine.features import prepared_inputs
+    from medmoe.engine.trust_fitting import SCOPE_ACQUISITION_SEED, lesion_copies
     from medmoe.report.tables import markdown_table
 
     torch.set_num_threads(args.threads)

@@ -6,7 +6,7 @@
 ``trust_margin.py`` rests on the left-out task's validation normals alone (head CT: 9 images, all
 flagged, while 80 % of its test images were). Once a task is left out, its **training** normals are
 unseen data too, so this script fits the scope without the task (on the other tasks' training
-normals and their reference copies, :func:`medmoe.engine.calibrate.reference_copies`; the limit from
+normals and their reference copies, :func:`medmoe.engine.trust_fitting.reference_copies`; the limit from
 their validation normals, :func:`medmoe.trust.calibration.fit_calibration`, as the product does) and
 hands it all the left-out task's training and validation normals, and copies of them with a
 synthetic lesion (abnormal scans of an untrained task). In-scope columns: the other tasks'
@@ -65,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from medmoe.data.acquisition import acquisition_shift
     from medmoe.data.anomalies import synthesize_anomalies
-    from medmoe.engine.calibrate import lesion_copies, reference_copies
     from medmoe.engine.checkpoint import load_checkpoint
     from medmoe.engine.data import default_cache_dir, load_split, run_manifests
     from medmoe.engine.features import prepared_inputs
+    from medmoe.engine.trust_fitting import lesion_copies, reference_copies
     from medmoe.model.feature.trunk import EfficientNetLite
     from medmoe.report.tables import markdown_table
     from medmoe.trust.calibration import fit_calibration

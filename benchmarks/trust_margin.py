@@ -18,10 +18,10 @@ from trust_design import natural_images
 
 from medmoe.data.anomalies import synthesize_anomalies
 from medmoe.data.transforms import preprocess_image
-from medmoe.engine.calibrate import fit_scope, reference_copy_inputs, scope_distances, selected_copies
 from medmoe.engine.checkpoint import load_checkpoint
 from medmoe.engine.data import default_cache_dir, load_split, run_manifests
 from medmoe.engine.features import prepared_inputs
+from medmoe.engine.trust_fitting import fit_scope, reference_copy_inputs, scope_distances, selected_copies
 from medmoe.trust.calibration import fit_calibration
 
 torch.set_num_threads(1)

@@ -3,9 +3,9 @@
 against another? Decided on validation data.
 
 ``python benchmarks/trust_shift.py RUN [--out benchmarks/results/trust-shift.md]`` fits the product's
-scope head (:func:`medmoe.engine.calibrate.fit_scope`) on a trained run's training normals with four
+scope head (:func:`medmoe.engine.trust_fitting.fit_scope`) on a trained run's training normals with four
 sets of reference copies — lesion copies only (the head before acquisition copies), lesion copies and
-acquisition copies of every kind (the product, :func:`medmoe.engine.calibrate.reference_copies`), and
+acquisition copies of every kind (the product, :func:`medmoe.engine.trust_fitting.reference_copies`), and
 lesion copies with acquisition copies of the photometric or the geometric kinds only — calibrates the
 scope limit on the validation normals as training does, and reports the share of validation normals
 flagged out of scope under each single kind of change
@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from medmoe.data.acquisition import ACQUISITION_KINDS, acquisition_shift
-    from medmoe.engine.calibrate import SCOPE_ACQUISITION_SEED, fit_scope, lesion_copies, scope_distances
     from medmoe.engine.checkpoint import load_checkpoint
     from medmoe.engine.data import default_cache_dir, load_split, run_manifests
     from medmoe.engine.features import prepared_inputs
+    from medmoe.engine.trust_fitting import SCOPE_ACQUISITION_SEED, fit_scope, lesion_copies, scope_distances
     from medmoe.report.tables import markdown_table
     from medmoe.trust.calibration import fit_calibration
 

@@ -39,11 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from medmoe.data.anomalies import synthesize_anomalies
-    from medmoe.engine.calibrate import fit_scope, scope_distances
     from medmoe.engine.checkpoint import load_checkpoint
     from medmoe.engine.data import default_cache_dir, load_split, run_manifests
     from medmoe.engine.features import prepared_inputs
     from medmoe.engine.inference import predict, task_text_embeddings
+    from medmoe.engine.trust_fitting import fit_scope, scope_distances
     from medmoe.report.tables import markdown_table
     from medmoe.trust.calibration import fit_calibration
 

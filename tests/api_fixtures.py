@@ -16,10 +16,10 @@ import torch
 
 from medmoe.data.synthetic import make_phantom, write_synthetic_dataset
 from medmoe.data.transforms import preprocess_image
-from medmoe.engine.calibrate import calibrate, fit_scope
 from medmoe.engine.checkpoint import save_checkpoint
 from medmoe.engine.config import RunConfig, with_text_dim
 from medmoe.engine.train import prompt_embeddings_for
+from medmoe.engine.trust_fitting import calibrate, fit_scope
 from medmoe.model.config import ModelConfig
 from medmoe.model.registry import create_model
 from medmoe.tasks import default_registry

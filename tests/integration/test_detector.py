@@ -19,7 +19,7 @@ import medmoe.text.cache
 from api_fixtures import brain_images
 from medmoe import Detector
 from medmoe.api import MIN_SIMILARITY, DetectionResult, PromptWarning
-from medmoe.api.prompts import suggest_task
+from medmoe.api.prompt_matching import suggest_task
 from medmoe.api.render import overlay_png, render_result
 from medmoe.api.results import field_docs
 from medmoe.data.transforms import preprocess_image

@@ -18,7 +18,7 @@ from medmoe.engine.evaluate import collect, compute_metrics
 from medmoe.engine.train import train
 from medmoe.errors import CheckpointError, ConfigError
 from medmoe.model.registry import architecture
-from medmoe.report.evaluation import write_figures, write_report
+from medmoe.report.evaluation_report import write_figures, write_report
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_figures_show_the_rows_the_table_measures(trained: Path, data, tmp_path:
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from dataclasses import replace
 
-    import medmoe.report.evaluation as evaluation
+    import medmoe.report.evaluation_report as evaluation
     from medmoe.data.manifest import Manifest
 
     flagged = [replace(s, flags=("other_source",)) if s.split == "test" and s.label == 1 and s.task == "fundus"

@@ -17,8 +17,8 @@ from api_fixtures import phantom_batch, save_tiny_model
 from medmoe import Detector
 from medmoe.cli import app as cli_app
 from medmoe.data.transforms import preprocess_image
-from medmoe.engine.calibrate import calibrate, fit_scope, scope_distances
 from medmoe.engine.checkpoint import META_NAME
+from medmoe.engine.trust_fitting import calibrate, fit_scope, scope_distances
 from medmoe.model.config import ModelConfig
 from medmoe.model.registry import create_model
 from medmoe.tasks import default_registry

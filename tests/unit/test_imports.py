@@ -13,7 +13,7 @@ import medmoe
 SRC = Path(medmoe.__file__).resolve().parent.parent
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("medmoe.errors", "medmoe.atomic", "medmoe.versioned", "medmoe.outputs"),
+    ("medmoe.errors", "medmoe.atomic", "medmoe.versioned", "medmoe.output_arrays"),
     ("medmoe.io",),
     ("medmoe.tasks",),
     ("medmoe.data",),

@@ -1,4 +1,4 @@
-"""medmoe.outputs.OutputArrays: the one numpy record of a model's outputs."""
+"""medmoe.output_arrays.OutputArrays: the one numpy record of a model's outputs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medmoe.model.output import to_arrays
-from medmoe.outputs import DEPLOYED_OUTPUTS, OutputArrays
+from medmoe.output_arrays import DEPLOYED_OUTPUTS, OutputArrays
 
 
 def test_batches_concatenate_and_absent_fields_stay_absent() -> None:

@@ -11,7 +11,7 @@ from medmoe.data.acquisition import ACQUISITION_KINDS, acquisition_shift
 from medmoe.data.anomalies import synthesize_anomalies
 from medmoe.data.synthetic import make_phantom
 from medmoe.data.transforms import preprocess_image
-from medmoe.engine.calibrate import (
+from medmoe.engine.trust_fitting import (
     fit_scope,
     lesion_copies,
     reference_copies,

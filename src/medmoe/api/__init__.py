@@ -4,7 +4,7 @@ Importing this package does not import torch; :meth:`Detector.load` with ``backe
 """
 
 from medmoe.api.detector import Detector
-from medmoe.api.prompts import MIN_SIMILARITY, PromptMatch, PromptWarning
+from medmoe.api.prompt_matching import MIN_SIMILARITY, PromptMatch, PromptWarning
 from medmoe.api.results import DetectionResult
 
 __all__ = ["MIN_SIMILARITY", "DetectionResult", "Detector", "PromptMatch", "PromptWarning"]

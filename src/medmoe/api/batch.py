@@ -40,7 +40,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from medmoe.api.prompts import PromptWarning
+from medmoe.api.prompt_matching import PromptWarning
 from medmoe.api.render import display_inputs, result_title, write_overlay
 from medmoe.api.results import DetectionResult, ResultRecord
 from medmoe.atomic import atomic_write_bytes, atomic_write_text

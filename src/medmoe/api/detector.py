@@ -12,9 +12,9 @@
 
 **Prompt, task and threshold.** A free-text prompt is embedded with the model's frozen text encoder
 and given to the network as is: the router sees the prompt, as in the paper. The score is compared
-with the threshold of the trained task whose prompt is nearest to it (:mod:`medmoe.api.prompts`);
-a weak match (similarity < :data:`~medmoe.api.prompts.MIN_SIMILARITY`) is a warning in
-``result.warnings`` and a :class:`~medmoe.api.prompts.PromptWarning`, or a
+with the threshold of the trained task whose prompt is nearest to it (:mod:`medmoe.api.prompt_matching`);
+a weak match (similarity < :data:`~medmoe.api.prompt_matching.MIN_SIMILARITY`) is a warning in
+``result.warnings`` and a :class:`~medmoe.api.prompt_matching.PromptWarning`, or a
 :class:`~medmoe.errors.PromptError` with ``strict=True``. ``task=`` uses that task's trained prompt.
 With neither, a DICOM file's ``Modality``/``BodyPartExamined`` suggest the task (said in
 ``result.warnings``); other inputs then raise a :class:`~medmoe.errors.PromptError`. Models trained
@@ -40,7 +40,7 @@ from typing import Literal, cast, overload
 
 import numpy as np
 
-from medmoe.api.prompts import PromptMatch, PromptMatcher, PromptWarning, suggest_task
+from medmoe.api.prompt_matching import PromptMatch, PromptMatcher, PromptWarning, suggest_task
 from medmoe.api.results import DetectionResult
 from medmoe.api.spec import Backend, ModelSpec
 from medmoe.data.transforms import preprocess_image, resize_plane
@@ -49,7 +49,7 @@ from medmoe.io import Plane, read_dicom_tags, read_plane, to_grayscale, window_f
 from medmoe.io.choice import Choice
 from medmoe.io.formats import image_format
 from medmoe.io.policy import check_scorable, constant_note
-from medmoe.outputs import OutputArrays
+from medmoe.output_arrays import OutputArrays
 from medmoe.tasks import TaskRegistry
 from medmoe.trust.calibration import DEFAULT_FPR, assess
 from medmoe.trust.conformal import check_fpr

@@ -31,7 +31,7 @@ from medmoe.api.torch_backend import ScreenedModel, TorchBackend
 from medmoe.atomic import atomic_write_bytes, atomic_write_text
 from medmoe.errors import CheckpointError
 from medmoe.model.output import deployed_outputs
-from medmoe.outputs import OutputArrays
+from medmoe.output_arrays import OutputArrays
 
 OPSET = 17
 """ONNX opset of exported models (onnxruntime ≥ 1.13 runs it)."""

@@ -25,7 +25,7 @@ import numpy as np
 
 from medmoe.api.spec import ModelSpec
 from medmoe.errors import CheckpointError
-from medmoe.outputs import DEPLOYED_OUTPUTS, OutputArrays
+from medmoe.output_arrays import DEPLOYED_OUTPUTS, OutputArrays
 from medmoe.versioned import read_versioned_json
 
 FORMAT = "medmoe-onnx"

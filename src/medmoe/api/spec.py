@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from medmoe.errors import CheckpointError
-from medmoe.outputs import OutputArrays
+from medmoe.output_arrays import OutputArrays
 from medmoe.tasks import TaskRegistry
 from medmoe.trust.calibration import TrustCalibration, deployed_threshold
 

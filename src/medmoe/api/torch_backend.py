@@ -15,7 +15,7 @@ from medmoe.engine.checkpoint import META_NAME, Checkpoint, load_checkpoint
 from medmoe.errors import CheckpointError
 from medmoe.model.base import AnomalyModel
 from medmoe.model.output import ModelOutput, deployed_outputs, to_arrays
-from medmoe.outputs import OutputArrays
+from medmoe.output_arrays import OutputArrays
 from medmoe.trust.scope import ScopeHead, ScopeTrunk
 
 

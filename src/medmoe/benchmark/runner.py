@@ -43,7 +43,7 @@ from medmoe.engine.data import MANIFEST_DIR, resolve_data, select_tasks
 from medmoe.engine.evaluate import EvaluationData
 from medmoe.engine.train import RESUME_FILE, steps_per_epoch, task_registry, train
 from medmoe.errors import ConfigError
-from medmoe.report.evaluation import evaluate_run
+from medmoe.report.evaluation_report import evaluate_run
 
 _log = logging.getLogger(__name__)
 

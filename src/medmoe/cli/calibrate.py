@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from medmoe.data.manifest import read_manifest
-        from medmoe.engine.calibrate import calibrate_run
+        from medmoe.engine.trust_fitting import calibrate_run
 
         manifests = [read_manifest(p) for p in manifest] if manifest else None
         calibration = calibrate_run(model, manifests, progress=progress)

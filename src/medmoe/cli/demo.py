@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         from medmoe.engine.checkpoint import load_checkpoint
         from medmoe.engine.config import load_config
         from medmoe.engine.train import train
-        from medmoe.report.evaluation import evaluate_run
+        from medmoe.report.evaluation_report import evaluate_run
 
         console = Console()
         console.rule("[bold]medmoe demo[/] — synthetic phantoms, not real data")

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         from medmoe.engine.checkpoint import load_checkpoint
         from medmoe.engine.data import run_manifests
         from medmoe.errors import ConfigError
-        from medmoe.report.evaluation import evaluate_run
+        from medmoe.report.evaluation_report import evaluate_run
 
         if not 0 < fpr < 1:
             raise ConfigError(f"--fpr is a false-positive rate in (0, 1), not {fpr}; e.g. --fpr 0.05")

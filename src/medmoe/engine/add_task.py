@@ -38,11 +38,11 @@ from medmoe.data.dataset import ImageDataset
 from medmoe.data.manifest import Manifest, Sample, write_manifest
 from medmoe.data.sources._base import list_images
 from medmoe.data.splits import carve_validation, flag_duplicates
-from medmoe.engine.calibrate import fit_scope, log_scope_caveats, reference_copy_inputs, scope_distances
 from medmoe.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from medmoe.engine.data import MANIFEST_DIR, default_cache_dir
 from medmoe.engine.features import prepared_inputs
 from medmoe.engine.inference import predict
+from medmoe.engine.trust_fitting import fit_scope, log_scope_caveats, reference_copy_inputs, scope_distances
 from medmoe.errors import CheckpointError, ConfigError, DatasetError
 from medmoe.metrics import fit_threshold
 from medmoe.model.base import AnomalyModel

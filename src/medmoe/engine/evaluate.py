@@ -16,8 +16,8 @@ detect says of the same images (:class:`DeployedMetrics`): the rate it decided a
 rate observed on the normals against it, and how often the out-of-scope and mismatch caveats fire on
 normal and abnormal images.
 
-The report writers and :func:`~medmoe.report.evaluation.evaluate_run` (collect → metrics → report →
-figures, as the CLI, the demo and the benchmark run it) live in :mod:`medmoe.report.evaluation`.
+The report writers and :func:`~medmoe.report.evaluation_report.evaluate_run` (collect → metrics → report →
+figures, as the CLI, the demo and the benchmark run it) live in :mod:`medmoe.report.evaluation_report`.
 """
 
 from __future__ import annotations
@@ -33,15 +33,15 @@ import torch
 
 from medmoe.data.dataset import Batch, ImageDataset
 from medmoe.data.manifest import Manifest, Sample
-from medmoe.engine.calibrate import scope_distances
 from medmoe.engine.checkpoint import Checkpoint
 from medmoe.engine.data import default_cache_dir
 from medmoe.engine.features import prepared_inputs
 from medmoe.engine.inference import predict, task_text_embeddings
+from medmoe.engine.trust_fitting import scope_distances
 from medmoe.errors import DatasetError
 from medmoe.metrics import ImageMetrics, PixelMetrics, image_metrics, mean_over_tasks, pixel_metrics, routing_accuracy
 from medmoe.model.registry import architecture
-from medmoe.outputs import OutputArrays
+from medmoe.output_arrays import OutputArrays
 from medmoe.trust import DEFAULT_FPR
 from medmoe.trust.calibration import deployed_threshold
 

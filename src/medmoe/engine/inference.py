@@ -7,7 +7,7 @@ import torch
 from medmoe.model.base import AnomalyModel
 from medmoe.model.output import deployed_outputs, to_arrays
 from medmoe.model.scoring import to_image_range
-from medmoe.outputs import OutputArrays
+from medmoe.output_arrays import OutputArrays
 
 
 def task_text_embeddings(prompt_embeddings: torch.Tensor | None,

@@ -38,13 +38,13 @@ from tqdm.auto import tqdm
 from medmoe.atomic import atomic_write_bytes, atomic_write_text
 from medmoe.data.dataset import Batch
 from medmoe.data.manifest import Manifest
-from medmoe.engine.calibrate import TRAINING_SOURCE, VALIDATION_SOURCE, calibrate, fit_scope, reference_copy_inputs
 from medmoe.engine.checkpoint import save_checkpoint
 from medmoe.engine.config import RunConfig, TrainConfig, with_text_dim
 from medmoe.engine.data import default_cache_dir, load_split, select_tasks
 from medmoe.engine.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
 from medmoe.engine.features import prepared_inputs
 from medmoe.engine.inference import predict, task_text_embeddings
+from medmoe.engine.trust_fitting import TRAINING_SOURCE, VALIDATION_SOURCE, calibrate, fit_scope, reference_copy_inputs
 from medmoe.errors import CheckpointError, ConfigError, DatasetError
 from medmoe.metrics import fit_threshold
 from medmoe.model.base import AnomalyModel

@@ -1,4 +1,5 @@
-"""The named outputs every registered model returns, and their conversion to :class:`~medmoe.outputs.OutputArrays`."""
+"""The named outputs every registered model returns, and their conversion to
+:class:`~medmoe.output_arrays.OutputArrays`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from medmoe.model.config import ModelConfig
-from medmoe.outputs import OutputArrays
+from medmoe.output_arrays import OutputArrays
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def split_decoded(decoded: torch.Tensor, config: ModelConfig) -> tuple[torch.Ten
 
 
 def deployed_outputs(out: ModelOutput, scope_distances: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
-    """The :data:`~medmoe.outputs.DEPLOYED_OUTPUTS` of one forward pass by name (``anomaly_map`` as
+    """The :data:`~medmoe.output_arrays.DEPLOYED_OUTPUTS` of one forward pass by name (``anomaly_map`` as
     ``(B, R, R)``); ``None`` for those the model lacks."""
     return {"score": out.score, "anomaly_map": out.anomaly_map[:, 0], "hallucination_map": out.u,
             "router_weights": out.router_weights, "scope_distances": scope_distances}

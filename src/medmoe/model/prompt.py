@@ -15,8 +15,8 @@ from medmoe.model.config import ModelConfig
 
 def nearest_task(text_embedding: torch.Tensor, task_prompts: torch.Tensor) -> torch.Tensor:
     """Index ``(B,)`` of the task prompt embedding ``(T, D)`` nearest (cosine) to each ``(B, D)`` embedding: the
-    one rule by which a network picks a task from a prompt (the torch-free :class:`medmoe.api.prompts.PromptMatcher`
-    reports the same argmax with its similarity)."""
+    one rule by which a network picks a task from a prompt (the torch-free
+    :class:`medmoe.api.prompt_matching.PromptMatcher` reports the same argmax with its similarity)."""
     return (F.normalize(text_embedding, dim=1) @ F.normalize(task_prompts, dim=1).T).argmax(dim=1)
 
 

@@ -5,7 +5,7 @@ Every trained model carries a *scope head*: the frozen ImageNet trunk's feature 
 channel over the locations (:func:`descriptor`, ``2 D`` values), and per task the mean and
 Ledoit–Wolf-shrunk precision of that descriptor over the task's training normals, a copy of each with
 a synthetic lesion and a copy of each under an acquisition change (another gamma, contrast, blur,
-noise, zoom; :func:`medmoe.engine.calibrate.reference_copies`), so the covariance spans the directions
+noise, zoom; :func:`medmoe.engine.trust_fitting.reference_copies`), so the covariance spans the directions
 a lesion or another scanner moves the descriptor in: an abnormal scan of a task, or one from another
 machine, stays in its scope; a change of modality does not (validation,
 ``benchmarks/results/trust-design.md``, ``maha_lesion_shift``: large synthetic lesions flagged 4.0 %
