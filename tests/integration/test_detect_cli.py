@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from api_fixtures import brain_images
-from medmoe.api.batch import COLUMNS, collect_inputs
+from medmoe.api.inputs import collect_inputs
+from medmoe.api.results_csv import COLUMNS
 from medmoe.cli import main
 
 RG1 = pydicom.data.get_testdata_file("RG1_UNCR.dcm", download=False)  # CR chest, MONOCHROME1 (pydicom-data)

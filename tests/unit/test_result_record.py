@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from medmoe.api.batch import COLUMNS, FILE_COLUMNS, csv_cell, csv_columns
 from medmoe.api.results import DetectionResult, ResultRecord, described, field_docs
+from medmoe.api.results_csv import COLUMNS, FILE_COLUMNS, csv_cell, csv_columns
 from medmoe.serve.app import response_model
 
 

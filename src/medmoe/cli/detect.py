@@ -51,8 +51,9 @@ def register(app: typer.Typer) -> None:
         """
         from tqdm.auto import tqdm
 
-        from medmoe.api.batch import DetectOptions, collect_inputs, detect_files
+        from medmoe.api.batch import DetectOptions, detect_files
         from medmoe.api.detector import Detector
+        from medmoe.api.inputs import collect_inputs
         from medmoe.atomic import check_writable, prepare_output_dir
         from medmoe.errors import DatasetError
         from medmoe.io.intensity import resolve_window
