@@ -246,3 +246,8 @@ def test_an_interrupt_keeps_what_was_scored(tiny_run: Path, phantoms: Path, tmp_
     assert sorted(resumed) == sorted(p.name for p in images) and all(resumed[k] == v for k, v in rows.items())
     with open(out / "results.csv", encoding="utf-8") as handle:
         assert len(handle.read().splitlines()) == 1 + len(images)  # each image once
+
+    # a run into the same --out without --resume says it replaces the earlier results
+    code, output = run_cli([str(images[0]), "--task", "brain_mri", "--model", str(tiny_run), "--out", str(out),
+                            "--no-progress", "--workers", "0"], capsys, monkeypatch)
+    assert code == 0 and "of an earlier run will be replaced; pass --resume" in " ".join(output.split())

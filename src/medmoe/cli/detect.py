@@ -49,11 +49,13 @@ def register(app: typer.Typer) -> None:
         Exit status: 0 all images scored, 1 some could not be (see the error column), 2 bad usage,
         128 + the signal when interrupted (130 Ctrl-C, 143 SIGTERM).
         """
+        from rich.console import Console
         from tqdm.auto import tqdm
 
         from medmoe.api.batch import DetectOptions, detect_files
         from medmoe.api.detector import Detector
         from medmoe.api.inputs import collect_inputs
+        from medmoe.api.results_csv import RESULTS_NAME
         from medmoe.atomic import check_writable, prepare_output_dir
         from medmoe.errors import DatasetError
         from medmoe.io.intensity import resolve_window
@@ -78,6 +80,9 @@ def register(app: typer.Typer) -> None:
         detector = Detector.load(model, backend=backend, device=device, threads=threads)  # before --out exists: a bad model leaves none
         detector.check_request(prompt, task, strict=strict, fpr=fpr)
         prepare_output_dir(out)
+        if (out / RESULTS_NAME).is_file() and not resume:
+            Console(stderr=True).print(f"[yellow]note:[/] {out / RESULTS_NAME} of an earlier run will be replaced; "
+                                       "pass --resume to keep its rows and score only the rest", highlight=False)
         options = DetectOptions(prompt=prompt, task=task, strict=strict, fpr=fpr, window=windowing,
                                 batch_size=batch_size, overlays=overlays, maps=maps,
                                 workers=cores if workers is None else workers, resume=resume)
