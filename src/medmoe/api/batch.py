@@ -168,7 +168,7 @@ def detect_files(detector: Detector, inputs: Sequence[InputFile], out_dir: Path,
 
     Args:
         detector: the model.
-        inputs: the images, from :func:`collect_inputs`.
+        inputs: the images, from :func:`~medmoe.api.inputs.collect_inputs`.
         out_dir: an existing, writable folder.
         options: what to score and write.
         progress: called with the number of images finished after each batch (resumed ones at the start).
