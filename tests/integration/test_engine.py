@@ -298,4 +298,11 @@ def test_overwrite_leaves_nothing_of_the_replaced_run(data, tmp_path: Path, monk
     assert done.exit_code == 0, done.output
     assert not (run / "eval").exists() and not (run / "manifests" / "old-task.csv").exists()
     assert [m.tasks for m in run_manifests(run)] == [data.tasks] and (run / "notes.txt").is_file()
-    assert json.loads((run / "model.json").read_text())["format"] == "medmoe-checkpoint"
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["format"] == "medmoe-checkpoint" and meta["info"]["profile"] == "cpu-64"  # what made it
+
+    # medmoe models names it as every result does, with its provenance and its decision thresholds
+    described = CliRunner().invoke(app, ["models", str(run)], env={"COLUMNS": "200"})
+    assert described.exit_code == 0, described.output
+    assert f"run sha256 {meta['weights']['sha256'][:12]}" in described.output and "profile cpu-64" in described.output
+    assert "brain_mri" in described.output and "threshold (fpr 0.05)" in described.output

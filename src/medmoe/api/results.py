@@ -2,7 +2,7 @@
 
 Every field a user sees of a result — a ``results.csv`` column, a REST response field, a line of the web
 page — is declared once, in :class:`ResultRecord`: its name, type and description. ``results.csv``
-takes :func:`csv_columns`, the REST schema is built from the record's fields
+takes :func:`medmoe.api.results_csv.csv_columns`, the REST schema is built from the record's fields
 (:func:`medmoe.serve.app.response_model`), and the page lists every field of the response. Adding an
 output field is two edits: declare it in :class:`ResultRecord` and fill it in :meth:`DetectionResult.record`.
 """

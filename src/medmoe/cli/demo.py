@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         run_config = load_config(config, [*overrides, *([f"train.epochs={epochs}"] if epochs else [])])
         console.print(f"2/3 training one {run_config.model.architecture} model on all five tasks "
                       f"({config} profile, {run_config.train.epochs} epochs) …")
-        train(run_config, [manifest], out / "run")
+        train(run_config, [manifest], out / "run", provenance={"profile": config, "data": "synthetic phantoms"})
         console.print("3/3 evaluating on the held-out phantoms …")
         checkpoint = load_checkpoint(out / "run")
         result = evaluate_run(checkpoint, [manifest], out / "report" / "metrics.json", split="test",

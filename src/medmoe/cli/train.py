@@ -59,7 +59,8 @@ def register(app: typer.Typer) -> None:
             if overwrite and not resume:
                 clear_run(out)  # once the new run's data is known: nothing of the replaced run is left beside it
             save_manifests(manifests, out)
-        result = run_training(run_config, manifests, out, resume=resume, progress=progress)
+        result = run_training(run_config, manifests, out, resume=resume, progress=progress,
+                              provenance={"profile": str(config)})
         if result.thresholds:
             console = Console()
             console.print(f"[bold green]trained[/] in {result.seconds:.0f} s; best epoch {result.best_epoch} "

@@ -24,6 +24,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypedDict, cast
@@ -149,7 +150,7 @@ def _start(seconds: float = 0.0, best_val_loss: float = math.inf) -> _Progress:
 
 
 def train(config: RunConfig, manifests: list[Manifest], run_dir: str | Path, *,
-          resume: bool = False, progress: bool = True) -> TrainResult:
+          resume: bool = False, progress: bool = True, provenance: Mapping[str, str] | None = None) -> TrainResult:
     """Train a model on the normal images of ``manifests`` and write a checkpoint to ``run_dir``.
 
     Args:
@@ -159,17 +160,19 @@ def train(config: RunConfig, manifests: list[Manifest], run_dir: str | Path, *,
         run_dir: output folder.
         resume: continue from ``run_dir/checkpoints/last.pt`` (same config required).
         progress: show progress bars.
+        provenance: what made the run, stored in the checkpoint's ``info`` (``{"profile": "cpu-feat"}``).
     """
     run_dir = Path(run_dir)
     dist = setup_distributed(config.train.device)
     try:
-        return _train(config, manifests, run_dir, dist, resume=resume, progress=progress and dist.is_main)
+        return _train(config, manifests, run_dir, dist, resume=resume, progress=progress and dist.is_main,
+                      provenance=dict(provenance or {}))
     finally:
         teardown_distributed()
 
 
 def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: DistInfo, *,
-           resume: bool, progress: bool) -> TrainResult:
+           resume: bool, progress: bool, provenance: dict[str, str]) -> TrainResult:
     tc = config.train
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
@@ -202,7 +205,7 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     if not model.trains_by_gradient():
         return _memory_model_checkpoint(config, model, tasks, embeddings, train_data, train_images, val_data,
-                                        run_dir, dist, seconds=time.perf_counter() - fit_started)
+                                        run_dir, dist, seconds=time.perf_counter() - fit_started, provenance=provenance)
     optimizer = make_optimizer(model, tc, dist.device)
     state = _start()
     resume_path = run_dir / RESUME_FILE
@@ -241,7 +244,7 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
     result = None
     if dist.is_main:
         result = _finish(config, model, tasks, embeddings, state, val_data, train_data, train_images, run_dir,
-                         dist.device)
+                         dist.device, provenance)
     barrier(dist)
     return result if result is not None else TrainResult(run_dir, state["best_epoch"], state["best_val_loss"],
                                                          {}, state["seconds"], state["history"])
@@ -249,14 +252,15 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
 
 def _memory_model_checkpoint(config: RunConfig, model: AnomalyModel, tasks: TaskRegistry,
                              embeddings: torch.Tensor | None, train_data: Batch, train_images: torch.Tensor,
-                             val_data: Batch, run_dir: Path, dist: DistInfo, *, seconds: float) -> TrainResult:
+                             val_data: Batch, run_dir: Path, dist: DistInfo, *, seconds: float,
+                             provenance: dict[str, str]) -> TrainResult:
     """A model without trainable parameters (PatchCore, feature 1-NN), its memory filled by
     ``fit_data``: fit thresholds and write the checkpoint (rank 0)."""
     state = _start(seconds, best_val_loss=math.nan)
     result = None
     if dist.is_main:
         result = _finish(config, model, tasks, embeddings, state, val_data, train_data, train_images, run_dir,
-                         dist.device)
+                         dist.device, provenance)
     barrier(dist)
     return result if result is not None else TrainResult(run_dir, 0, math.nan, {}, state["seconds"], [])
 
@@ -342,7 +346,7 @@ def fit_thresholds(scores: np.ndarray, task_indices: np.ndarray, tasks: TaskRegi
 
 def _finish(config: RunConfig, model: AnomalyModel, tasks: TaskRegistry, embeddings: torch.Tensor | None,
             state: _Progress, val_data: Batch, train_data: Batch, train_images: torch.Tensor, run_dir: Path,
-            device: torch.device) -> TrainResult:
+            device: torch.device, provenance: dict[str, str]) -> TrainResult:
     """Restore the selected weights, fit thresholds, the scope head (on the training normals'
     prepared inputs ``train_data`` and reference copies of their ``train_images``) and the trust
     calibration on validation normals (training normals without validation data), write the checkpoint."""
@@ -368,7 +372,7 @@ def _finish(config: RunConfig, model: AnomalyModel, tasks: TaskRegistry, embeddi
         "best_epoch": state["best_epoch"], "best_val_loss": state["best_val_loss"],
         "epochs": config.train.epochs, "seed": config.train.seed, "train_seconds": round(state["seconds"], 1),
         "n_train": len(train_data.images), "n_val": len(val_data.images), "threshold_rule": rule,
-        "selection": _selection_rule(config, model) + "; the test split is never used",
+        "selection": _selection_rule(config, model) + "; the test split is never used", **provenance,
     }
     model.to("cpu")
     save_checkpoint(run_dir, model=model, config=config, tasks=tasks, prompt_embeddings=embeddings,
