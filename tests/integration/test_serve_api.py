@@ -18,6 +18,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
+import medmoe
 from medmoe.api import Detector
 from medmoe.cli import app as cli_app
 from medmoe.cli.serve import _is_loopback
@@ -177,7 +178,7 @@ def test_tasks(client: TestClient, detector: Detector) -> None:
 def test_healthz(client: TestClient) -> None:
     body = client.get("/healthz").json()
     assert body["limits"]["max_batch"] == 16 and body["limits"]["max_decoded_pixels"] == 64_000_000
-    assert body["status"] == "ok" and body["version"] == "0.1.0"
+    assert body["status"] == "ok" and body["version"] == medmoe.__version__ == "0.2.0"
     assert body["model"]["backend"] == "torch" and body["model"]["resolution"] == 32
     assert len(body["model"]["tasks"]) == 5
     assert body["max_upload_mb"] == LIMIT_MB

@@ -1,4 +1,4 @@
-"""The paper's pixel model, as published (architecture ``pixel_moe``; ``moe`` in earlier versions): vision encoder,
+"""The paper's pixel model, as published (architecture ``pixel_moe``; ``moe`` before 0.2): vision encoder,
 prompt encoder, router and expert bank (paper Fig. 3)."""
 
 from __future__ import annotations
