@@ -11,8 +11,8 @@ whose mean is the image score), from 0 to ``max(HEADROOM · threshold, map maxim
 Without a threshold the scale is ``0 … map maximum`` (per image; the colour bar says so). The
 colour bar always shows the numbers.
 
-**What is tinted.** The heatmap does not cover the whole image: it is clear where the map is below half
-the threshold, fades in up to the threshold and is :data:`ALPHA` opaque above it, where a white
+**What is tinted.** The heatmap does not cover the whole image: it is clear where the map is below
+:data:`FADE_FROM` of the threshold, fades in up to the threshold and is :data:`ALPHA` opaque above it, where a white
 contour outlines the region (without a threshold: the image's hottest 10 %), so the anatomy stays
 readable and the eye goes to what is above the threshold. Rendering uses matplotlib's object API with the Agg canvas
 (no pyplot global state), so it is safe in a web server's worker threads.
@@ -40,6 +40,10 @@ HEADROOM = 4.0
 
 ALPHA = 0.5
 """Opacity of the heatmap where it is at or above the threshold (it fades out below, see the module docstring)."""
+
+FADE_FROM = 0.8
+"""The tint fades in from this share of the threshold: a feature model's map sits near 1 (its temperature) on
+normal anatomy, so a lower start would haze the whole image."""
 
 HOT_QUANTILE = 0.9
 """Without a threshold, the outline and fade are drawn at this quantile of the image's own map."""
@@ -106,7 +110,8 @@ def draw_overlay(image: np.ndarray, anomaly_map: np.ndarray, vmax: float, shape:
     norm = Normalize(0.0, vmax)
     level = float(np.quantile(anomaly_map, HOT_QUANTILE)) if per_image else float(threshold)  # type: ignore[arg-type]
     heat = colormaps[CMAP](norm(anomaly_map))
-    heat[..., 3] = ALPHA * np.clip(anomaly_map / max(level, 1e-12) * 2.0 - 1.0, 0.0, 1.0)  # clear below level / 2
+    ramp = (anomaly_map / max(level, 1e-12) - FADE_FROM) / (1.0 - FADE_FROM)
+    heat[..., 3] = ALPHA * np.clip(ramp, 0.0, 1.0)  # clear below FADE_FROM of the level, opaque above it
     axes.imshow(heat, interpolation="antialiased")
     if float(anomaly_map.max()) > level > float(anomaly_map.min()):
         axes.contour(anomaly_map, levels=[level], colors="white", linewidths=1.0)
