@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from packaging.version import InvalidVersion, Version
+
 from medmoe.errors import CheckpointError
 
 
@@ -31,3 +33,18 @@ def read_versioned_json(path: Path, *, fmt: str, version: int, what: str) -> dic
         raise CheckpointError(f"'{path}' has format version {meta['format_version']}, newer than this medmoe "
                               "reads; upgrade medmoe")
     return meta
+
+
+def unreadable(path: Path, written_by: str, problem: str, fix: str) -> str:
+    """The one sentence for a model file this medmoe cannot read: where the file was written by a newer
+    medmoe (``written_by``), that is the cause and the fix is to upgrade; otherwise ``problem`` and ``fix``."""
+    from medmoe import __version__
+
+    try:
+        newer = Version(written_by) > Version(__version__)
+    except InvalidVersion:
+        newer = False
+    if newer:
+        return (f"'{path}' was written by medmoe {written_by}, newer than this medmoe {__version__}, which cannot "
+                f"read it ({problem}); upgrade medmoe (pip install -U medmoe)")
+    return f"'{path}' {problem}; {fix}"

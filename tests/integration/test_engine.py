@@ -71,6 +71,24 @@ def test_wrong_checkpoints_fail_clearly(trained: Path, tmp_path: Path) -> None:
         load_checkpoint(tmp_path)
 
 
+def test_a_model_from_a_newer_or_an_older_medmoe_says_what_to_do(trained: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import medmoe
+
+    for name in ("model.json", "model.safetensors"):
+        shutil.copy(trained / name, tmp_path / name)
+    meta = json.loads((trained / "model.json").read_text())
+    meta["config"]["model"]["a_setting_of_the_future"] = 1  # what a newer medmoe might write
+    for written_by, says in (("99.0.0", f"written by medmoe 99.0.0, newer than this medmoe {medmoe.__version__}"),
+                             ("0.1.0", "is an invalid checkpoint")):
+        (tmp_path / "model.json").write_text(json.dumps({**meta, "medmoe_version": written_by}))
+        with pytest.raises(CheckpointError, match="a_setting_of_the_future") as info:
+            load_checkpoint(tmp_path)
+        assert says in str(info.value)
+        assert ("upgrade medmoe" in str(info.value)) == (written_by == "99.0.0")
+
+
 def test_resume_reproduces_an_uninterrupted_run(data, tmp_path: Path) -> None:
     straight = tmp_path / "straight"
     train(fast_config(tmp_path, "train.epochs=2"), [data], straight, progress=False)

@@ -17,6 +17,7 @@ from medmoe.errors import CheckpointError
 from medmoe.output_arrays import OutputArrays
 from medmoe.tasks import TaskRegistry
 from medmoe.trust.calibration import TrustCalibration, deployed_threshold
+from medmoe.versioned import unreadable
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,9 @@ class ModelSpec:
                 weights_sha256=str(data.get("weights_sha256") or ""),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CheckpointError(f"model metadata '{source}' is incomplete or invalid ({exc!r}); "
-                                  "export the model again with 'medmoe export'") from exc
+            raise CheckpointError(unreadable(Path(source), str(data.get("medmoe_version", "")),
+                                             f"is incomplete or invalid model metadata ({exc!r})",
+                                             "export the model again with 'medmoe export'")) from exc
         if spec.prompt_embeddings is not None and spec.prompt_embeddings.shape[0] != len(spec.tasks):
             raise CheckpointError(f"model metadata '{source}': {spec.prompt_embeddings.shape[0]} prompt "
                                   f"embeddings for {len(spec.tasks)} tasks")

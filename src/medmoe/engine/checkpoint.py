@@ -31,7 +31,7 @@ from medmoe.model.registry import create_model
 from medmoe.tasks import TaskRegistry
 from medmoe.trust.calibration import TrustCalibration
 from medmoe.trust.scope import SCOPE_PREFIX, ScopeHead
-from medmoe.versioned import read_versioned_json
+from medmoe.versioned import read_versioned_json, unreadable
 
 FORMAT = "medmoe-checkpoint"
 FORMAT_VERSION = 1
@@ -136,7 +136,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         tasks = TaskRegistry.from_list(meta["tasks"])
         tensors = load_safetensors(blob)
     except (ConfigError, SafetensorError, KeyError) as exc:
-        raise CheckpointError(f"checkpoint '{meta_path}' is invalid: {exc}") from exc
+        raise CheckpointError(unreadable(meta_path, str(meta.get("medmoe_version", "")),
+                                         f"is an invalid checkpoint: {exc}", "train the model again")) from exc
     embeddings = tensors.pop(EMBEDDINGS_KEY, None)
     scope_tensors = {k[len(SCOPE_PREFIX):]: tensors.pop(k) for k in [k for k in tensors if k.startswith(SCOPE_PREFIX)]}
     scope = ScopeHead.from_state(scope_tensors) if scope_tensors else None
@@ -145,8 +146,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:
-        raise CheckpointError(f"weights in '{weights_path}' do not fit the architecture in "
-                              f"'{meta_path}': {str(exc).splitlines()[0]}") from exc
+        raise CheckpointError(unreadable(weights_path, str(meta.get("medmoe_version", "")),
+                                         f"does not fit the architecture in '{meta_path}': "
+                                         f"{str(exc).splitlines()[0]}", "train the model again")) from exc
     model.to(map_location).eval()
     return Checkpoint(model=model, config=config, tasks=tasks, prompt_embeddings=embeddings,
                       thresholds=dict(meta.get("thresholds", {})), info=dict(meta.get("info", {})),
