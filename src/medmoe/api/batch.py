@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medmoe.api.inputs import InputFile, input_key
+from medmoe.api.inputs import InputFile
 from medmoe.api.prompt_matching import PromptWarning
 from medmoe.api.render import display_inputs, result_title, write_overlay
 from medmoe.api.results import DetectionResult
-from medmoe.api.results_csv import RESULTS_NAME, ResultsLog, result_row
+from medmoe.api.results_csv import RESULTS_NAME, ResultsLog, plane_key, result_row
 from medmoe.atomic import atomic_write_bytes
 from medmoe.trust import DEFAULT_FPR
 
@@ -179,7 +179,7 @@ def detect_files(detector: Detector, inputs: Sequence[InputFile], out_dir: Path,
     """
     detector.check_request(options.prompt, options.task, strict=options.strict, fpr=options.fpr)
     log = ResultsLog(out_dir, options.resume, detector.spec.weights_sha256[:12])
-    todo = [item for item in inputs if input_key(item) not in log.earlier]
+    todo = [item for item in inputs if plane_key(item.plane) not in log.earlier]
     run = DetectRun(rows=[], results=out_dir / RESULTS_NAME, total=len(inputs), resumed=len(inputs) - len(todo))
     if progress is not None and run.resumed:
         progress(run.resumed)
@@ -213,7 +213,7 @@ def detect_files(detector: Detector, inputs: Sequence[InputFile], out_dir: Path,
     except KeyboardInterrupt:
         pass  # the workers are stopped (OverlayWriter) and the finished rows recorded
     finally:
-        run.rows = log.finish([input_key(item) for item in inputs])
+        run.rows = log.finish([plane_key(item.plane) for item in inputs])
     return run
 
 

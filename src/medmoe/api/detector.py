@@ -318,12 +318,11 @@ class Detector:
             query = self._query_from_tags(source)
         model_input = preprocess_image(decoded, self.spec.channels, self.spec.resolution)
         constant = constant_note(decoded)
-        index = None if plane is None else plane.index
         shown = decoded if decoded.ndim == 3 else to_grayscale(decoded)  # colour stays colour on the overlay
         return PreparedImage(source=source, image=shown, model_input=model_input, query=query,
                              fpr=fpr, notes=(constant,) if constant else (),
-                             frame=index if plane is not None and plane.frame is not None else None,
-                             slice=index if plane is not None and plane.frame is None else None)
+                             frame=None if plane is None else plane.frame_number,
+                             slice=None if plane is None else plane.slice_number)
 
     def _query_from_tags(self, source: str | None) -> _Query:
         """Suggest the task of a DICOM file from its tags; other inputs need a prompt or task."""
@@ -361,7 +360,7 @@ def _result(prepared: PreparedImage, row: int, raw: OutputArrays, spec: ModelSpe
     notes = [*query.warnings, *prepared.notes]
     trust = None
     if spec.calibration is None:
-        threshold = float(spec.thresholds.get(query.task, math.nan))
+        threshold = spec.decision_threshold(query.task, fpr)
         notes.append("the model was trained before calibrated outputs existed: no p-value, mismatch or "
                      "out-of-scope check (run 'medmoe calibrate' on it); the decision uses its percentile threshold")
     else:

@@ -104,10 +104,3 @@ def _unique(found: Iterable[tuple[Plane, str]]) -> list[InputFile]:
         inputs.append(InputFile(plane, candidate))
     return inputs
 
-
-def input_key(item: InputFile) -> tuple[str, str, str]:
-    """The :func:`~medmoe.api.results_csv.row_key` of an input's row."""
-    plane = item.plane
-    index = "" if plane.index is None else str(plane.index)
-    return os.path.abspath(plane.path), index if plane.frame is not None else "", \
-        index if plane.frame is None else ""

@@ -54,13 +54,16 @@ def csv_cell(value: Any) -> str:
     return str(value)
 
 
+def plane_cells(plane: Plane) -> dict[str, str]:
+    """The cells that identify an image's row: ``source`` (the file's absolute path), ``frame``, ``slice``."""
+    return {"source": os.path.abspath(plane.path), "frame": csv_cell(plane.frame_number),
+            "slice": csv_cell(plane.slice_number)}
+
+
 def result_row(plane: Plane, outcome: DetectionResult | MedmoeError,
                files: dict[str, str] | None = None) -> dict[str, str]:
     """One ``results.csv`` row (all cells as text) for the result or error of one file or frame."""
-    row = dict.fromkeys(COLUMNS, "")
-    row["source"] = os.path.abspath(plane.path)
-    if plane.index is not None:
-        row["frame" if plane.frame is not None else "slice"] = str(plane.index)
+    row = {**dict.fromkeys(COLUMNS, ""), **plane_cells(plane)}
     if isinstance(outcome, MedmoeError):
         row["error"] = str(outcome)
         return row
@@ -73,6 +76,11 @@ def result_row(plane: Plane, outcome: DetectionResult | MedmoeError,
 def row_key(row: dict[str, str]) -> tuple[str, str, str]:
     """What identifies a row's image across runs: its file, frame and slice."""
     return row["source"], row["frame"], row["slice"]
+
+
+def plane_key(plane: Plane) -> tuple[str, str, str]:
+    """The :func:`row_key` of ``plane``'s row."""
+    return row_key(plane_cells(plane))
 
 
 def write_results(rows: Sequence[dict[str, str]], out_dir: Path) -> Path:
@@ -126,7 +134,7 @@ class ResultsLog:
                 raise ConfigError(f"the results in '{out_dir}' were written by another model ({', '.join(others)}, "
                                   f"not {model_sha256}); resume with the same model, or choose a new --out")
         self.rows: dict[tuple[str, str, str], dict[str, str]] = {}
-        self._handle: IO[str] = open(self.partial, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        self._handle: IO[str] = open(self.partial, "w", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._handle, fieldnames=list(COLUMNS), lineterminator="\n")
         self._writer.writeheader()
         self._writer.writerows(self.earlier.values())

@@ -95,7 +95,6 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
-
 def _print_summary(run: DetectRun, notes: list[str]) -> None:
     """The folders not searched, a table of up to 20 results, one line per kind of warning, the files that
     could not be scored, and where the results are."""

@@ -43,6 +43,16 @@ class Plane:
         chosen = self.frame if self.frame is not None else self.slice_index
         return chosen if isinstance(chosen, int) else None
 
+    @property
+    def frame_number(self) -> int | None:
+        """:attr:`index` where it is a frame or page (``None``: a slice, or none chosen by number)."""
+        return self.index if self.frame is not None else None
+
+    @property
+    def slice_number(self) -> int | None:
+        """:attr:`index` where it is an axial slice (``None``: a frame, or none chosen by number)."""
+        return self.index if self.frame is None else None
+
 
 def parse_choice(text: str | None) -> Choice:
     """A CLI value (``"3"``, ``"middle"``) as a :data:`Choice`; ``ValueError`` for anything else."""

@@ -108,11 +108,18 @@ def _leave_one_out_retrieval(features: torch.Tensor, memory: torch.Tensor, owner
     n, d, h, w = features.shape
     errors = []
     for i in range(n):
-        bank = memory[owner != i] if bool((owner != i).any()) else memory
+        bank = _memory_without(memory, owner, i)
         errors.append(nearest_distance(patches(features[i:i + 1]), bank).square().view(h, w) / d)
     return torch.stack(errors)
 
 
+def _memory_without(memory: torch.Tensor, owner: torch.Tensor, image: int) -> torch.Tensor:
+    """The memory rows not from training image ``image`` (all of them, if it is their only source)."""
+    others = owner != image
+    return memory[others] if bool(others.any()) else memory
+
+
+@torch.no_grad()
 def held_out_scores(model: FeatureMoE, adapter: TaskAdapter, embedding: torch.Tensor,
                     train_x: torch.Tensor) -> np.ndarray:
     """Each training normal's score (``embedding``: the task's prompt, ``(1, D)``) with the adapter's memory
@@ -123,8 +130,8 @@ def held_out_scores(model: FeatureMoE, adapter: TaskAdapter, embedding: torch.Te
     scores = []
     try:
         for i in range(len(train_x)):
-            adapter.memory = memory[owner != i] if bool((owner != i).any()) else memory
-            scores.append(float(model(train_x[i:i + 1], embedding, prepared=True).score.float().cpu().numpy()[0]))
+            adapter.memory = _memory_without(memory, owner, i)
+            scores.append(float(model(train_x[i:i + 1], embedding, prepared=True).score[0]))
     finally:
         adapter.memory = memory
         model.train(was_training)
