@@ -20,8 +20,7 @@ from medmoe.engine.checkpoint import save_checkpoint
 from medmoe.engine.config import RunConfig, with_text_dim
 from medmoe.engine.train import prompt_embeddings_for
 from medmoe.engine.trust_fitting import calibrate, fit_scope
-from medmoe.model.config import ModelConfig
-from medmoe.model.registry import create_model
+from medmoe.model.registry import create_model, model_config
 from medmoe.tasks import default_registry
 
 #: Thresholds of the saved models: head_ct has none (as after a run without its validation normals).
@@ -46,8 +45,8 @@ def save_tiny_model(run_dir: Path, *, prompt: bool = True, hallucination: bool =
     tasks = default_registry()
     sizes = {"resolution": 32, "fc_width": 64} if architecture == "pixel_moe" else \
         {"resolution": 64, "feature_width": 16, "feature_expert": "retrieve", "score_top_fraction": 0.1}
-    config = RunConfig(model=ModelConfig(architecture=architecture, top_k=2, prompt=prompt,
-                                         hallucination=hallucination, **sizes))
+    config = RunConfig(model=model_config(dict(architecture=architecture, top_k=2, prompt=prompt,
+                                               hallucination=hallucination, **sizes)))
     embeddings = prompt_embeddings_for(config, tasks)
     if embeddings is not None:
         config = with_text_dim(config, embeddings.shape[1])

@@ -17,14 +17,14 @@ from medmoe.errors import ConfigError
 from medmoe.model import ARCHITECTURES, ModelConfig, create_model
 from medmoe.model.baselines import AutoEncoder, MemAE, Memory, attention_entropy, hard_shrink
 from medmoe.model.baselines.memae import ENTROPY_WEIGHT, MEMORY_SLOTS, SHRINK_THRESHOLD
-from medmoe.model.registry import architecture
+from medmoe.model.registry import architecture, model_config
 
 BASELINES = {name: architecture(name).fixes["hallucination"] for name in ("ae", "ae_u", "memae")}
 """name -> whether it has the hallucination head (its registry entry says)."""
 
 
 def _config(name: str, **kw) -> ModelConfig:
-    return ModelConfig(architecture=name, **architecture(name).fixes, resolution=32, fc_width=64, **kw)
+    return model_config(dict(architecture=name, **architecture(name).fixes, resolution=32, fc_width=64, **kw))
 
 
 def test_baselines_are_registered_by_name() -> None:

@@ -17,7 +17,9 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     synthetic(tmp_path / "data", n_train=8, n_test=2)
     medmoe = shutil.which("medmoe", path=str(Path(sys.executable).parent))
     assert medmoe, "the medmoe console script is not installed next to this Python"
-    sets = [a for item in (*FAST, f"data.cache_dir={tmp_path / 'cache'}") for a in ("--set", item)]
+    small = [item for item in FAST if not item.startswith("model.fc_width")]  # the default profile is feature_moe
+    sets = [a for item in (*small, "model.feature_width=16", f"data.cache_dir={tmp_path / 'cache'}")
+            for a in ("--set", item)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", medmoe, "train",
            "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--epochs", "2", "--no-progress", *sets]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -17,6 +17,8 @@ from medmoe.engine.config import load_config
 from medmoe.engine.evaluate import collect, compute_metrics
 from medmoe.engine.train import train
 from medmoe.errors import CheckpointError, ConfigError
+from medmoe.model.config import ArchitectureSettings
+from medmoe.model.feature.settings import FeatureMoESettings
 from medmoe.model.registry import architecture
 from medmoe.report.evaluation_report import write_figures, write_report
 
@@ -214,6 +216,20 @@ def test_an_architecture_brings_its_training_defaults() -> None:
     assert load_config("cpu-64").train.selection == "val_loss"
 
 
+def test_switching_a_profiles_architecture_leaves_its_family_settings_behind(tmp_path: Path) -> None:
+    """``cpu-feat`` spells feature_moe's settings; choosing a pixel model or a peer on it drops them, but a
+    setting of another family given on the command line, or written in a file for its own architecture,
+    is refused with its owners."""
+    assert load_config("cpu-feat", ["model.architecture=patchcore"]).model.settings == ArchitectureSettings()
+    assert load_config("cpu-feat", ["model.architecture=pixel_moe"]).model.resolution == 128  # common ones stay
+    with pytest.raises(ConfigError, match="model.feature_width belongs to feature_moe, not pixel_moe"):
+        load_config("cpu-feat", ["model.architecture=pixel_moe", "model.feature_width=16"])
+    own = tmp_path / "mixed.yaml"
+    own.write_text("model:\n  architecture: pixel_moe\n  feature_width: 16\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="model.feature_width belongs to feature_moe, not pixel_moe"):
+        load_config(own)
+
+
 def test_config_overrides_and_errors(tmp_path: Path) -> None:
     config = load_config(None, ["train.lr=1e-3", "model.top_k=2", "train.tasks=[head_ct]"])
     assert config.train.lr == 0.001 and config.model.top_k == 2 and config.train.tasks == ("head_ct",)
@@ -261,7 +277,7 @@ def test_profiles_ship_with_the_package_and_cpu_feat_is_the_default(tmp_path: Pa
 
     assert {"cpu-feat", "cpu-64", "paper-256"} <= set(profiles()) and DEFAULT_PROFILE == "cpu-feat"
     feat = load_config("cpu-feat")
-    assert feat.model.architecture == "feature_moe" and feat.model.feature_expert == "hybrid"
+    assert feat.model.architecture == "feature_moe" and feat.model.settings == FeatureMoESettings(feature_expert="hybrid", score_top_fraction=0.1)
     assert load_config("cpu-64").model.architecture == "pixel_moe"
     # configs and checkpoints of earlier versions name the pixel model 'moe': still read, as its name now
     assert load_config(None, ["model.architecture=moe"]).model.architecture == "pixel_moe"

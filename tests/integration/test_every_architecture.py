@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,16 @@ from medmoe.api import Detector
 from medmoe.api.export import export_onnx
 from medmoe.cli import app
 from medmoe.data.synthetic import write_synthetic_dataset
+from medmoe.engine.checkpoint import load_checkpoint
 from medmoe.engine.config import load_config
 from medmoe.engine.train import train
 from medmoe.model import ARCHITECTURES
 from medmoe.model.base import AnomalyModel
-from medmoe.model.config import ModelConfig
+from medmoe.model.config import ArchitectureSettings, ModelConfig
+from medmoe.model.feature.settings import FeatureMoESettings
 from medmoe.model.output import ModelOutput
 from medmoe.model.registry import architecture, register_model
+from medmoe.model.vision import PixelSettings
 
 pytestmark = pytest.mark.slow
 
@@ -30,14 +34,28 @@ TOY = "toy_mean"
 TRUNK_MODELS = ("feature_moe", "patchcore", "feature_nn")
 
 
+@dataclass(frozen=True)
+class ToySettings(ArchitectureSettings):
+    """The toy's own setting: the power of each pixel's distance to the mean."""
+
+    power: float = 2.0
+
+
+SMALL: dict[type[ArchitectureSettings], list[str]] = {
+    PixelSettings: ["model.fc_width=64"], FeatureMoESettings: ["model.feature_width=16"],
+    ToySettings: ["model.power=1"]}
+"""Per settings family, what makes its models small (the toy's setting is set, to travel through every step)."""
+
+
 class ToyMean(AnomalyModel):
-    """The smallest architecture: each pixel's squared distance to the training normals' mean image."""
+    """The smallest architecture: each pixel's distance to the training normals' mean image, to a power."""
 
     mean: torch.Tensor
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self.power = config.settings_as(ToySettings).power
         self.register_buffer("mean", torch.zeros(config.in_channels, config.resolution, config.resolution))
 
     def fit_data(self, inputs: torch.Tensor, task_ids: torch.Tensor, task_embeddings: torch.Tensor | None,
@@ -45,14 +63,14 @@ class ToyMean(AnomalyModel):
         self.mean.copy_(inputs.mean(dim=0))
 
     def forward_prepared(self, inputs: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
-        amap = (inputs - self.mean).square().mean(dim=1, keepdim=True)
+        amap = (inputs - self.mean).abs().pow(self.power).mean(dim=1, keepdim=True)
         return ModelOutput(x_hat=None, u=None, anomaly_map=amap, score=amap.flatten(1).mean(dim=1),
                            router_weights=None, router_logits=None, features=inputs.mean(dim=(2, 3)))
 
 
 @pytest.fixture(scope="module", autouse=True)
 def toy_architecture() -> Iterator[None]:
-    register_model(TOY, fixes={"prompt": False, "hallucination": False})(ToyMean)
+    register_model(TOY, settings=ToySettings, fixes={"prompt": False, "hallucination": False})(ToyMean)
     yield
     ARCHITECTURES.pop(TOY)
 
@@ -75,11 +93,13 @@ def test_train_export_detect(name: str, data: Path, tmp_path: Path) -> None:
     from medmoe.data.manifest import read_manifest
 
     size = 64 if name in TRUNK_MODELS else 32
-    config = load_config(None, [*architecture(name).overrides(), f"model.resolution={size}", "model.fc_width=64",
-                                "model.feature_width=16", "train.epochs=1", "train.batch_size=16",
+    entry = architecture(name)
+    config = load_config(None, [*entry.overrides(), f"model.resolution={size}", *SMALL.get(entry.settings, ()),
+                                "train.epochs=1", "train.batch_size=16",
                                 f"data.cache_dir={tmp_path / 'cache'}", "train.num_threads=1"])
     run = tmp_path / "run"
     train(config, [read_manifest(data / "manifest.csv")], run, progress=False)
+    assert load_checkpoint(run).config.model == config.model  # the family's settings come back as set
     exported = export_onnx(run, tmp_path / "model.onnx")  # refuses an export that disagrees with torch
     assert exported.max_score_diff < 1e-4
     out = tmp_path / "detect"

@@ -16,14 +16,14 @@ from medmoe.engine.checkpoint import load_checkpoint
 from medmoe.engine.config import load_config
 from medmoe.engine.evaluate import collect, compute_metrics
 from medmoe.engine.train import train
-from medmoe.model.config import ModelConfig
 from medmoe.model.feature.branch import ERROR_MOMENTUM
 from medmoe.model.feature.network import FeatureMoE, top_fraction_mean
+from medmoe.model.registry import model_config
 
 
 def small(**kw: object) -> FeatureMoE:
     torch.manual_seed(0)
-    return FeatureMoE(ModelConfig(architecture="feature_moe", resolution=64, feature_width=16, **kw))
+    return FeatureMoE(model_config(dict(architecture="feature_moe", resolution=64, feature_width=16, **kw)))
 
 
 def test_outputs_live_on_the_image_grid() -> None:

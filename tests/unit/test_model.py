@@ -9,18 +9,20 @@ import pytest
 import torch
 
 from medmoe.errors import ConfigError
-from medmoe.model import ModelConfig, PromptMoE
+from medmoe.model import ModelConfig, PromptMoE, create_model, model_config
 from medmoe.model.experts import ExpertBank, subpixel_kernel
+from medmoe.model.feature.settings import FeatureMoESettings
 from medmoe.model.losses import hallucination_loss, routing_loss, total_loss
 from medmoe.model.reference import LoopedExperts, load_bank_from_decoders
 from medmoe.model.router import top_k_renormalise
 from medmoe.model.scoring import anomaly_map, image_score
+from medmoe.model.vision import PixelSettings
 
 SMALL = dict(resolution=32, fc_width=64, text_dim=12, num_experts=4, top_k=4)
 
 
 def small_config(**overrides) -> ModelConfig:
-    return ModelConfig(**{**SMALL, **overrides})
+    return model_config({**SMALL, **overrides})
 
 
 @pytest.mark.parametrize("resolution", [16, 32, 64])
@@ -278,9 +280,28 @@ def test_invalid_config_is_rejected(bad: dict) -> None:
 
 def test_config_round_trips() -> None:
     config = small_config(hallucination=False, top_k=2)
-    assert ModelConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ConfigError, match="unknown"):
-        ModelConfig.from_dict({**config.to_dict(), "bogus": 1})
+    assert model_config(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="model.bogus is unknown"):
+        model_config({**config.to_dict(), "bogus": 1})
+
+
+def test_each_family_reads_its_own_settings() -> None:
+    """A family's settings sit flat in the ``model`` section; another family's are refused with their owners,
+    except in a record medmoe wrote (≤ 0.2.0 stored every family's settings in one)."""
+    feature = model_config({"architecture": "feature_moe", "feature_width": 32})
+    assert feature.settings == FeatureMoESettings(feature_width=32)
+    assert model_config(feature.to_dict()) == feature
+    with pytest.raises(ConfigError, match="model.fc_width belongs to ae, ae_u, memae, pixel_moe, not feature_moe"):
+        model_config({**feature.to_dict(), "fc_width": 64})
+    union = {**feature.to_dict(), "fc_width": 2048, "encoder_channels": [16, 32, 64, 64]}  # a 0.2.0 checkpoint
+    assert model_config(union, stored=True) == feature
+    with pytest.raises(ConfigError, match="model.bogus is unknown"):
+        model_config({**union, "bogus": 1}, stored=True)
+    with pytest.raises(ConfigError, match="reads PixelSettings, not FeatureMoESettings"):
+        create_model(ModelConfig(architecture="pixel_moe", settings=feature.settings))
+    with pytest.raises(ConfigError, match="feature_expert must be one of"):
+        model_config({"architecture": "feature_moe", "feature_expert": "dream"})
+    assert small_config().settings == PixelSettings(fc_width=64)
 
 
 def test_model_works_in_its_value_range() -> None:

@@ -182,7 +182,7 @@ def check_stored_config(run_dir: Path, wanted: dict[str, Any]) -> None:
         return
     stored = json.loads(path.read_text(encoding="utf-8"))
     # read through today's schema: a setting added since, at its default, is the same run
-    stored["config"] = RunConfig.from_dict(stored["config"]).to_dict()
+    stored["config"] = RunConfig.from_dict(stored["config"], stored=True).to_dict()
     if _without_cache(stored) != _without_cache(wanted):
         raise ConfigError(f"run folder '{run_dir}' holds a run with another configuration; delete it or "
                           "use another --out (the settings of a resumed benchmark must not change)")

@@ -216,10 +216,7 @@ def _check(checkpoint: Checkpoint, task: Task, expert: str) -> None:
     if task.channels != config.in_channels:
         raise ConfigError(f"task {task.id!r} has {task.channels} channel(s) but the model reads "
                           f"{config.in_channels}")
-    if expert not in ("expert", "route"):
-        raise ConfigError(f"--expert must be 'expert' or 'route', not {expert!r}")
-    if config.added_tasks and config.added_task_expert != expert:
-        raise ConfigError(f"this model's added tasks use {config.added_task_expert!r}; add this one the same way")
+    checkpoint.model.check_growth(expert)
     if checkpoint.scope is None or checkpoint.calibration is None:
         raise CheckpointError("the run has no trust outputs; run 'medmoe calibrate --model RUN' on it first")
 

@@ -132,7 +132,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"'{weights_path}' does not match '{meta_path}' (SHA-256 differs): "
                               "the weights were replaced or are corrupt")
     try:
-        config = RunConfig.from_dict(meta["config"])
+        config = RunConfig.from_dict(meta["config"], stored=True)
         tasks = TaskRegistry.from_list(meta["tasks"])
         tensors = load_safetensors(blob)
     except (ConfigError, SafetensorError, KeyError) as exc:

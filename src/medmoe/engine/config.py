@@ -24,7 +24,7 @@ import yaml
 from medmoe.data.splits import VAL_FRACTION
 from medmoe.errors import ConfigError
 from medmoe.model.config import ModelConfig
-from medmoe.model.registry import architecture
+from medmoe.model.registry import architecture, model_config
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class DataConfig:
 class RunConfig:
     """Everything a training run needs besides the data location."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=lambda: model_config({}))
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
 
@@ -104,12 +104,13 @@ class RunConfig:
                 "data": asdict(self.data)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """Build from a dict with optional ``model``/``train``/``data`` sections."""
+    def from_dict(cls, data: dict[str, Any], *, stored: bool = False) -> RunConfig:
+        """Build from a dict with optional ``model``/``train``/``data`` sections (``stored``: written by
+        medmoe, see :func:`~medmoe.model.registry.model_config`)."""
         unknown = set(data) - {"model", "train", "data"}
         if unknown:
             raise ConfigError(f"unknown config section(s) {sorted(unknown)}; use model, train, data")
-        model = ModelConfig.from_dict(data.get("model") or {})
+        model = model_config(data.get("model") or {}, stored=stored)
         defaults = architecture(model.architecture).train_defaults  # what the architecture needs, unless set
         return cls(
             model=model,
@@ -159,6 +160,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"config file '{path}' must be a mapping of sections")
+    given = dict(data.get("model") or {}) if isinstance(data.get("model"), dict) else {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         section, dot, name = key.strip().partition(".")
@@ -168,7 +170,19 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         if not isinstance(data[section], dict):
             raise ConfigError(f"config section {section!r} must be a mapping")
         data[section][name] = yaml.safe_load(raw)
+    if given and isinstance(data.get("model"), dict):
+        data["model"] = _switched_architecture(given, data["model"])
     return RunConfig.from_dict(data)
+
+
+def _switched_architecture(given: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """The ``model`` section after overrides, less the file's settings of its own architecture's family
+    when an override chose an architecture of another (``--set model.architecture=patchcore`` on the
+    ``cpu-feat`` profile drops its ``feature_moe`` settings; a setting the overrides give stays, to be judged)."""
+    before = architecture(given.get("architecture", ModelConfig.architecture))
+    after = architecture(model.get("architecture", ModelConfig.architecture))
+    stale = before.settings.names() - after.settings.names()
+    return {k: v for k, v in model.items() if not (k in stale and k in given and given[k] == v)}
 
 
 def with_text_dim(config: RunConfig, text_dim: int) -> RunConfig:

@@ -402,7 +402,8 @@ def _load_resume(path: Path, config: RunConfig, model: nn.Module,
     if not path.is_file():
         raise CheckpointError(f"cannot resume: '{path}' does not exist (was the run started in this folder?)")
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    if _without_epochs(saved["config"]) != _without_epochs(config.to_dict()):
+    trained = RunConfig.from_dict(saved["config"], stored=True)  # an earlier version's record read as today's
+    if _without_epochs(trained.to_dict()) != _without_epochs(config.to_dict()):
         raise CheckpointError(f"cannot resume from '{path}': it was trained with a different configuration "
                               "(only train.epochs may change on resume)")
     model.load_state_dict(saved["model"])

@@ -8,16 +8,25 @@
   mechanism on a frozen pretrained trunk.
 
 Importing this package imports every architecture module, which registers it
-(:mod:`medmoe.model.registry`): both families and the baselines.
+(:mod:`medmoe.model.registry`): both families and the baselines. Each family declares its own settings
+record (:class:`~medmoe.model.vision.PixelSettings`, :class:`~medmoe.model.feature.settings.FeatureMoESettings`)
+beside the common :class:`ModelConfig`; :func:`model_config` builds one from a config's flat ``model`` section.
 """
 
 from medmoe.model import baselines, pixel  # noqa: F401  (each registers its architectures)
-from medmoe.model.config import ModelConfig
+from medmoe.model.config import ArchitectureSettings, ModelConfig
 from medmoe.model.feature import network  # noqa: F401
 from medmoe.model.pixel import ModelOutput, MoEOutput, PromptMoE
-from medmoe.model.registry import ARCHITECTURES, Architecture, architecture, create_model, register_model
+from medmoe.model.registry import (
+    ARCHITECTURES,
+    Architecture,
+    architecture,
+    create_model,
+    model_config,
+    register_model,
+)
 
 __all__ = [
-    "ARCHITECTURES", "Architecture", "ModelConfig", "ModelOutput", "MoEOutput", "PromptMoE", "architecture",
-    "create_model", "register_model",
+    "ARCHITECTURES", "Architecture", "ArchitectureSettings", "ModelConfig", "ModelOutput", "MoEOutput", "PromptMoE",
+    "architecture", "create_model", "model_config", "register_model",
 ]

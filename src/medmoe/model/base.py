@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medmoe.errors import ConfigError
 from medmoe.model.config import ModelConfig
 from medmoe.model.losses import LossParts, total_loss
 from medmoe.model.output import ModelOutput
@@ -65,6 +66,11 @@ class AnomalyModel(nn.Module):
     def forward_prepared(self, inputs: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
         """The trainable part on :meth:`prepare`'s output."""
         raise NotImplementedError
+
+    def check_growth(self, expert: str) -> None:
+        """Raise :class:`~medmoe.errors.ConfigError` if :meth:`grow` would refuse ``expert`` on this model
+        (called before any work; architectures registered with ``adds_tasks`` override it)."""
+        raise ConfigError(f"{self.config.architecture} does not add tasks")
 
     def grow(self, prompt_embeddings: torch.Tensor, normals: torch.Tensor, *, expert: str, seed: int,
              lr: float) -> tuple[AnomalyModel, ModelConfig]:

@@ -1,9 +1,9 @@
-"""The model's hyper-parameters."""
+"""The model's hyper-parameters: the settings every architecture shares, and one record per family."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TypeVar
 
 from medmoe.errors import ConfigError
 
@@ -12,18 +12,40 @@ LEGACY_ARCHITECTURES = {"moe": "pixel_moe"}
 
 
 @dataclass(frozen=True)
+class ArchitectureSettings:
+    """The settings one architecture family alone reads; this base is a family with none (``patchcore``).
+
+    A family subclasses it (frozen, every field with a default, validated in ``__post_init__``) and
+    registers it with its architectures (``register_model(..., settings=...)``). In a config's ``model``
+    section and in checkpoints its fields sit flat beside :class:`ModelConfig`'s, so ``--set
+    model.feature_width=64`` reads as before; :func:`medmoe.model.registry.model_config` sorts them.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def names(cls) -> frozenset[str]:
+        """The setting names of this family."""
+        return frozenset(f.name for f in fields(cls))
+
+
+Settings = TypeVar("Settings", bound=ArchitectureSettings)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of a registered model (defaults: the paper's pixel model, §4.3).
+    """What every registered architecture reads (defaults: the paper's pixel model, §4.3), and its family's
+    own settings.
 
     Attributes:
         architecture: registered model name (see :func:`medmoe.model.registry.create_model`):
             ``pixel_moe`` (the paper's model as published), ``feature_moe`` (the default profile's) or a
             baseline; a name an architecture had before (``moe``) is read as its name now.
-        resolution: input side length R (a multiple of 16); the FC sizes follow from it.
+        resolution: input side length R (a multiple of 16).
         in_channels: image channels C (1: grayscale, as in the paper).
-        encoder_channels: output channels of the four stride-2 convolutions.
-        fc_width: width of the hidden fully connected layer in encoder and decoders.
-        latent_dim: size of the image feature ``v``.
+        latent_dim: size of the image feature ``v`` the router reads.
         num_experts: N, the number of decoder experts (≥ number of tasks).
         top_k: K, how many experts each image uses (1 ≤ K ≤ N).
         text_dim: size of the frozen text embedding (384 for all-MiniLM-L6-v2, 512 for CLIP ViT-B).
@@ -41,33 +63,17 @@ class ModelConfig:
             ``e·exp(−u²) + u²`` is minimised by ``u = 0`` wherever the squared error ``e ≤ 1`` (and by
             ``u² = ln e`` above), so in a [0, 1] range, where ``e`` never exceeds 1, the hallucination
             map could never switch on.
-        trunk: frozen pretrained trunk of the feature architectures (``feature_moe`` and the feature
-            peers): ``efficientnet_lite0``, ``_lite1`` or ``_lite2`` (see :mod:`medmoe.model.feature.trunk`).
+        trunk: frozen pretrained trunk of the feature architectures, and the one every model's scope
+            head reads: ``efficientnet_lite0``, ``_lite1`` or ``_lite2`` (see :mod:`medmoe.model.feature.trunk`).
         trunk_stages: the trunk's MBConv groups whose outputs are concatenated (0–6; strides 2, 4, 8,
             16, 16, 32, 32); the feature grid is that of the first.
-        feature_width: channels ``E`` of ``feature_moe``'s shared bottleneck (experts use ``E/2``).
-        feature_dropout: dropout on that bottleneck in training (the noisy bottleneck).
-        feature_error: per-location error of a reconstructed feature map: ``mse`` or ``cosine``.
-        feature_expert: what ``feature_moe``'s experts do: ``reconstruct`` the feature map from the
-            shared bottleneck, or ``retrieve`` each location's nearest normal patch from the expert's
-            memory (expert ``k`` remembers task ``k mod T``'s training patches), or ``hybrid``: both,
-            their errors averaged at inference; each expert also predicts its hallucination map from
-            the bottleneck.
-        error_quantile: the error temperature of ``feature_moe`` is this quantile of the training
-            normals' errors (Eq. 5 can only switch the hallucination map on where ``e > 1``).
-        score_top_fraction: image score = mean of the largest share of the anomaly map; 0 is the
-            paper's mean of the whole map (§3.5). Used by ``feature_moe``.
-        added_tasks: tasks added to a trained ``feature_moe`` by ``medmoe add-task`` (each a
-            :class:`~medmoe.model.feature.adapter.TaskAdapter`; the model's own weights untouched).
-        added_task_expert: what an added task gets: its own ``expert`` (a decoder and a memory of its
-            normals) or a ``route`` (learned weights over the existing experts, and its memory).
+        settings: the architecture family's own settings (:class:`ArchitectureSettings`); the bare
+            base means "the family's defaults" (see :meth:`settings_as`).
     """
 
     architecture: str = "pixel_moe"
     resolution: int = 64
     in_channels: int = 1
-    encoder_channels: tuple[int, int, int, int] = (16, 32, 64, 64)
-    fc_width: int = 2048
     latent_dim: int = 16
     num_experts: int = 5
     top_k: int = 5
@@ -79,38 +85,16 @@ class ModelConfig:
     value_range: tuple[float, float] = (-1.0, 1.0)
     trunk: str = "efficientnet_lite0"
     trunk_stages: tuple[int, ...] = (2, 4)
-    feature_width: int = 128
-    feature_dropout: float = 0.2
-    feature_error: str = "mse"
-    feature_expert: str = "reconstruct"
-    error_quantile: float = 0.5
-    score_top_fraction: float = 0.0
-    added_tasks: int = 0
-    added_task_expert: str = "expert"
+    settings: ArchitectureSettings = field(default_factory=ArchitectureSettings)
 
     def __post_init__(self) -> None:
         if len(self.value_range) != 2 or not self.value_range[0] < self.value_range[1]:
             raise ConfigError(f"value_range must be [low, high] with low < high, not {self.value_range}")
         if self.resolution < 16 or self.resolution % 16:
             raise ConfigError(f"resolution must be a multiple of 16 (≥16), not {self.resolution}")
-        if len(self.encoder_channels) != 4:
-            raise ConfigError(f"encoder_channels needs 4 entries, got {self.encoder_channels}")
         if not 1 <= self.top_k <= self.num_experts:
             raise ConfigError(f"top_k must be in 1..num_experts={self.num_experts}, not {self.top_k}")
-        if self.feature_expert not in ("reconstruct", "retrieve", "hybrid"):
-            raise ConfigError("feature_expert must be 'reconstruct', 'retrieve' or 'hybrid', "
-                              f"not {self.feature_expert!r}")
-        if self.added_task_expert not in ("expert", "route"):
-            raise ConfigError(f"added_task_expert must be 'expert' or 'route', not {self.added_task_expert!r}")
-        if self.added_tasks < 0:
-            raise ConfigError(f"added_tasks must be ≥ 0, not {self.added_tasks}")
-        if self.feature_error not in ("mse", "cosine"):
-            raise ConfigError(f"feature_error must be 'mse' or 'cosine', not {self.feature_error!r}")
-        for name, value in (("feature_dropout", self.feature_dropout), ("error_quantile", self.error_quantile),
-                            ("score_top_fraction", self.score_top_fraction)):
-            if not 0 <= value < 1:
-                raise ConfigError(f"{name} must be in [0, 1), not {value}")
-        for name in ("feature_width", "in_channels", "fc_width", "latent_dim", "num_experts", "text_dim", "prompt_dim"):
+        for name in ("in_channels", "latent_dim", "num_experts", "text_dim", "prompt_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
 
@@ -119,28 +103,27 @@ class ModelConfig:
         """Side length of the smallest feature map, R / 16."""
         return self.resolution // 16
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (stored in checkpoints)."""
-        data = asdict(self)
-        data["encoder_channels"] = list(self.encoder_channels)
-        data["value_range"] = list(self.value_range)
-        data["trunk_stages"] = list(self.trunk_stages)
-        return data
+    def settings_as(self, kind: type[Settings]) -> Settings:
+        """The family settings as ``kind`` (what the architecture's modules read): those given, or ``kind``'s
+        defaults when none were.
+
+        Raises:
+            ConfigError: the config carries another family's settings.
+        """
+        if type(self.settings) is ArchitectureSettings:
+            return kind()
+        if not isinstance(self.settings, kind):
+            raise ConfigError(f"architecture {self.architecture!r} reads {kind.__name__}, not "
+                              f"{type(self.settings).__name__}")
+        return self.settings
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown model setting(s) {sorted(unknown)}; known: {sorted(known)}")
-        values = dict(data)
-        if "architecture" in values:
-            values["architecture"] = LEGACY_ARCHITECTURES.get(values["architecture"], values["architecture"])
-        for key in ("encoder_channels", "value_range", "trunk_stages"):
-            if key in values:
-                values[key] = tuple(values[key])
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise ConfigError(f"invalid model settings: {exc}") from exc
+    def common_names(cls) -> frozenset[str]:
+        """The setting names every architecture shares (all fields but ``settings``)."""
+        return frozenset(f.name for f in fields(cls)) - {"settings"}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (stored in checkpoints): the common fields and the family's, flat."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "settings"}
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+        return {**data, **self.settings.to_dict()}

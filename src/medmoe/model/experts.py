@@ -40,13 +40,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from medmoe.model.config import ModelConfig
+from medmoe.model.vision import PixelSettings
 
 
 def decoder_channels(config: ModelConfig) -> tuple[int, ...]:
     """Channels along one decoder's conv stack: ``(64, 64, 32, 16, out)`` for the paper."""
     out = config.in_channels * (2 if config.hallucination else 1)
-    last = config.encoder_channels[-1]
-    return (last, *reversed(config.encoder_channels[:-1]), out)
+    encoder = config.settings_as(PixelSettings).encoder_channels
+    return (encoder[-1], *reversed(encoder[:-1]), out)
 
 
 class StackedLinear(nn.Module):
@@ -109,11 +110,12 @@ class ExpertBank(nn.Module):
         self.bottleneck = config.bottleneck
         self.first_channels = ch[0]
         self.schedule = schedule
+        width = config.settings_as(PixelSettings).fc_width
         self.fc = nn.Sequential(
-            StackedLinear(n, config.latent_dim, config.fc_width),
-            GroupedBatchNorm1d(n, config.fc_width),
+            StackedLinear(n, config.latent_dim, width),
+            GroupedBatchNorm1d(n, width),
             nn.ReLU(inplace=True),
-            StackedLinear(n, config.fc_width, ch[0] * config.bottleneck**2),
+            StackedLinear(n, width, ch[0] * config.bottleneck**2),
             GroupedBatchNorm1d(n, ch[0] * config.bottleneck**2),
             nn.ReLU(inplace=True),
         )

@@ -14,12 +14,12 @@ from medmoe.model.reference import LoopedExperts
 from medmoe.model.registry import register_model
 from medmoe.model.router import Router, router_input
 from medmoe.model.scoring import anomaly_map, image_score, to_model_range
-from medmoe.model.vision import VisionEncoder
+from medmoe.model.vision import PixelSettings, VisionEncoder
 
 MoEOutput = ModelOutput  # the paper's name for it
 
 
-@register_model("pixel_moe", experts_per_task=True)
+@register_model("pixel_moe", experts_per_task=True, settings=PixelSettings)
 class PromptMoE(AnomalyModel):
     """Prompt-driven mixture of hallucination-aware experts.
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from medmoe.model.config import ModelConfig
 from medmoe.model.experts import ExpertBank, decoder_channels
+from medmoe.model.vision import PixelSettings
 
 
 class ExpertDecoder(nn.Module):
@@ -22,11 +23,12 @@ class ExpertDecoder(nn.Module):
         ch = decoder_channels(config)
         self.bottleneck = config.bottleneck
         self.first_channels = ch[0]
+        width = config.settings_as(PixelSettings).fc_width
         self.fc = nn.Sequential(
-            nn.Linear(config.latent_dim, config.fc_width, bias=False),
-            nn.BatchNorm1d(config.fc_width),
+            nn.Linear(config.latent_dim, width, bias=False),
+            nn.BatchNorm1d(width),
             nn.ReLU(inplace=True),
-            nn.Linear(config.fc_width, ch[0] * config.bottleneck**2, bias=False),
+            nn.Linear(width, ch[0] * config.bottleneck**2, bias=False),
             nn.BatchNorm1d(ch[0] * config.bottleneck**2),
             nn.ReLU(inplace=True),
         )

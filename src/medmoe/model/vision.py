@@ -1,11 +1,33 @@
-"""The shared vision encoder ``f`` (paper §3.1)."""
+"""The shared vision encoder ``f`` (paper §3.1), and the pixel family's settings."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from medmoe.model.config import ModelConfig
+from medmoe.errors import ConfigError
+from medmoe.model.config import ArchitectureSettings, ModelConfig
+
+
+@dataclass(frozen=True)
+class PixelSettings(ArchitectureSettings):
+    """The convolutional encoder's and the decoders' shapes (``pixel_moe`` and the pixel baselines).
+
+    Attributes:
+        encoder_channels: output channels of the four stride-2 convolutions (the decoders mirror them).
+        fc_width: width of the hidden fully connected layer in encoder and decoders.
+    """
+
+    encoder_channels: tuple[int, int, int, int] = (16, 32, 64, 64)
+    fc_width: int = 2048
+
+    def __post_init__(self) -> None:
+        if len(self.encoder_channels) != 4 or min(self.encoder_channels) < 1:
+            raise ConfigError(f"encoder_channels needs 4 positive entries, got {self.encoder_channels}")
+        if self.fc_width < 1:
+            raise ConfigError(f"fc_width must be positive, not {self.fc_width}")
 
 
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -25,15 +47,16 @@ class VisionEncoder(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        c = (config.in_channels, *config.encoder_channels)
+        shape = config.settings_as(PixelSettings)
+        c = (config.in_channels, *shape.encoder_channels)
         self.features = nn.Sequential(*(conv_block(c[i], c[i + 1]) for i in range(4)))
-        flat = config.encoder_channels[-1] * config.bottleneck**2
+        flat = shape.encoder_channels[-1] * config.bottleneck**2
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(flat, config.fc_width, bias=False),
-            nn.BatchNorm1d(config.fc_width),
+            nn.Linear(flat, shape.fc_width, bias=False),
+            nn.BatchNorm1d(shape.fc_width),
             nn.ReLU(inplace=True),
-            nn.Linear(config.fc_width, config.latent_dim),
+            nn.Linear(shape.fc_width, config.latent_dim),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

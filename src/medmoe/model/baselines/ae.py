@@ -21,7 +21,7 @@ from medmoe.model.output import ModelOutput
 from medmoe.model.reference import ExpertDecoder
 from medmoe.model.registry import register_model
 from medmoe.model.scoring import to_model_range
-from medmoe.model.vision import VisionEncoder
+from medmoe.model.vision import PixelSettings, VisionEncoder
 
 
 class AutoEncoder(AnomalyModel):
@@ -45,5 +45,5 @@ class AutoEncoder(AnomalyModel):
         return decoded_output(z, self.decoder(v), v, self.config)
 
 
-register_model("ae", fixes={"prompt": False, "hallucination": False})(AutoEncoder)
-register_model("ae_u", fixes={"prompt": False, "hallucination": True})(AutoEncoder)
+register_model("ae", settings=PixelSettings, fixes={"prompt": False, "hallucination": False})(AutoEncoder)
+register_model("ae_u", settings=PixelSettings, fixes={"prompt": False, "hallucination": True})(AutoEncoder)

@@ -21,7 +21,7 @@ from medmoe.model.output import ModelOutput
 from medmoe.model.reference import ExpertDecoder
 from medmoe.model.registry import register_model
 from medmoe.model.scoring import to_model_range
-from medmoe.model.vision import VisionEncoder
+from medmoe.model.vision import PixelSettings, VisionEncoder
 
 MEMORY_SLOTS = 25
 """Memory items N."""
@@ -88,4 +88,4 @@ class MemAE(AnomalyModel):
         return decoded_output(z, self.decoder(v_hat), v, self.config, aux_loss=aux)
 
 
-register_model("memae", fixes={"prompt": False, "hallucination": False})(MemAE)
+register_model("memae", settings=PixelSettings, fixes={"prompt": False, "hallucination": False})(MemAE)

@@ -23,6 +23,7 @@ from torch import nn
 from medmoe.model.config import ModelConfig
 from medmoe.model.feature.branch import score_branch
 from medmoe.model.feature.memory import nearest_distance, patches, resize_to_stored
+from medmoe.model.feature.settings import FeatureMoESettings
 
 
 class TaskAdapter(nn.Module):
@@ -43,7 +44,7 @@ class TaskAdapter(nn.Module):
         super().__init__()
         self.config = config
         self.bank = bank
-        self.dropout = nn.Dropout(config.feature_dropout)
+        self.dropout = nn.Dropout(config.settings_as(FeatureMoESettings).feature_dropout)
         self.route_logits = nn.Parameter(torch.zeros(config.num_experts)) if bank is None else None
         self.register_buffer("memory", torch.zeros(0, channels))
         # the training image each memory patch came from: known right after the adapter is fitted, not saved

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from medmoe.model.config import ModelConfig
+from medmoe.model.feature.settings import FeatureMoESettings
 from medmoe.model.losses import discounted_error
 
 ERROR_MOMENTUM = 0.05
@@ -59,7 +60,7 @@ def score_branch(config: ModelConfig, decoded: torch.Tensor | None, z: torch.Ten
     """One branch's maps (module docstring).
 
     Args:
-        config: ``feature_expert``, ``hallucination``, ``error_quantile``.
+        config: ``hallucination`` and the :class:`FeatureMoESettings` ``feature_expert``, ``error_quantile``.
         decoded: the mixed experts' output ``(B, D [+ 1], h, w)`` (``(B, 1, h, w)`` or ``None`` for
             ``retrieve``).
         z: standardised trunk features ``(B, D, h, w)``.
@@ -69,7 +70,8 @@ def score_branch(config: ModelConfig, decoded: torch.Tensor | None, z: torch.Ten
         training: the module's mode (``hybrid`` leaves the retrieval out in training: nothing to learn).
         track_temperature: update ``error_scale`` from this batch (the network, in training).
     """
-    if config.feature_expert == "retrieve":
+    settings = config.settings_as(FeatureMoESettings)
+    if settings.feature_expert == "retrieve":
         raw, u = retrieval(), decoded
     else:
         assert decoded is not None
@@ -77,9 +79,9 @@ def score_branch(config: ModelConfig, decoded: torch.Tensor | None, z: torch.Ten
         raw = distance(z, decoded[:, :d])
         u = decoded[:, d:] if config.hallucination else None
     if track_temperature:
-        update_temperature(error_scale, raw, config.error_quantile)
+        update_temperature(error_scale, raw, settings.error_quantile)
     e = raw / error_scale
     amap = discounted_error(e, u)
-    if config.feature_expert == "hybrid" and not training:
+    if settings.feature_expert == "hybrid" and not training:
         amap = 0.5 * (amap + retrieval() / retrieval_scale)
     return BranchMaps(anomaly_map=amap, u=u, error=e, raw=raw)

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 import torch
 
-from medmoe.errors import CheckpointError
+from medmoe.errors import CheckpointError, ConfigError
 from medmoe.model.config import ModelConfig
 from medmoe.model.feature.adapter import TaskAdapter
 from medmoe.model.feature.branch import update_temperature
 from medmoe.model.feature.memory import coreset_indices, nearest_distance, patches
+from medmoe.model.feature.settings import ADDED_TASK_EXPERTS
 from medmoe.model.losses import hallucination_aware_loss
 
 if TYPE_CHECKING:
@@ -42,16 +43,26 @@ def grow(model: FeatureMoE, prompt_embeddings: torch.Tensor, normals: torch.Tens
     Raises:
         CheckpointError: the trained weights do not carry over (a corrupt or foreign checkpoint).
     """
-    config = replace(model.config, added_tasks=model.config.added_tasks + 1, added_task_expert=expert)
+    check_growth(model, expert)
+    index = model.settings.added_tasks
+    config = replace(model.config, settings=replace(model.settings, added_tasks=index + 1, added_task_expert=expert))
     grown = type(model)(config)
     missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
-    index = model.config.added_tasks
     if unexpected or any(not (k.startswith(f"added.{index}.") or k == "task_prompts") for k in missing):
         raise CheckpointError(f"the run's weights do not carry over to the extended model ({missing}, {unexpected})")
     grown.task_prompts = prompt_embeddings.float().clone()
     torch.manual_seed(seed)
     fit_adapter(grown, cast(TaskAdapter, grown.added[index]), normals, seed, lr=lr)
     return grown, config
+
+
+def check_growth(model: FeatureMoE, expert: str) -> None:
+    """Refuse an ``expert`` kind other than ``expert``/``route`` or than the model's earlier added tasks'."""
+    if expert not in ADDED_TASK_EXPERTS:
+        raise ConfigError(f"--expert must be one of {', '.join(ADDED_TASK_EXPERTS)}, not {expert!r}")
+    before = model.settings.added_task_expert
+    if model.settings.added_tasks and before != expert:
+        raise ConfigError(f"this model's added tasks use {before!r}; add this one the same way")
 
 
 def fit_adapter(model: FeatureMoE, adapter: TaskAdapter, features: torch.Tensor, seed: int, lr: float) -> None:
@@ -77,7 +88,7 @@ def fit_adapter(model: FeatureMoE, adapter: TaskAdapter, features: torch.Tensor,
         _, u, e = adapter.maps(model, x, z, b)
         with torch.no_grad():  # the temperature follows the current errors (a few steps only)
             raw = e * adapter.error_scale
-        update_temperature(adapter.error_scale, raw, model.config.error_quantile, rate=1.0)
+        update_temperature(adapter.error_scale, raw, model.settings.error_quantile, rate=1.0)
         e = raw / adapter.error_scale  # NB: detached, as it has always been: only u learns from Eq. 5 here
         loss = hallucination_aware_loss(e, u)
         optimizer.zero_grad(set_to_none=True)
@@ -89,15 +100,15 @@ def fit_adapter(model: FeatureMoE, adapter: TaskAdapter, features: torch.Tensor,
         # the memory holds the training images' own patches: their retrieval errors are taken
         # leave-one-image-out, as a new image's would be
         retrieval = _leave_one_out_retrieval(features, adapter.memory, owner) if model.retrieve else None
-        if retrieval is not None and model.config.feature_expert == "retrieve":
+        if retrieval is not None and model.settings.feature_expert == "retrieve":
             raw = retrieval
         else:
             z = model.standardise(features)
             b, _ = model.encoder(z)
             _, _, e = adapter.maps(model, features, z, b)
             raw = e * adapter.error_scale
-        update_temperature(adapter.error_scale, raw, model.config.error_quantile, rate=1.0)
-        if retrieval is not None and model.config.feature_expert == "hybrid":
+        update_temperature(adapter.error_scale, raw, model.settings.error_quantile, rate=1.0)
+        if retrieval is not None and model.settings.feature_expert == "hybrid":
             adapter.retrieval_scale.copy_(retrieval.flatten().median().clamp_min(1e-8))
     adapter.memory_owner = owner
 

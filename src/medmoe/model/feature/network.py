@@ -47,9 +47,10 @@ from medmoe.model.config import ModelConfig
 from medmoe.model.feature.adapter import TaskAdapter
 from medmoe.model.feature.branch import score_branch
 from medmoe.model.feature.experts import FeatureEncoder, FeatureExpertBank
+from medmoe.model.feature.grow import check_growth, held_out_scores
 from medmoe.model.feature.grow import grow as grow_network
-from medmoe.model.feature.grow import held_out_scores
 from medmoe.model.feature.memory import coreset_indices, nearest_distance, patches, resize_to_stored
+from medmoe.model.feature.settings import FeatureMoESettings
 from medmoe.model.feature.trunk import TrunkModel
 from medmoe.model.losses import LossParts, hallucination_aware_loss, routing_loss
 from medmoe.model.output import ModelOutput
@@ -73,14 +74,14 @@ def top_fraction_mean(amap: torch.Tensor, fraction: float) -> torch.Tensor:
     return flat.topk(k, dim=1).values.mean(dim=1)
 
 
-@register_model("feature_moe", experts_per_task=True, adds_tasks=True,
+@register_model("feature_moe", experts_per_task=True, adds_tasks=True, settings=FeatureMoESettings,
                 train_defaults={"selection": "last"})  # its temperature-normalised loss cannot rank epochs
 class FeatureMoE(TrunkModel):
     """Prompt-driven hallucination-aware experts on frozen trunk features (module docstring).
 
     Args:
-        config: architecture (``trunk``, ``trunk_stages``, ``feature_width``, ``feature_dropout``,
-            ``feature_error``, ``error_quantile``, ``score_top_fraction`` and the paper's fields).
+        config: architecture (``trunk``, ``trunk_stages``, the paper's fields and
+            :class:`~medmoe.model.feature.settings.FeatureMoESettings`).
         pretrained: load the trunk's ImageNet weights (``False`` for shape-only tests).
     """
 
@@ -91,32 +92,34 @@ class FeatureMoE(TrunkModel):
     memory: torch.Tensor
     memory_counts: torch.Tensor
     task_prompts: torch.Tensor
+    settings: FeatureMoESettings
     experts: FeatureExpertBank | None
     added: nn.ModuleList
 
     def __init__(self, config: ModelConfig, pretrained: bool = True) -> None:
         super().__init__(config, pretrained)
-        d, e = self.trunk.channels, config.feature_width
+        self.settings = settings = config.settings_as(FeatureMoESettings)
+        d, e = self.trunk.channels, settings.feature_width
         self.register_buffer("feature_mean", torch.zeros(d))
         self.register_buffer("feature_std", torch.ones(d))
         self.register_buffer("error_scale", torch.ones(()))
         self.register_buffer("retrieval_scale", torch.ones(()))
-        self.encoder = FeatureEncoder(d, e, config.latent_dim, config.feature_dropout)
+        self.encoder = FeatureEncoder(d, e, config.latent_dim, settings.feature_dropout)
         self.prompt_encoder = PromptEncoder(config) if config.prompt else None
         router_in = config.latent_dim + (config.prompt_dim if config.prompt else 0)
         self.router = Router(router_in, config.num_experts, config.top_k)
-        self.retrieve = config.feature_expert in ("retrieve", "hybrid")
-        decoded = 0 if config.feature_expert == "retrieve" else d
+        self.retrieve = settings.feature_expert in ("retrieve", "hybrid")
+        decoded = 0 if settings.feature_expert == "retrieve" else d
         self.experts = (FeatureExpertBank(config.num_experts, e, max(e // 2, 8), decoded, config.hallucination)
                         if decoded or config.hallucination else None)
         self.register_buffer("memory", torch.zeros(0, d))
         self.register_buffer("memory_counts", torch.zeros(config.num_experts, dtype=torch.long))
         # tasks added after training (medmoe add-task): an adapter each, chosen by the nearest stored prompt
-        own_expert = config.added_task_expert == "expert" and (decoded or config.hallucination)
+        own_expert = settings.added_task_expert == "expert" and (decoded or config.hallucination)
         self.added = nn.ModuleList(
             TaskAdapter(config, d, FeatureExpertBank(1, e, max(e // 2, 8), decoded, config.hallucination)
-                        if own_expert else None) for _ in range(config.added_tasks))
-        if config.added_tasks:
+                        if own_expert else None) for _ in range(settings.added_tasks))
+        if settings.added_tasks:
             self.register_buffer("task_prompts", torch.zeros(0, config.text_dim))
 
     @torch.no_grad()
@@ -135,7 +138,7 @@ class FeatureMoE(TrunkModel):
             banks.append(points[coreset_indices(points, seed=seed + k)])
         self.memory = torch.cat(banks).contiguous()
         self.memory_counts = torch.tensor([len(b) for b in banks], dtype=torch.long)
-        if self.config.feature_expert == "hybrid":  # the retrieval error's scale: its training-normal median
+        if self.settings.feature_expert == "hybrid":  # the retrieval error's scale: its training-normal median
             rows = torch.cat([torch.nonzero(task_ids == t).flatten()[:HYBRID_SCALE_IMAGES] for t in range(n_tasks)])
             errors = torch.cat([self.retrieval_errors(inputs[rows[i:i + 32]]) for i in range(0, len(rows), 32)])
             own = errors[torch.arange(len(rows)), task_ids[rows]]  # each image against its own task's expert
@@ -161,7 +164,7 @@ class FeatureMoE(TrunkModel):
 
     def distance(self, z: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         """Per-location error ``(B, 1, h, w)`` of a reconstruction ``mu`` of ``z`` (both ``(B, D, h, w)``)."""
-        if self.config.feature_error == "cosine":
+        if self.settings.feature_error == "cosine":
             return 1.0 - F.cosine_similarity(z, mu, dim=1).unsqueeze(1)
         return (z - mu).square().mean(dim=1, keepdim=True)
 
@@ -182,7 +185,7 @@ class FeatureMoE(TrunkModel):
         up = F.interpolate(amap, size=(size, size), mode="bilinear", align_corners=False)
         u_up = None if u is None else F.interpolate(u, size=(size, size), mode="bilinear", align_corners=False)
         return ModelOutput(x_hat=None, u=u_up, anomaly_map=up,
-                           score=top_fraction_mean(up, self.config.score_top_fraction),
+                           score=top_fraction_mean(up, self.settings.score_top_fraction),
                            router_weights=weights, router_logits=logits, features=v,
                            reconstruction_loss=hallucination_aware_loss(e, u))
 
@@ -207,6 +210,10 @@ class FeatureMoE(TrunkModel):
                 row_weights = F.pad(adapter.route(z), (0, len(self.added)))
             weights = torch.where(rows.view(-1, 1), row_weights.to(weights.dtype), weights)
         return amap, u, weights
+
+    def check_growth(self, expert: str) -> None:
+        """See :func:`medmoe.model.feature.grow.check_growth`."""
+        check_growth(self, expert)
 
     def grow(self, prompt_embeddings: torch.Tensor, normals: torch.Tensor, *, expert: str, seed: int,
              lr: float) -> tuple[FeatureMoE, ModelConfig]:
