@@ -12,47 +12,32 @@ Writes ``benchmarks/results/retrieval-scores.md``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from _trunk_data import TrunkData, parse_arguments
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", nargs="+", default=[], help="data root or manifests (default: $MEDMOE_DATA)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
+    args = parse_arguments(__doc__, argv)
 
     import numpy as np
     import torch
 
     from medmoe.atomic import atomic_write_text
     from medmoe.data.anomalies import synthesize_anomalies
-    from medmoe.data.dataset import ImageDataset
-    from medmoe.engine.config import DataConfig, load_config
-    from medmoe.engine.data import default_cache_dir, resolve_data, select_tasks
-    from medmoe.engine.features import prepared_inputs
     from medmoe.metrics import image_metrics
     from medmoe.model.feature.memory import coreset_indices, nearest_distance, patches
-    from medmoe.model.registry import create_model
     from medmoe.report.tables import markdown_table
-    from medmoe.tasks import default_registry
 
-    torch.set_num_threads(args.threads)
-    config = load_config("cpu-feat")
-    manifests = resolve_data(args.data, seed=args.seed, val_fraction=DataConfig().val_fraction)
-    tasks = select_tasks(default_registry(), manifests)
-    model = create_model(config.model)
-    cache = default_cache_dir()
+    data = TrunkData.open(args)
+    config, tasks = data.config, data.tasks
 
     def features(split: str, task: str) -> tuple[torch.Tensor, torch.Tensor]:
-        entries = [(m, s) for m in manifests for s in m.select(split=split, task=task)]
-        batch = ImageDataset(entries, tasks, resolution=config.model.resolution, cache_dir=cache,
-                             with_masks=False).materialize(progress=False)
-        return batch.images, prepared_inputs(model, batch.images, cache_dir=cache, progress=False)
+        images = data.images(split, task)[0]
+        return images, data.features(images)
 
     _, all_train = zip(*(features("train", t) for t in tasks.ids), strict=False)
     stacked = torch.cat(all_train)
@@ -69,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         images, _ = features("val", task)
         abnormal, _ = synthesize_anomalies(images.numpy(), np.random.default_rng(args.seed * 1000 + t))
         query_images = torch.cat([images, torch.from_numpy(abnormal)])
-        query = prepared_inputs(model, query_images, cache_dir=None, progress=False)
+        query = data.features(query_images, cached=False)
         labels = np.r_[np.zeros(len(images), int), np.ones(len(abnormal), int)]
         for scale in ("trunk scale", "standardised"):
             train = all_train[t] if scale == "trunk scale" else (all_train[t] - mean) / std
