@@ -90,12 +90,15 @@ def memory(train: torch.Tensor, variant: Variant, seed: int) -> tuple[torch.Tens
                           for c in range(h * w)])
     return points[kept], cells[kept]
 
-def distances(query: torch.Tensor, train: torch.Tensor, variant: Variant, seed: int) -> torch.Tensor:
-    """Each query patch's distance to its nearest allowed memory patch: ``(n, h·w)``."""
+
+def distances(query: torch.Tensor, train: torch.Tensor, variant: Variant, seed: int) -> tuple[torch.Tensor, int]:
+    """Each query patch's distance to its nearest allowed memory patch ``(n, h·w)``, and how many patches the
+    memory kept."""
     if variant.metric == "cosine":
         query, train = F.normalize(query, dim=-1), F.normalize(train, dim=-1)
     if variant.keep == "all" and variant.window is not None:
-        return torch.cat([shifted(query[i:i + CHUNK], train, variant.window) for i in range(0, len(query), CHUNK)])
+        dist = torch.cat([shifted(query[i:i + CHUNK], train, variant.window) for i in range(0, len(query), CHUNK)])
+        return dist, train.shape[:3].numel()
     n, h, w, d = query.shape
     bank, cells = memory(train, variant, seed)
     q = query.reshape(n, h * w, d)
@@ -115,7 +118,8 @@ def distances(query: torch.Tensor, train: torch.Tensor, variant: Variant, seed: 
                 d2 = d2.masked_fill(~allowed[None, :, j:j + BANK_CHUNK], float("inf"))
             best = torch.minimum(best, d2.min(dim=-1).values)
         out.append(best.clamp_min(0).sqrt())
-    return torch.cat(out)
+    return torch.cat(out), len(bank)
+
 
 def shifted(query: torch.Tensor, train: torch.Tensor, r: int) -> torch.Tensor:
     """:func:`distances` against every training patch within ±r cells, one offset at a time:
@@ -129,6 +133,7 @@ def shifted(query: torch.Tensor, train: torch.Tensor, r: int) -> torch.Tensor:
         d2 = q.square().sum(-1, keepdim=True) - 2 * (q @ m) + m.square().sum(2, keepdim=True)  # (h', w', b, N)
         best[:, ys, xs] = torch.minimum(best[:, ys, xs], d2.min(dim=-1).values.permute(2, 0, 1))
     return best.flatten(1).clamp_min(0).sqrt()
+
 
 def score(dist: torch.Tensor, how: str) -> np.ndarray:
     """Image scores ``(n,)`` of patch distances ``(n, h·w)``."""
@@ -176,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     def run(variant: Variant, split: str) -> None:
         start = time.perf_counter()
         for task in tasks.ids:
-            sizes.setdefault(variant, {})[task] = len(memory(trains[task], variant, args.seed)[0])
             query, labels = queries[task][:2] if split == "val" else queries[task][2:]
-            dist = distances(query, trains[task], variant, args.seed)
+            dist, kept = distances(query, trains[task], variant, args.seed)
+            sizes.setdefault(variant, {})[task] = kept
             for how in SCORES:
                 metrics = image_metrics(score(dist, how), labels, threshold_val=None)
                 (val if split == "val" else test).setdefault((variant, how), {})[task] = 100 * metrics.auroc

@@ -23,7 +23,7 @@ import yaml
 
 from medmoe.data.splits import VAL_FRACTION
 from medmoe.errors import ConfigError
-from medmoe.model.config import ModelConfig
+from medmoe.model.config import ModelConfig, plain
 from medmoe.model.registry import architecture, model_config
 
 
@@ -100,7 +100,7 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML-serialisable form."""
-        return {"model": self.model.to_dict(), "train": _plain(asdict(self.train)),
+        return {"model": self.model.to_dict(), "train": plain(asdict(self.train)),
                 "data": asdict(self.data)}
 
     @classmethod
@@ -160,7 +160,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"config file '{path}' must be a mapping of sections")
-    given = dict(data.get("model") or {}) if isinstance(data.get("model"), dict) else {}
+    given = dict(data["model"]) if isinstance(data.get("model"), dict) else {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         section, dot, name = key.strip().partition(".")
@@ -214,7 +214,3 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     except ValueError:
         raise ConfigError(f"{name} must be a number, not {value!r}") from None
     return value
-
-
-def _plain(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}

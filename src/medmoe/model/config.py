@@ -11,6 +11,11 @@ LEGACY_ARCHITECTURES = {"moe": "pixel_moe"}
 """Architecture names of earlier versions in configs, checkpoints and ONNX sidecars, and their names now."""
 
 
+def plain(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` JSON/YAML-serialisable: tuples as lists (the form configs and checkpoints store)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
 @dataclass(frozen=True)
 class ArchitectureSettings:
     """The settings one architecture family alone reads; this base is a family with none (``patchcore``).
@@ -23,7 +28,7 @@ class ArchitectureSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return plain(asdict(self))
 
     @classmethod
     def names(cls) -> frozenset[str]:
@@ -124,6 +129,5 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (stored in checkpoints): the common fields and the family's, flat."""
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "settings"}
-        data = {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
-        return {**data, **self.settings.to_dict()}
+        common = plain({f.name: getattr(self, f.name) for f in fields(self) if f.name != "settings"})
+        return {**common, **self.settings.to_dict()}

@@ -118,8 +118,9 @@ def model_config(data: Mapping[str, Any], *, stored: bool = False) -> ModelConfi
 
     Args:
         data: setting name → value (lists for tuples); ``architecture`` defaults to ``pixel_moe``.
-        stored: ``data`` was written by medmoe (a checkpoint or sidecar). Versions up to 0.2.0 stored every
-            family's settings in one record; those of other families are dropped rather than refused.
+        stored: ``data`` was written by medmoe (a checkpoint, a resume file, a benchmark's record). Versions
+            up to 0.2.0 stored every family's settings in one record; those of other families are dropped
+            rather than refused.
 
     Raises:
         ConfigError: an unknown architecture, a setting it does not read, or an invalid value.
