@@ -88,27 +88,29 @@ def test_prompt_changes_routing_and_no_prompt_ignores_it() -> None:
     assert torch.equal(plain.forward_prepared(feats, None).score, plain.forward_prepared(feats, torch.randn(2, 384)).score)
 
 
-def test_retrieval_experts_measure_distance_to_their_own_tasks_memory(tmp_path: Path) -> None:
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+def test_retrieval_experts_measure_distance_to_their_own_tasks_memory(distance: str, tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     from medmoe.model.feature.memory import patches
 
-    model = small(feature_expert="retrieve", num_experts=3, top_k=3).eval()
+    model = small(feature_expert="retrieve", num_experts=3, top_k=3, memory_distance=distance).eval()
     train = model.prepare(torch.rand(6, 1, 64, 64))
     tasks = torch.tensor([0, 0, 1, 1, 0, 1])
     model.fit_data(train, tasks, None, seed=0)
     assert model.memory_counts.tolist()[2] == model.memory_counts.tolist()[0]  # expert 2 remembers task 0
     query = model.prepare(torch.rand(2, 1, 64, 64))
     errors = model.retrieval_errors(query)  # (B, N, h, w)
-    q = patches(query)
-    start = 0
-    for k, count in enumerate(model.memory_counts.tolist()):
-        bank = model.memory[start:start + count]
-        brute = torch.cdist(q, bank).min(dim=-1).values.square() / query.shape[1]
+    q = patches(query)  # the trunk's scale
+    for k, bank in enumerate(model.memory.split(model.memory_counts.tolist())):
+        if distance == "cosine":  # a memory of unit-length patches; the error is 1 − the best cosine similarity
+            assert torch.allclose(bank.norm(dim=1), torch.ones(len(bank)), atol=1e-5)
+            brute = 1 - (torch.nn.functional.normalize(q, dim=-1) @ bank.T).max(dim=-1).values
+        else:
+            brute = torch.cdist(q, bank).min(dim=-1).values.square() / query.shape[1]
         assert torch.allclose(errors[:, k].flatten(1), brute, rtol=1e-3, atol=1e-4)
-        start += count
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "m.safetensors")
-    fresh = small(feature_expert="retrieve", num_experts=3, top_k=3).eval()
+    fresh = small(feature_expert="retrieve", num_experts=3, top_k=3, memory_distance=distance).eval()
     fresh.load_state_dict(load_file(tmp_path / "m.safetensors"))
     text = torch.randn(2, 384)
     assert torch.equal(model.forward_prepared(query, text).score, fresh.forward_prepared(query, text).score)

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from medmoe.engine.features import feature_key, prepared_inputs
+from medmoe.errors import ConfigError
 from medmoe.model.baselines.patchcore import FeatureNN, PatchCore
 from medmoe.model.config import ModelConfig
-from medmoe.model.feature.memory import FAR, greedy_coreset, nearest_distance
+from medmoe.model.feature.memory import FAR, greedy_coreset, nearest_distance, patch_errors, patches
 from medmoe.model.feature.network import FeatureMoE
+from medmoe.model.registry import model_config
 
 
 class CountingTrunk(torch.nn.Module):
@@ -97,10 +99,55 @@ def test_nearest_distance_matches_brute_force_and_honours_the_penalty() -> None:
     assert torch.allclose(nearest_distance(q, bank, penalty), torch.cdist(q, bank[10:]).squeeze(-1), atol=1e-4)
 
 
-def _memory_model(cls: type, prompt: bool) -> PatchCore | FeatureNN:
-    config = ModelConfig(architecture="patchcore", resolution=32, hallucination=False, prompt=prompt,
-                         trunk_stages=(3,))
+def test_a_bank_searched_in_chunks_gives_what_one_search_gives() -> None:
+    q, bank = torch.randn(3, 20, 6), torch.randn(50, 6)
+    penalty = torch.zeros(3, 50)
+    penalty[0, 7:] = FAR  # image 0 may use rows 0-6 only: its nearest row sits in the first chunk
+    whole = nearest_distance(q, bank, penalty, chunk=len(bank))
+    assert torch.allclose(nearest_distance(q, bank, penalty, chunk=4), whole)
+    assert torch.allclose(whole[0], torch.cdist(q[0], bank[:7]).min(dim=-1).values, atol=1e-5)
+
+
+def test_patch_errors_are_the_mean_squared_difference_or_one_minus_the_cosine() -> None:
+    features, bank_features = torch.randn(2, 6, 4, 4), torch.randn(3, 6, 4, 4)
+    raw_query, raw_bank = patches(features), patches(bank_features).flatten(0, 1)  # (2, 16, 6), (48, 6)
+    euclidean = patch_errors(features, raw_bank, "euclidean")
+    assert torch.allclose(euclidean.flatten(1), torch.cdist(raw_query, raw_bank).min(dim=-1).values.square() / 6,
+                          atol=1e-5)
+    cosine = patch_errors(features, patches(bank_features, "cosine").flatten(0, 1), "cosine")
+    similarity = torch.nn.functional.cosine_similarity(raw_query[:, :, None], raw_bank[None, None], dim=-1)
+    assert torch.allclose(cosine.flatten(1), 1 - similarity.max(dim=-1).values, atol=1e-5)
+
+
+def _memory_model(cls: type, prompt: bool, **settings: object) -> PatchCore | FeatureNN:
+    config = model_config(dict(architecture="patchcore" if cls is PatchCore else "feature_nn", resolution=32,
+                               hallucination=False, prompt=prompt, trunk_stages=[3], **settings))
     return cls(config, pretrained=False).eval()
+
+
+@pytest.mark.parametrize("cls", [PatchCore, FeatureNN])
+def test_a_cosine_memory_reads_a_patchs_direction_not_its_length(cls: type) -> None:
+    train = torch.rand(4, 80, 4, 4) + 0.1
+    tasks, embeddings = torch.zeros(4, dtype=torch.long), torch.eye(1, 384)
+    brighter = 3 * train[:1]  # a training image at three times its feature length
+    every_patch = {"memory_coverage": 1.0} if cls is PatchCore else {}
+    scores = {}
+    for distance in ("euclidean", "cosine"):
+        model = _memory_model(cls, True, memory_distance=distance, **every_patch)
+        model.fit_data(train, tasks, embeddings, seed=0)
+        scores[distance] = float(model.forward_prepared(brighter, embeddings).score[0])
+    assert scores["cosine"] == pytest.approx(0.0, abs=1e-5) and scores["euclidean"] > 1.0
+
+
+def test_patchcore_keeps_the_share_of_patches_it_is_told() -> None:
+    train, tasks = torch.randn(4, 80, 8, 8), torch.zeros(4, dtype=torch.long)
+    for coverage, kept in ((1.0, 4 * 64), (0.25, 64)):
+        model = _memory_model(PatchCore, False, memory_coverage=coverage)
+        model.fit_data(train, tasks, None, seed=0)
+        assert len(model.memory) == kept
+    for bad in ({"memory_coverage": 0.0}, {"memory_coverage": 1.5}, {"memory_distance": "manhattan"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            _memory_model(PatchCore, False, **bad)
 
 
 @pytest.mark.parametrize("prompt", [True, False])

@@ -8,8 +8,9 @@ budget control of ours, retrains the single-task AE and AE-U for as many optimis
 run on all tasks (first seed only).
 
 The ``cpu-feat`` profile has tables of its own: ``feat1`` (``feature_moe`` against the peers a user
-would pick instead — per-task and universal PatchCore, per-task feature 1-NN — on the same trunk
-features and splits, plus the pixel model; every seed), ``feat2`` (its hallucination and prompt
+would pick instead — per-task and universal PatchCore, at their strongest with the cosine memory that won
+on validation and per task as published, per-task feature 1-NN — on the same trunk features and splits,
+plus ``feature_moe`` as 0.2.0 shipped it and the pixel model; every seed), ``feat2`` (its hallucination and prompt
 ablations) and ``feat3`` (K = 1…4 and N = 8 experts), the last two for the first seed.
 """
 
@@ -78,10 +79,14 @@ METHODS: tuple[Method, ...] = (
     Method("ae_u_steps", "AE-U, single-task, steps of a universal run", "table4", _baseline("ae_u"),
            single_task=True, equal_steps=True),
     Method("feature_moe", "Ours on trunk features (feature_moe, HQ, N=K=5)", "feat1"),
-    Method("patchcore", "PatchCore, per task (the prompt picks the bank)", "feat1",
-           _baseline("patchcore", prompt=True)),
-    Method("patchcore_universal", "PatchCore, one universal bank (no prompt)", "feat1",
-           _baseline("patchcore", prompt=False)),
+    Method("feature_moe_euclidean", "feature_moe with euclidean memories (the cpu-feat profile of 0.2.0)", "feat1",
+           ("model.memory_distance=euclidean",)),
+    Method("patchcore", "PatchCore, per task (the prompt picks the bank), cosine", "feat1",
+           (*_baseline("patchcore", prompt=True), "model.memory_distance=cosine")),
+    Method("patchcore_euclidean", "PatchCore, per task, euclidean (as published)", "feat1",
+           (*_baseline("patchcore", prompt=True), "model.memory_distance=euclidean")),
+    Method("patchcore_universal", "PatchCore, one universal bank (no prompt), cosine", "feat1",
+           (*_baseline("patchcore", prompt=False), "model.memory_distance=cosine")),
     Method("feature_nn", "1-NN on the pooled trunk feature, per task", "feat1", _baseline("feature_nn")),
     Method("pixel_ours", "Ours, the paper's pixel model (64×64, 40 epochs)", "feat1", PIXEL_MODEL),
     Method("feat_no_hq", "feature_moe without HQ (✗HQ ✓TP)", "feat2", ("model.hallucination=false",)),

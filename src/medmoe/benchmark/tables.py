@@ -25,7 +25,8 @@ TABLE_ROWS = {
     "table2": ("no_hq", "no_prompt", FULL_MODEL, "router_norm"),
     "table3": ("k1", "k2", "k3", "k4", FULL_MODEL),
     "table4": ("ae_steps", "ae_u_steps", "ae", "ae_u", "universal_ae", FULL_MODEL),
-    "feat1": (FEATURE_MODEL, "patchcore", "patchcore_universal", "feature_nn", "pixel_ours"),
+    "feat1": (FEATURE_MODEL, "feature_moe_euclidean", "patchcore", "patchcore_euclidean", "patchcore_universal",
+              "feature_nn", "pixel_ours"),
     "feat2": ("feat_no_hq", "feat_no_prompt", FEATURE_MODEL),
     "feat3": ("feat_k1", "feat_k2", "feat_k3", "feat_k4", FEATURE_MODEL, "feat_n8"),
 }
@@ -57,7 +58,8 @@ the universal AE and with ours."""
 FEATURE_NOTES = {
     "feat1": (("Every feature method reads the same cached EfficientNet-Lite0 features (stages and resolution of "
               "`the cpu-feat profile`) of the same split. PatchCore keeps 1 % of the training patches per bank "
-              "(greedy coreset; anomalib's default is 10 %), scores the maximum patch distance; 1-NN scores the "
+              "(greedy coreset; anomalib's default is 10 %), scores the maximum patch distance, cosine unless "
+              "named euclidean (cosine won on validation: `benchmarks/results/patch-memory.md`); 1-NN scores the "
               "distance of the mean-pooled feature; neither trains. The pixel model is the paper's, at 64×64 "
               "with the cpu-64 profile's 40 epochs."),
               ("No paper rows: the paper has no feature-space model. Italic paper rows are in "

@@ -5,29 +5,34 @@ they run every other architecture).
 
 - :class:`PatchCore` (Roth et al. 2022, as anomalib implements it): each location's trunk feature,
   averaged over its 3×3 neighbourhood (local aggregation), is a patch; the memory bank is a greedy
-  k-center coreset (``coreset_ratio`` of the training patches, chosen on a random projection to 128
-  dimensions, as anomalib does); a patch's anomaly is the distance to its nearest memory patch; the
-  image score is the maximum over patches, the map the patch distances upsampled and smoothed
-  (Gaussian, σ = 4 px). ``model.prompt: true``: one bank per task, the task being the one whose prompt
-  embedding is nearest to the given one (the user names the task, as for per-task PatchCore);
+  k-center coreset (``memory_coverage`` of the training patches, chosen on a random projection to 128
+  dimensions, as anomalib does); a patch's anomaly is the distance to its nearest memory patch
+  (euclidean as published, or ``memory_distance: cosine``: ``1 − cos``, stronger on every task's
+  validation, ``benchmarks/results/patch-memory.md``); the image score is the maximum over patches, the
+  map the patch distances upsampled and smoothed (Gaussian, σ = 4 px). ``model.prompt: true``: one bank
+  per task, the task being the one whose prompt embedding is nearest to the given one (the user names
+  the task, as for per-task PatchCore);
   ``model.prompt: false``: one universal bank over every task.
-- :class:`FeatureNN`: the image's mean-pooled trunk feature, scored by its distance to the nearest
-  training image of its task (``model.prompt: true``).
+- :class:`FeatureNN`: the image's mean-pooled trunk feature, scored by its distance (``memory_distance``)
+  to the nearest training image of its task (``model.prompt: true``).
 
 Both score prepared inputs ``(B, D, h, w)`` (:meth:`medmoe.model.feature.trunk.FrozenTrunk.forward`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from medmoe.errors import ConfigError
-from medmoe.model.config import ModelConfig
+from medmoe.model.config import ArchitectureSettings, ModelConfig
 from medmoe.model.feature.memory import (
+    COVERAGE,
     FAR,
+    check_distance,
     coreset_indices,
     gaussian_blur,
     nearest_distance,
@@ -41,6 +46,37 @@ from medmoe.model.prompt import nearest_task
 from medmoe.model.registry import register_model
 
 
+@dataclass(frozen=True)
+class MemorySettings(ArchitectureSettings):
+    """What the memory peers read.
+
+    Attributes:
+        memory_distance: ``euclidean`` (as published) or ``cosine`` (:mod:`medmoe.model.feature.memory`).
+    """
+
+    memory_distance: str = "euclidean"
+
+    def __post_init__(self) -> None:
+        check_distance("memory_distance", self.memory_distance)
+
+
+@dataclass(frozen=True)
+class PatchCoreSettings(MemorySettings):
+    """PatchCore's settings.
+
+    Attributes:
+        memory_coverage: share of each task's training patches the coreset keeps (1: every patch;
+            anomalib's default 0.1 costs ``0.1·n²`` distance evaluations per task, hence 0.01 here).
+    """
+
+    memory_coverage: float = COVERAGE
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.memory_coverage <= 1:
+            raise ConfigError(f"memory_coverage must be in (0, 1], not {self.memory_coverage}")
+
+
 class MemoryModel(TrunkModel):
     """What PatchCore and FeatureNN share: the trunk, a memory of normal features with the task of each
     row, and the prompt → task matching. Subclasses implement :meth:`entries` and :meth:`forward_prepared`.
@@ -49,8 +85,12 @@ class MemoryModel(TrunkModel):
     buffers to the stored ones first.
     """
 
+    settings: MemorySettings
+    settings_kind: type[MemorySettings] = MemorySettings
+
     def __init__(self, config: ModelConfig, pretrained: bool = True) -> None:
         super().__init__(config, pretrained)
+        self.settings = config.settings_as(self.settings_kind)
         self.register_buffer("memory", torch.zeros(0, self.trunk.channels))
         self.register_buffer("memory_task", torch.zeros(0, dtype=torch.long))
         self.register_buffer("task_embeddings", torch.zeros(0, config.text_dim))
@@ -90,6 +130,11 @@ class MemoryModel(TrunkModel):
                 raise ConfigError(f"{self.config.architecture} with model.prompt: true needs the tasks' prompts")
             self.task_embeddings = F.normalize(task_embeddings.float(), dim=1)
 
+    def distance(self, euclidean: torch.Tensor) -> torch.Tensor:
+        """The ``memory_distance`` from the euclidean distance between stored-form entries: itself, or
+        ``1 − cos`` for unit-length entries (``‖a − b‖² / 2``)."""
+        return euclidean.square() / 2 if self.settings.memory_distance == "cosine" else euclidean
+
     def penalty(self, text_embedding: torch.Tensor | None) -> torch.Tensor | None:
         """``(B, m)``: :data:`FAR` on memory rows of other tasks than the prompt's nearest task."""
         if not self.config.prompt:
@@ -112,16 +157,19 @@ class MemoryModel(TrunkModel):
 class PatchCore(MemoryModel):
     """PatchCore (see the module docstring); ``model.prompt`` chooses per-task or universal banks."""
 
+    settings: PatchCoreSettings
+    settings_kind = PatchCoreSettings
+
     def entries(self, features: torch.Tensor) -> torch.Tensor:
-        return patches(features)
+        return patches(features, self.settings.memory_distance)
 
     def select(self, entries: torch.Tensor, seed: int) -> torch.Tensor:
-        return coreset_indices(entries, seed=seed)
+        return coreset_indices(entries, seed=seed, coverage=self.settings.memory_coverage)
 
     def forward_prepared(self, inputs: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
         """Score trunk features ``(B, D, h, w)``: max patch distance, smoothed distance map."""
         b, _, h, w = inputs.shape
-        dist = nearest_distance(patches(inputs), self.memory, self.penalty(text_embedding))  # (B, h·w)
+        dist = self.distance(nearest_distance(self.entries(inputs), self.memory, self.penalty(text_embedding)))
         size = self.config.resolution
         maps = F.interpolate(dist.view(b, 1, h, w), size=(size, size), mode="bilinear", align_corners=False)
         return ModelOutput(x_hat=None, u=None, anomaly_map=gaussian_blur(maps, sigma=4.0),
@@ -133,18 +181,19 @@ class FeatureNN(MemoryModel):
     """Per-task 1-NN on the mean-pooled trunk feature (see the module docstring)."""
 
     def entries(self, features: torch.Tensor) -> torch.Tensor:
-        return features.mean(dim=(2, 3))[:, None, :]
+        pooled = features.mean(dim=(2, 3))[:, None, :]
+        return F.normalize(pooled, dim=-1) if self.settings.memory_distance == "cosine" else pooled
 
     def forward_prepared(self, inputs: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
         """Score trunk features ``(B, D, h, w)``: distance of the pooled feature to its nearest neighbour
         (the map is that distance everywhere: an image-level method does not localise)."""
         b = inputs.shape[0]
         pooled = self.entries(inputs)  # (B, 1, D)
-        score = nearest_distance(pooled, self.memory, self.penalty(text_embedding))[:, 0]
+        score = self.distance(nearest_distance(pooled, self.memory, self.penalty(text_embedding)))[:, 0]
         size = self.config.resolution
         return ModelOutput(x_hat=None, u=None, anomaly_map=score.view(b, 1, 1, 1).expand(b, 1, size, size),
-                           score=score, router_weights=None, router_logits=None, features=pooled[:, 0])
+                           score=score, router_weights=None, router_logits=None, features=inputs.mean(dim=(2, 3)))
 
 
-register_model("patchcore", fixes={"hallucination": False})(PatchCore)
-register_model("feature_nn", fixes={"hallucination": False, "prompt": True})(FeatureNN)
+register_model("patchcore", fixes={"hallucination": False}, settings=PatchCoreSettings)(PatchCore)
+register_model("feature_nn", fixes={"hallucination": False, "prompt": True}, settings=MemorySettings)(FeatureNN)

@@ -22,7 +22,7 @@ from torch import nn
 
 from medmoe.model.config import ModelConfig
 from medmoe.model.feature.branch import score_branch
-from medmoe.model.feature.memory import nearest_distance, patches, resize_to_stored
+from medmoe.model.feature.memory import patch_errors, resize_to_stored
 from medmoe.model.feature.settings import FeatureMoESettings
 
 
@@ -43,8 +43,9 @@ class TaskAdapter(nn.Module):
     def __init__(self, config: ModelConfig, channels: int, bank: nn.Module | None) -> None:
         super().__init__()
         self.config = config
+        self.settings = config.settings_as(FeatureMoESettings)
         self.bank = bank
-        self.dropout = nn.Dropout(config.settings_as(FeatureMoESettings).feature_dropout)
+        self.dropout = nn.Dropout(self.settings.feature_dropout)
         self.route_logits = nn.Parameter(torch.zeros(config.num_experts)) if bank is None else None
         self.register_buffer("memory", torch.zeros(0, channels))
         # the training image each memory patch came from: known right after the adapter is fitted, not saved
@@ -60,9 +61,9 @@ class TaskAdapter(nn.Module):
         return ones * torch.softmax(self.route_logits, dim=0)[None]
 
     def retrieval_error(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Squared distance of each location's patch to the task's memory over ``D``: ``(B, 1, h, w)``."""
-        b, d, h, w = inputs.shape
-        return (nearest_distance(patches(inputs), self.memory).square().view(b, 1, h, w) / d)
+        """Distance of each location's patch of ``inputs (B, D, h, w)`` to the task's memory: ``(B, 1, h, w)``
+        (:func:`~medmoe.model.feature.memory.patch_errors`)."""
+        return patch_errors(inputs, self.memory, self.settings.memory_distance).unsqueeze(1)
 
     def maps(self, model: Any, inputs: torch.Tensor, z: torch.Tensor,
              bottleneck: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:

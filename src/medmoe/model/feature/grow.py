@@ -20,7 +20,7 @@ from medmoe.errors import CheckpointError, ConfigError
 from medmoe.model.config import ModelConfig
 from medmoe.model.feature.adapter import TaskAdapter
 from medmoe.model.feature.branch import update_temperature
-from medmoe.model.feature.memory import coreset_indices, nearest_distance, patches
+from medmoe.model.feature.memory import coreset_indices, patch_errors, patches
 from medmoe.model.feature.settings import ADDED_TASK_EXPERTS
 from medmoe.model.losses import hallucination_aware_loss
 
@@ -69,7 +69,8 @@ def fit_adapter(model: FeatureMoE, adapter: TaskAdapter, features: torch.Tensor,
     """Fill the adapter's memory, train its expert or route on Eq. 5 (everything else frozen), and
     set its error temperature and retrieval scale on the training normals; the training image each memory
     patch came from is kept in ``adapter.memory_owner`` (for :func:`held_out_scores`)."""
-    points = patches(features).flatten(0, 1)
+    distance = model.settings.memory_distance
+    points = patches(features, distance).flatten(0, 1)
     chosen = coreset_indices(points, seed=seed, minimum=MEMORY_PATCHES)
     adapter.memory = points[chosen].contiguous()
     owner = torch.as_tensor(chosen) // (features.shape[2] * features.shape[3])  # the image each patch came from
@@ -99,7 +100,7 @@ def fit_adapter(model: FeatureMoE, adapter: TaskAdapter, features: torch.Tensor,
     with torch.no_grad():
         # the memory holds the training images' own patches: their retrieval errors are taken
         # leave-one-image-out, as a new image's would be
-        retrieval = _leave_one_out_retrieval(features, adapter.memory, owner) if model.retrieve else None
+        retrieval = _leave_one_out_retrieval(features, adapter.memory, owner, distance) if model.retrieve else None
         if retrieval is not None and model.settings.feature_expert == "retrieve":
             raw = retrieval
         else:
@@ -113,15 +114,12 @@ def fit_adapter(model: FeatureMoE, adapter: TaskAdapter, features: torch.Tensor,
     adapter.memory_owner = owner
 
 
-def _leave_one_out_retrieval(features: torch.Tensor, memory: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+def _leave_one_out_retrieval(features: torch.Tensor, memory: torch.Tensor, owner: torch.Tensor,
+                             distance: str) -> torch.Tensor:
     """Each training image's retrieval error ``(n, h, w)`` against the memory without its own patches
     (an image that is the memory's only source of patches is measured against all of it)."""
-    n, d, h, w = features.shape
-    errors = []
-    for i in range(n):
-        bank = _memory_without(memory, owner, i)
-        errors.append(nearest_distance(patches(features[i:i + 1]), bank).square().view(h, w) / d)
-    return torch.stack(errors)
+    return torch.cat([patch_errors(features[i:i + 1], _memory_without(memory, owner, i), distance)
+                      for i in range(len(features))])
 
 
 def _memory_without(memory: torch.Tensor, owner: torch.Tensor, image: int) -> torch.Tensor:

@@ -49,7 +49,7 @@ from medmoe.model.feature.branch import score_branch
 from medmoe.model.feature.experts import FeatureEncoder, FeatureExpertBank
 from medmoe.model.feature.grow import check_growth, held_out_scores
 from medmoe.model.feature.grow import grow as grow_network
-from medmoe.model.feature.memory import coreset_indices, nearest_distance, patches, resize_to_stored
+from medmoe.model.feature.memory import coreset_indices, patch_errors, patches, resize_to_stored
 from medmoe.model.feature.settings import FeatureMoESettings
 from medmoe.model.feature.trunk import TrunkModel
 from medmoe.model.losses import LossParts, hallucination_aware_loss, routing_loss
@@ -134,7 +134,7 @@ class FeatureMoE(TrunkModel):
         n_tasks = int(task_ids.max()) + 1
         banks = []
         for k in range(self.config.num_experts):
-            points = patches(inputs[task_ids == k % n_tasks]).flatten(0, 1)
+            points = patches(inputs[task_ids == k % n_tasks], self.settings.memory_distance).flatten(0, 1)
             banks.append(points[coreset_indices(points, seed=seed + k)])
         self.memory = torch.cat(banks).contiguous()
         self.memory_counts = torch.tensor([len(b) for b in banks], dtype=torch.long)
@@ -149,18 +149,13 @@ class FeatureMoE(TrunkModel):
         return (features - self.feature_mean.view(1, -1, 1, 1)) / self.feature_std.view(1, -1, 1, 1)
 
     def retrieval_errors(self, features: torch.Tensor) -> torch.Tensor:
-        """Each expert's error ``(B, N, h, w)``: squared distance of every location's patch of the trunk
-        features ``(B, D, h, w)`` to its nearest patch in the expert's memory, over ``D``. Distances are
-        taken on the trunk's own scale, as PatchCore does (standardised channels lost 2.6 validation
-        AUROC: ``benchmarks/results/feature-design.md``)."""
-        b, d, h, w = features.shape
-        query = patches(features)  # (B, h·w, D)
-        errors, start = [], 0
-        for count in self.memory_counts.tolist():
-            bank = self.memory[start:start + count]
-            errors.append(nearest_distance(query, bank).square().view(b, h, w) / d)
-            start += count
-        return torch.stack(errors, dim=1)
+        """Each expert's error ``(B, N, h, w)``: the distance of every location's patch of the trunk
+        features ``(B, D, h, w)`` to its nearest patch in the expert's memory
+        (:func:`~medmoe.model.feature.memory.patch_errors`). Patches are taken from the trunk's own
+        features, not the standardised ones, as PatchCore does (standardised channels lost 2.6
+        validation AUROC: ``benchmarks/results/feature-design.md``)."""
+        banks = self.memory.split(self.memory_counts.tolist())
+        return torch.stack([patch_errors(features, bank, self.settings.memory_distance) for bank in banks], dim=1)
 
     def distance(self, z: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         """Per-location error ``(B, 1, h, w)`` of a reconstruction ``mu`` of ``z`` (both ``(B, D, h, w)``)."""

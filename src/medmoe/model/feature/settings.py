@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from medmoe.errors import ConfigError
 from medmoe.model.config import ArchitectureSettings
+from medmoe.model.feature.memory import check_distance
 
 FEATURE_EXPERTS = ("reconstruct", "retrieve", "hybrid")
 ADDED_TASK_EXPERTS = ("expert", "route")
@@ -23,6 +24,8 @@ class FeatureMoESettings(ArchitectureSettings):
             or ``retrieve`` each location's nearest normal patch from the expert's memory (expert ``k``
             remembers task ``k mod T``'s training patches), or ``hybrid``: both, their errors averaged at
             inference; each expert also predicts its hallucination map from the bottleneck.
+        memory_distance: how the retrieval experts compare a patch with their memory: ``euclidean`` on
+            the trunk's scale (PatchCore's) or ``cosine`` (:mod:`medmoe.model.feature.memory`).
         error_quantile: the error temperature is this quantile of the training normals' errors (Eq. 5
             can only switch the hallucination map on where ``e > 1``).
         score_top_fraction: image score = mean of the largest share of the anomaly map; 0 is the
@@ -37,6 +40,7 @@ class FeatureMoESettings(ArchitectureSettings):
     feature_dropout: float = 0.2
     feature_error: str = "mse"
     feature_expert: str = "reconstruct"
+    memory_distance: str = "euclidean"
     error_quantile: float = 0.5
     score_top_fraction: float = 0.0
     added_tasks: int = 0
@@ -48,6 +52,7 @@ class FeatureMoESettings(ArchitectureSettings):
                                      ("feature_error", self.feature_error, ("mse", "cosine"))):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
+        check_distance("memory_distance", self.memory_distance)
         for name, fraction in (("feature_dropout", self.feature_dropout), ("error_quantile", self.error_quantile),
                                ("score_top_fraction", self.score_top_fraction)):
             if not 0 <= fraction < 1:
