@@ -55,7 +55,7 @@ def test_feature_profile_plans_its_own_tables() -> None:
     runs = plan_runs(methods, [0, 1, 2], ("a", "b"))
     by_method = {m.name: [r.seed for r in runs if r.method == m.name] for m in methods}
     for name in ("feature_moe", "feature_moe_euclidean", "patchcore", "patchcore_euclidean", "patchcore_universal",
-                 "feature_nn", "pixel_ours"):
+                 "patch_knn", "feature_nn", "pixel_ours"):
         assert by_method[name] == [0, 1, 2]  # universal runs, every seed
     for name in ("feat_no_hq", "feat_no_prompt", "feat_k1", "feat_n8"):
         assert by_method[name] == [0]

@@ -22,6 +22,7 @@ from medmoe.engine.config import load_config
 from medmoe.engine.train import train
 from medmoe.model import ARCHITECTURES
 from medmoe.model.base import AnomalyModel
+from medmoe.model.baselines.patchcore import PatchCoreSettings
 from medmoe.model.config import ArchitectureSettings, ModelConfig
 from medmoe.model.feature.settings import FeatureMoESettings
 from medmoe.model.output import ModelOutput
@@ -43,8 +44,10 @@ class ToySettings(ArchitectureSettings):
 
 SMALL: dict[type[ArchitectureSettings], list[str]] = {
     PixelSettings: ["model.fc_width=64"], FeatureMoESettings: ["model.feature_width=16"],
-    ToySettings: ["model.power=1"]}
-"""Per settings family, what makes its models small (the toy's setting is set, to travel through every step)."""
+    ToySettings: ["model.power=1"],
+    PatchCoreSettings: ["model.memory_distance=cosine", "model.memory_coverage=1", "model.memory_window=1"]}
+"""Per settings family, what makes its models small, or settings that must travel through every step (the toy's;
+PatchCore's position-aware search, whose graph differs most from the others')."""
 
 
 class ToyMean(AnomalyModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,14 @@ from medmoe.engine.features import feature_key, prepared_inputs
 from medmoe.errors import ConfigError
 from medmoe.model.baselines.patchcore import FeatureNN, PatchCore
 from medmoe.model.config import ModelConfig
-from medmoe.model.feature.memory import FAR, greedy_coreset, nearest_distance, patch_errors, patches
+from medmoe.model.feature.memory import (
+    FAR,
+    greedy_coreset,
+    nearest_distance,
+    patch_errors,
+    patches,
+    windowed_nearest_distance,
+)
 from medmoe.model.feature.network import FeatureMoE
 from medmoe.model.registry import model_config
 
@@ -139,14 +147,41 @@ def test_a_cosine_memory_reads_a_patchs_direction_not_its_length(cls: type) -> N
     assert scores["cosine"] == pytest.approx(0.0, abs=1e-5) and scores["euclidean"] > 1.0
 
 
+def test_windowed_search_finds_the_nearest_patch_near_each_position() -> None:
+    queries, memory = torch.randn(2, 5, 6, 4), torch.randn(3, 5, 6, 4)
+    for radius in (0, 1, 2):
+        expected = torch.empty(2, 5, 6)
+        for b, i, j in itertools.product(range(2), range(5), range(6)):
+            near = memory[:, max(0, i - radius):i + radius + 1, max(0, j - radius):j + radius + 1].reshape(-1, 4)
+            expected[b, i, j] = (near - queries[b, i, j]).norm(dim=1).min()
+        assert torch.allclose(windowed_nearest_distance(queries, memory, radius), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("prompt", [True, False])
+def test_a_position_aware_patchcore_flags_normal_tissue_in_the_wrong_place(prompt: bool) -> None:
+    train = torch.rand(6, 80, 8, 8) * 0.1
+    train[:, :, :4] += torch.linspace(0, 2, 80)[None, :, None, None]  # every image: the top half is "bone"
+    tasks, embeddings = torch.tensor([0, 0, 0, 1, 1, 1]), torch.eye(2, 384)
+    flipped = train[:1].flip(2)  # bone at the bottom: every patch exists in the memory, but elsewhere
+    scores = {}
+    for window in (-1, 1):
+        model = _memory_model(PatchCore, prompt, memory_coverage=1.0, memory_window=window)
+        model.fit_data(train, tasks, embeddings if prompt else None, seed=0)
+        out = model.forward_prepared(torch.cat([train[:1], flipped]), embeddings[[0, 0]] if prompt else None)
+        scores[window] = out.score.tolist()
+    assert scores[-1][1] < 0.5 < scores[1][1]  # anywhere, a flipped image looks normal; by position, it does not
+    assert scores[1][0] < 0.05  # a training image finds itself (up to rounding in ‖q‖² − 2 q·m + ‖m‖²)
+
+
 def test_patchcore_keeps_the_share_of_patches_it_is_told() -> None:
     train, tasks = torch.randn(4, 80, 8, 8), torch.zeros(4, dtype=torch.long)
     for coverage, kept in ((1.0, 4 * 64), (0.25, 64)):
         model = _memory_model(PatchCore, False, memory_coverage=coverage)
         model.fit_data(train, tasks, None, seed=0)
         assert len(model.memory) == kept
-    for bad in ({"memory_coverage": 0.0}, {"memory_coverage": 1.5}, {"memory_distance": "manhattan"}):
-        with pytest.raises(ConfigError, match=next(iter(bad))):
+    for bad in ({"memory_coverage": 0.0}, {"memory_coverage": 1.5}, {"memory_distance": "manhattan"},
+                {"memory_window": -2}, {"memory_window": 1}):  # a window needs every patch
+        with pytest.raises(ConfigError, match="memory_coverage" if bad == {"memory_window": 1} else next(iter(bad))):
             _memory_model(PatchCore, False, **bad)
 
 

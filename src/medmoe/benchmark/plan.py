@@ -9,7 +9,8 @@ run on all tasks (first seed only).
 
 The ``cpu-feat`` profile has tables of its own: ``feat1`` (``feature_moe`` against the peers a user
 would pick instead — per-task and universal PatchCore, at their strongest with the cosine memory that won
-on validation and per task as published, per-task feature 1-NN — on the same trunk features and splits,
+on validation and per task as published, a position-aware patch kNN, per-task feature 1-NN — on the same
+trunk features and splits,
 plus ``feature_moe`` as 0.2.0 shipped it and the pixel model; every seed), ``feat2`` (its hallucination and prompt
 ablations) and ``feat3`` (K = 1…4 and N = 8 experts), the last two for the first seed.
 """
@@ -87,6 +88,9 @@ METHODS: tuple[Method, ...] = (
            (*_baseline("patchcore", prompt=True), "model.memory_distance=euclidean")),
     Method("patchcore_universal", "PatchCore, one universal bank (no prompt), cosine", "feat1",
            (*_baseline("patchcore", prompt=False), "model.memory_distance=cosine")),
+    Method("patch_knn", "Position-aware patch kNN, per task (every patch, ±2 cells, cosine)", "feat1",
+           (*_baseline("patchcore", prompt=True), "model.memory_distance=cosine", "model.memory_coverage=1",
+            "model.memory_window=2")),
     Method("feature_nn", "1-NN on the pooled trunk feature, per task", "feat1", _baseline("feature_nn")),
     Method("pixel_ours", "Ours, the paper's pixel model (64×64, 40 epochs)", "feat1", PIXEL_MODEL),
     Method("feat_no_hq", "feature_moe without HQ (✗HQ ✓TP)", "feat2", ("model.hallucination=false",)),

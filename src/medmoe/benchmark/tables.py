@@ -26,7 +26,7 @@ TABLE_ROWS = {
     "table3": ("k1", "k2", "k3", "k4", FULL_MODEL),
     "table4": ("ae_steps", "ae_u_steps", "ae", "ae_u", "universal_ae", FULL_MODEL),
     "feat1": (FEATURE_MODEL, "feature_moe_euclidean", "patchcore", "patchcore_euclidean", "patchcore_universal",
-              "feature_nn", "pixel_ours"),
+              "patch_knn", "feature_nn", "pixel_ours"),
     "feat2": ("feat_no_hq", "feat_no_prompt", FEATURE_MODEL),
     "feat3": ("feat_k1", "feat_k2", "feat_k3", "feat_k4", FEATURE_MODEL, "feat_n8"),
 }
@@ -59,8 +59,10 @@ FEATURE_NOTES = {
     "feat1": (("Every feature method reads the same cached EfficientNet-Lite0 features (stages and resolution of "
               "`the cpu-feat profile`) of the same split. PatchCore keeps 1 % of the training patches per bank "
               "(greedy coreset; anomalib's default is 10 %), scores the maximum patch distance, cosine unless "
-              "named euclidean (cosine won on validation: `benchmarks/results/patch-memory.md`); 1-NN scores the "
-              "distance of the mean-pooled feature; neither trains. The pixel model is the paper's, at 64×64 "
+              "named euclidean (cosine won on validation: `benchmarks/results/patch-memory.md`). The position-aware "
+              "patch kNN keeps every training patch and compares a patch only with those within ±2 cells "
+              "of its position (the window that won on validation). 1-NN scores the distance of the "
+              "mean-pooled feature. None of them trains. The pixel model is the paper's, at 64×64 "
               "with the cpu-64 profile's 40 epochs."),
               ("No paper rows: the paper has no feature-space model. Italic paper rows are in "
               "`benchmarks/results/cpu-64`.")),

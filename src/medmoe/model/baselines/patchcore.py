@@ -12,7 +12,9 @@ they run every other architecture).
   map the patch distances upsampled and smoothed (Gaussian, σ = 4 px). ``model.prompt: true``: one bank
   per task, the task being the one whose prompt embedding is nearest to the given one (the user names
   the task, as for per-task PatchCore);
-  ``model.prompt: false``: one universal bank over every task.
+  ``model.prompt: false``: one universal bank over every task. ``memory_window: r`` makes it a
+  position-aware patch kNN: every training patch kept, a patch compared only with those within ±r cells
+  of its position (the SQUID/SimSID idea for aligned anatomy).
 - :class:`FeatureNN`: the image's mean-pooled trunk feature, scored by its distance (``memory_distance``)
   to the nearest training image of its task (``model.prompt: true``).
 
@@ -21,6 +23,7 @@ Both score prepared inputs ``(B, D, h, w)`` (:meth:`medmoe.model.feature.trunk.F
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +41,7 @@ from medmoe.model.feature.memory import (
     nearest_distance,
     patches,
     resize_to_stored,
+    windowed_nearest_distance,
 )
 from medmoe.model.feature.trunk import TrunkModel
 from medmoe.model.losses import LossParts
@@ -67,14 +71,23 @@ class PatchCoreSettings(MemorySettings):
     Attributes:
         memory_coverage: share of each task's training patches the coreset keeps (1: every patch;
             anomalib's default 0.1 costs ``0.1·n²`` distance evaluations per task, hence 0.01 here).
+        memory_window: ``-1``: a patch's neighbour may sit anywhere (PatchCore); ``r ≥ 0``: only within
+            ``±r`` cells of the patch's own position in the training images (a position-aware patch kNN,
+            for aligned anatomy; needs every patch, ``memory_coverage: 1``).
     """
 
     memory_coverage: float = COVERAGE
+    memory_window: int = -1
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 < self.memory_coverage <= 1:
             raise ConfigError(f"memory_coverage must be in (0, 1], not {self.memory_coverage}")
+        if self.memory_window < -1:
+            raise ConfigError(f"memory_window must be -1 (anywhere) or a radius ≥ 0, not {self.memory_window}")
+        if self.memory_window >= 0 and self.memory_coverage < 1:
+            raise ConfigError("memory_window compares each patch with the training patches at its position, so "
+                              "it keeps every patch: set model.memory_coverage=1")
 
 
 class MemoryModel(TrunkModel):
@@ -135,14 +148,17 @@ class MemoryModel(TrunkModel):
         ``1 − cos`` for unit-length entries (``‖a − b‖² / 2``)."""
         return euclidean.square() / 2 if self.settings.memory_distance == "cosine" else euclidean
 
+    def prompt_task(self, text_embedding: torch.Tensor | None) -> torch.Tensor:
+        """``(B,)``: the task whose prompt embedding is nearest each row's (``model.prompt: true``)."""
+        if text_embedding is None:
+            raise ValueError(f"{self.config.architecture} chooses its memory by prompt: pass text_embedding")
+        return nearest_task(text_embedding, self.task_embeddings)
+
     def penalty(self, text_embedding: torch.Tensor | None) -> torch.Tensor | None:
         """``(B, m)``: :data:`FAR` on memory rows of other tasks than the prompt's nearest task."""
         if not self.config.prompt:
             return None
-        if text_embedding is None:
-            raise ValueError(f"{self.config.architecture} chooses its memory by prompt: pass text_embedding")
-        task = nearest_task(text_embedding, self.task_embeddings)  # (B,)
-        return (self.memory_task[None, :] != task[:, None]).float() * FAR
+        return (self.memory_task[None, :] != self.prompt_task(text_embedding)[:, None]).float() * FAR
 
     def loss(self, out: ModelOutput, inputs: torch.Tensor, task_ids: torch.Tensor,
              alpha: float, beta: float) -> LossParts:
@@ -169,12 +185,37 @@ class PatchCore(MemoryModel):
     def forward_prepared(self, inputs: torch.Tensor, text_embedding: torch.Tensor | None = None) -> ModelOutput:
         """Score trunk features ``(B, D, h, w)``: max patch distance, smoothed distance map."""
         b, _, h, w = inputs.shape
-        dist = self.distance(nearest_distance(self.entries(inputs), self.memory, self.penalty(text_embedding)))
+        if self.settings.memory_window < 0:
+            euclidean = nearest_distance(self.entries(inputs), self.memory, self.penalty(text_embedding))
+        else:
+            euclidean = self.windowed_distance(inputs, text_embedding)
+        dist = self.distance(euclidean)  # (B, h·w)
         size = self.config.resolution
         maps = F.interpolate(dist.view(b, 1, h, w), size=(size, size), mode="bilinear", align_corners=False)
         return ModelOutput(x_hat=None, u=None, anomaly_map=gaussian_blur(maps, sigma=4.0),
                            score=dist.max(dim=1).values, router_weights=None, router_logits=None,
                            features=inputs.mean(dim=(2, 3)))
+
+
+    def windowed_distance(self, inputs: torch.Tensor, text_embedding: torch.Tensor | None) -> torch.Tensor:
+        """``memory_window ≥ 0``: each patch's euclidean distance ``(B, h·w)`` to its bank's training patches
+        within the window (:func:`~medmoe.model.feature.memory.windowed_nearest_distance`). Every bank is
+        searched and each row keeps its own (a fixed graph, so ONNX export follows)."""
+        b, _, h, w = inputs.shape
+        queries = self.entries(inputs).view(b, h, w, -1)
+        # the banks (runs of one task in the memory) and their sizes: constants of an exported graph
+        runs = [(task, len(list(rows))) for task, rows in itertools.groupby(self.memory_task.tolist())]
+        if any(count % (h * w) for _, count in runs):
+            raise ValueError(f"this memory holds patches of another grid than {h}×{w}: score at the resolution "
+                             "it was fitted at")
+        distances = torch.stack([windowed_nearest_distance(queries, bank.view(-1, h, w, queries.shape[-1]),
+                                                           self.settings.memory_window)
+                                 for bank in self.memory.split([count for _, count in runs])])  # (banks, B, h, w)
+        if not self.config.prompt:
+            return distances[0].flatten(1)
+        banks = torch.tensor([task for task, _ in runs])
+        mine = banks[:, None] == self.prompt_task(text_embedding)[None, :]  # (banks, B)
+        return (distances * mine[..., None, None]).sum(dim=0).flatten(1)
 
 
 class FeatureNN(MemoryModel):

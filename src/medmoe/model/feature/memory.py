@@ -110,6 +110,29 @@ def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, penalty: torch.T
     return best.clamp_min(0).sqrt()
 
 
+def windowed_nearest_distance(queries: torch.Tensor, memory: torch.Tensor, radius: int) -> torch.Tensor:
+    """Euclidean distance of each query cell to its nearest memory patch within ``±radius`` cells of the same
+    position (the SQUID/SimSID idea for aligned anatomy; cells near the border see fewer neighbours).
+
+    Shapes: ``queries (B, h, w, D)``, ``memory (n, h, w, D)`` (every patch of ``n`` training images) →
+    ``(B, h, w)``.
+    """
+    _, h, w, _ = queries.shape
+    r = radius
+    q2 = queries.square().sum(dim=-1)[..., None]  # (B, h, w, 1)
+    # off-grid neighbours: a zero patch at squared norm FAR, so never the nearest
+    padded = F.pad(memory, (0, 0, r, r, r, r))  # (n, h + 2r, w + 2r, D)
+    m2 = F.pad(memory.square().sum(dim=-1), (r, r, r, r), value=FAR).permute(1, 2, 0)  # (h + 2r, w + 2r, n)
+    best = None
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            cross = torch.einsum("bijd,nijd->bijn", queries, padded[:, dy:dy + h, dx:dx + w])
+            nearest = (q2 - 2 * cross + m2[dy:dy + h, dx:dx + w]).min(dim=-1).values
+            best = nearest if best is None else torch.minimum(best, nearest)
+    assert best is not None
+    return best.clamp_min(0).sqrt()
+
+
 def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of ``(B, 1, H, W)`` maps (reflect padding, radius 4σ)."""
     radius = max(1, int(4 * sigma + 0.5))
