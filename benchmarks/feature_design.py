@@ -52,6 +52,14 @@ VARIANTS: dict[str, list[str]] = {
     "retrieve_top10%_e10": ["model.feature_expert=retrieve", "train.epochs=10", "model.score_top_fraction=0.1"],
     "reconstruct_top10%": ["model.score_top_fraction=0.1"],
     "hybrid_top10%": ["model.feature_expert=hybrid", "model.score_top_fraction=0.1"],
+    # cosine memories (benchmarks/results/patch-memory.md: the lever of a training-free patch memory)
+    "hybrid_cosine": ["model.feature_expert=hybrid", "model.score_top_fraction=0.1", "model.memory_distance=cosine"],
+    "hybrid_cosine_top1%": ["model.feature_expert=hybrid", "model.score_top_fraction=0.01",
+                            "model.memory_distance=cosine"],
+    "retrieve_cosine_top10%": ["model.feature_expert=retrieve", "train.epochs=5", "model.score_top_fraction=0.1",
+                               "model.memory_distance=cosine"],
+    "retrieve_cosine_top1%": ["model.feature_expert=retrieve", "train.epochs=5", "model.score_top_fraction=0.01",
+                              "model.memory_distance=cosine"],
 }
 
 
