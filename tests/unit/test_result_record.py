@@ -42,7 +42,7 @@ def test_a_new_record_field_reaches_the_csv_columns_and_the_rest_schema() -> Non
 def test_every_field_is_documented_and_the_csv_is_the_record_then_the_files() -> None:
     docs = field_docs()
     assert all(len(text) > 10 for text in docs.values())
-    assert COLUMNS == (*docs, "overlay", "maps", "error")
+    assert COLUMNS == (*docs, "overlay", "maps", "dicom", "error")
     rest = response_model().model_json_schema()["properties"]
     assert [name for name in rest if name in docs] == list(docs)
     assert all(rest[name]["description"] == docs[name] for name in docs)

@@ -9,6 +9,9 @@ For each input image (:mod:`medmoe.api.inputs`: what is scored and its ``<name>`
 - ``<name>_overlay.png``: the anomaly map over the image (:mod:`medmoe.api.render`);
 - with ``--maps``, ``<name>_maps.npz``: ``anomaly_map`` and, where the model has one,
   ``hallucination_map``, both ``(H, W)`` float16 at the image's own size, compressed;
+- with ``--dicom-out``, for DICOM inputs, ``<name>_sr.dcm`` and ``<name>_map.dcm``: the result as a
+  Comprehensive SR and the map as a Parametric Map in the input's study (:mod:`medmoe.api.dicom_results`;
+  where the source's geometry allows no map, the row's warnings say why);
 
 and ``results.csv`` with one row per image (:mod:`medmoe.api.results_csv`, written as images finish); a
 file that could not be scored has an empty score and its reason in ``error``. Every file is written
@@ -32,12 +35,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from medmoe.api.dicom_results import dicom_results
 from medmoe.api.inputs import InputFile
 from medmoe.api.prompt_matching import PromptWarning
 from medmoe.api.render import display_inputs, result_title, write_overlay
 from medmoe.api.results import DetectionResult
-from medmoe.api.results_csv import RESULTS_NAME, ResultsLog, plane_key, result_row
+from medmoe.api.results_csv import RESULTS_NAME, ResultsLog, csv_cell, plane_key, result_row
 from medmoe.atomic import atomic_write_bytes
+from medmoe.io.dicom import read_dicom_header
+from medmoe.io.formats import image_format
 from medmoe.trust import DEFAULT_FPR
 
 if TYPE_CHECKING:
@@ -85,11 +91,16 @@ def _ignore_sigint() -> None:
 
 
 def write_outputs(result: DetectionResult, name: str, out_dir: Path, *, overlays: OverlayWriter | None = None,
-                  maps: bool = False) -> tuple[dict[str, str], Future[None] | None]:
-    """Write the maps of one result and start its overlay PNG (when ``overlays`` is given); returns their
-    CSV cells (relative paths) and the overlay's future. Maps are ``float16``, compressed (3 significant
-    digits; a 6000² map is tens of MB instead of 288)."""
-    cells = {"overlay": "", "maps": ""}
+                  maps: bool = False, dicom: bool = False) -> tuple[dict[str, str], Future[None] | None]:
+    """Write the maps (and, for a DICOM source, the DICOM objects) of one result and start its overlay PNG
+    (when ``overlays`` is given); returns their CSV cells (relative paths) and the overlay's future. Maps are
+    ``float16``, compressed (3 significant digits; a 6000² map is tens of MB instead of 288)."""
+    cells = {"overlay": "", "maps": "", "dicom": ""}
+    if dicom and result.source is not None and image_format(result.source) == "dicom":
+        made = dicom_results(result, read_dicom_header(result.source))
+        cells["dicom"] = csv_cell(made.write(out_dir, name))
+        if made.no_map:
+            result.warnings.append(made.no_map)
     drawn = None
     if overlays is not None:
         drawn = overlays.submit(result, out_dir / f"{name}_overlay.png")
@@ -114,6 +125,7 @@ class DetectOptions:
         batch_size: images per forward pass (and per flush of the results).
         overlays: write ``<name>_overlay.png`` per image.
         maps: write ``<name>_maps.npz`` per image.
+        dicom: write ``<name>_sr.dcm`` (and ``<name>_map.dcm``) per DICOM input.
         workers: processes drawing overlays (0: in this one).
         resume: keep the rows of an earlier run in the same folder and score only the images it has
             no row for (or whose row is an error).
@@ -127,6 +139,7 @@ class DetectOptions:
     batch_size: int = 32
     overlays: bool = True
     maps: bool = False
+    dicom: bool = False
     workers: int = 0
     resume: bool = False
 
@@ -199,7 +212,7 @@ def detect_files(detector: Detector, inputs: Sequence[InputFile], out_dir: Path,
                         if isinstance(outcome, DetectionResult):
                             files, drawn = write_outputs(outcome, item.name, out_dir,
                                                          overlays=drawer if options.overlays else None,
-                                                         maps=options.maps)
+                                                         maps=options.maps, dicom=options.dicom)
                             _count_warnings(run.warnings, outcome.warnings)
                         pending.append((result_row(item.plane, outcome, files), drawn))
                     pending = _record_done(log, pending, keep=AHEAD_BATCHES * options.batch_size)

@@ -24,10 +24,10 @@ from medmoe.io import Plane
 
 RESULTS_NAME = "results.csv"
 PARTIAL_NAME = "results.partial.csv"
-FILE_COLUMNS: tuple[str, ...] = ("overlay", "maps", "error")
-"""``results.csv`` columns after the record's: ``overlay``/``maps`` relative to the output folder (empty when
-not written), ``error`` the reason a file could not be scored (its record columns then empty but
-``source``/``frame``/``slice``)."""
+FILE_COLUMNS: tuple[str, ...] = ("overlay", "maps", "dicom", "error")
+"""``results.csv`` columns after the record's: ``overlay``/``maps``/``dicom`` (``" | "``-separated) relative to
+the output folder (empty when not written), ``error`` the reason a file could not be scored (its record columns
+then empty but ``source``/``frame``/``slice``)."""
 
 
 def csv_columns(record: type[ResultRecord] = ResultRecord) -> tuple[str, ...]:

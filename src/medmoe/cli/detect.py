@@ -36,6 +36,7 @@ def register(app: typer.Typer) -> None:
         threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads of the network (default: half the cores while overlays are drawn, else all: measured in benchmarks/results/deployed-speed.md).")] = None,
         overlays: Annotated[bool, typer.Option(help="Write <name>_overlay.png per image.")] = True,
         maps: Annotated[bool, typer.Option(help="Also write <name>_maps.npz per image (float16, compressed, at the input's size).")] = False,
+        dicom_out: Annotated[bool, typer.Option("--dicom-out", help="For DICOM inputs, also write <name>_sr.dcm (the result as a Comprehensive SR) and <name>_map.dcm (the anomaly map as a Parametric Map), new series in the input's study, for a PACS.")] = False,
         workers: Annotated[Optional[int], typer.Option(min=0, help="Processes drawing overlays (default: one per CPU core; 0: draw in this one).")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Keep the rows of an interrupted run in --out and score only the images it has not.")] = False,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -84,7 +85,7 @@ def register(app: typer.Typer) -> None:
             Console(stderr=True).print(f"[yellow]note:[/] {out / RESULTS_NAME} of an earlier run will be replaced; "
                                        "pass --resume to keep its rows and score only the rest", highlight=False)
         options = DetectOptions(prompt=prompt, task=task, strict=strict, fpr=fpr, window=windowing,
-                                batch_size=batch_size, overlays=overlays, maps=maps,
+                                batch_size=batch_size, overlays=overlays, maps=maps, dicom=dicom_out,
                                 workers=cores if workers is None else workers, resume=resume)
         with tqdm(total=len(found.items), unit="image", desc="detect", disable=not progress) as bar:
             run = detect_files(detector, found.items, out, options, progress=bar.update)

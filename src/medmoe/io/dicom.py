@@ -71,9 +71,18 @@ def read_dicom_tags(path: str | Path) -> dict[str, str]:
     Raises:
         ImageReadError: the file is missing or not DICOM.
     """
+    dataset = read_dicom_header(path)
+    return {keyword: str(dataset.get(keyword, "") or "").strip() for keyword in DESCRIPTIVE_TAGS}
+
+
+def read_dicom_header(path: str | Path) -> Dataset:
+    """The DICOM file's dataset without its pixel data (what result objects need of their source).
+
+    Raises:
+        ImageReadError: the file is missing or not DICOM.
+    """
     with _quiet_pydicom():
-        dataset = _read_dataset(path, stop_before_pixels=True)
-        return {keyword: str(dataset.get(keyword, "") or "").strip() for keyword in DESCRIPTIVE_TAGS}
+        return _read_dataset(path, stop_before_pixels=True)
 
 
 def read_dicom(

@@ -1,0 +1,175 @@
+"""Results as DICOM objects in the input's own study, for a PACS and the radiologist's viewer
+(``medmoe detect --dicom-out``; built with ``highdicom``).
+
+For each scored plane of a DICOM input:
+
+- a **Comprehensive SR** (new series :data:`REPORT_SERIES`): the model and its version, the task and
+  prompt, the score, threshold, p-value and the false-positive rate it is read at, the decision (also as
+  the coded finding *Normal* / *Abnormal* where there is one), the scope and mismatch verdicts, the
+  warnings, and a reference to the source image (and frame). DICOM and SNOMED CT codes where they exist
+  (Algorithm Name/Version, Finding, Normal/Abnormal, Yes/No, Source); the rest under the private coding
+  scheme :data:`SCHEME`. It is a plain content tree, not a TID 1500 measurement report;
+- a **Parametric Map** (new series :data:`MAP_SERIES`): the anomaly map as float32 on the source's pixel
+  grid, with a real-world value mapping (unitless anomaly) and a window from 0 to twice the decision
+  threshold. A Parametric Map needs the source's frame of reference and, for one frame of a multi-frame
+  source, that frame's position; where the source lacks them only the SR is written and
+  :attr:`DicomResults.no_map` says why.
+
+Patient, study and equipment-independent attributes are copied from the source by highdicom, so both
+objects land in the source's study.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+from highdicom.sr import (
+    CodeContentItem,
+    CodedConcept,
+    ContainerContentItem,
+    ContentItem,
+    ContentSequence,
+    ImageContentItem,
+    NumContentItem,
+    RelationshipTypeValues,
+    TextContentItem,
+)
+from pydicom import Dataset
+from pydicom.sr.codedict import codes
+
+from medmoe import __version__
+from medmoe.api.results import DetectionResult
+from medmoe.atomic import atomic_write_bytes
+
+SCHEME = "99MEDMOE"
+"""Coding scheme designator of medmoe's own concepts (a private scheme: ``99`` prefix, PS3.16 §8)."""
+MANUFACTURER = "medmoe"
+REPORT_SERIES = 9801
+MAP_SERIES = 9802
+CONTAINS = RelationshipTypeValues.CONTAINS
+FINDING = CodedConcept("121071", "DCM", "Finding")
+FINDINGS = {"anomalous": CodedConcept("263654008", "SCT", "Abnormal"),
+            "normal": CodedConcept("17621005", "SCT", "Normal")}
+YES, NO = CodedConcept("373066001", "SCT", "Yes"), CodedConcept("373067005", "SCT", "No")
+
+
+def concept(value: str, meaning: str) -> CodedConcept:
+    """One of medmoe's own concepts (:data:`SCHEME`)."""
+    return CodedConcept(value, SCHEME, meaning)
+
+
+REPORT = concept("REPORT", "Anomaly detection report")
+TASK, PROMPT, DECISION = concept("TASK", "Task"), concept("PROMPT", "Prompt"), concept("DECISION", "Decision")
+SCORE, THRESHOLD = concept("SCORE", "Anomaly score"), concept("THRESHOLD", "Decision threshold")
+P_VALUE, FPR = concept("PVALUE", "p-value among normal calibration scans"), concept("FPR", "False-positive rate")
+OUT_OF_SCOPE, MISMATCH = concept("OUTSCOPE", "Out of scope"), concept("MISMATCH", "Prompt mismatch")
+SCOPE_DISTANCE, WARNING = concept("SCOPEDIST", "Scope distance"), concept("WARNING", "Warning")
+
+
+@dataclass(frozen=True)
+class DicomResults:
+    """The DICOM objects of one result.
+
+    Attributes:
+        report: the Comprehensive SR.
+        anomaly_map: the Parametric Map (``None``: the source's geometry does not allow one).
+        no_map: why there is no map (empty when there is one).
+    """
+
+    report: Dataset
+    anomaly_map: Dataset | None
+    no_map: str = ""
+
+    def write(self, out_dir: Path, name: str) -> list[str]:
+        """Write ``<name>_sr.dcm`` (and ``<name>_map.dcm``) into ``out_dir`` atomically; their file names."""
+        written = []
+        for kind, dataset in (("sr", self.report), ("map", self.anomaly_map)):
+            if dataset is not None:
+                buffer = io.BytesIO()
+                dataset.save_as(buffer, enforce_file_format=True)
+                atomic_write_bytes(out_dir / f"{name}_{kind}.dcm", buffer.getvalue())
+                written.append(f"{name}_{kind}.dcm")
+        return written
+
+
+def dicom_results(result: DetectionResult, source: Dataset, *, instance: int = 1) -> DicomResults:
+    """The SR and Parametric Map of ``result``, scored on ``source`` (read without its pixels is enough;
+    ``result.frame`` names the frame of a multi-frame source). ``instance``: their instance numbers."""
+    frame = None if result.frame is None else result.frame + 1  # DICOM frame numbers count from 1
+    report = hd.sr.ComprehensiveSR(
+        evidence=[source], content=_content(result, source, frame), series_instance_uid=hd.UID(),
+        series_number=REPORT_SERIES, sop_instance_uid=hd.UID(), instance_number=instance,
+        manufacturer=MANUFACTURER, series_description="medmoe anomaly report")
+    if "FrameOfReferenceUID" not in source:
+        return DicomResults(report, None, "no parametric map: the source has no frame of reference "
+                                          "(FrameOfReferenceUID), which a map needs to lie on it")
+    try:
+        anomaly_map = _parametric_map(result, source, frame, instance)
+    except (ValueError, TypeError, AttributeError, RuntimeError) as exc:  # what highdicom raises on geometry
+        return DicomResults(report, None, f"no parametric map for this source: {exc}")
+    return DicomResults(report, anomaly_map)
+
+
+def _content(result: DetectionResult, source: Dataset, frame: int | None) -> ContainerContentItem:
+    """The SR's content tree (module docstring)."""
+    items: list[ContentItem] = [
+        TextContentItem(codes.DCM.AlgorithmName, result.model or MANUFACTURER, relationship_type=CONTAINS),
+        TextContentItem(codes.DCM.AlgorithmVersion, _version(result), relationship_type=CONTAINS),
+        TextContentItem(TASK, result.task, relationship_type=CONTAINS),
+        TextContentItem(PROMPT, result.prompt or "-", relationship_type=CONTAINS),
+        TextContentItem(DECISION, result.decision, relationship_type=CONTAINS),
+    ]
+    if result.decision in FINDINGS:
+        items.append(CodeContentItem(FINDING, FINDINGS[result.decision], relationship_type=CONTAINS))
+    for name, value in ((SCORE, result.score), (THRESHOLD, result.threshold), (P_VALUE, result.p_value),
+                        (FPR, result.fpr), (SCOPE_DISTANCE, result.scope_distance)):
+        if math.isfinite(value):
+            items.append(NumContentItem(name, float(value), codes.UCUM.NoUnits, relationship_type=CONTAINS))
+    if math.isfinite(result.scope_distance):  # a model with a scope head
+        items.append(CodeContentItem(OUT_OF_SCOPE, YES if result.out_of_scope else NO, relationship_type=CONTAINS))
+    if math.isfinite(result.p_value):  # mismatch verdicts come with calibration
+        items.append(CodeContentItem(MISMATCH, YES if result.prompt_mismatch else NO, relationship_type=CONTAINS))
+    items += [TextContentItem(WARNING, text[:1024], relationship_type=CONTAINS) for text in result.warnings]
+    items.append(ImageContentItem(codes.SCT.Source, source.SOPClassUID, source.SOPInstanceUID,
+                                  referenced_frame_numbers=frame, relationship_type=CONTAINS))
+    root = ContainerContentItem(REPORT)
+    root.ContentSequence = ContentSequence(items)
+    return root
+
+
+def _parametric_map(result: DetectionResult, source: Dataset, frame: int | None, instance: int) -> Dataset:
+    """The anomaly map as a Parametric Map on ``source``'s grid (raises where highdicom cannot place it)."""
+    amap = np.asarray(result.anomaly_map, dtype=np.float32)
+    if amap.shape != (source.Rows, source.Columns):
+        raise ValueError(f"the map is {amap.shape}, the source {source.Rows}×{source.Columns}")
+    positions = None
+    if frame is not None:  # one frame of a multi-frame source: its position, from the per-frame groups
+        if "PerFrameFunctionalGroupsSequence" not in source:
+            raise ValueError(f"the source has no per-frame positions (PerFrameFunctionalGroupsSequence) to place "
+                             f"frame {frame}'s map on")
+        groups = source.PerFrameFunctionalGroupsSequence[frame - 1]
+        positions = [hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT,
+                                              groups.PlanePositionSequence[0].ImagePositionPatient)]
+    top = 2 * result.threshold if math.isfinite(result.threshold) and result.threshold > 0 else float(amap.max())
+    low, high = float(amap.min()), float(amap.max())
+    mapping = hd.pm.RealWorldValueMapping(
+        lut_label="ANOMALY", lut_explanation="medmoe anomaly map (unitless; the score is read from it)",
+        unit=codes.UCUM.NoUnits, value_range=(low, high if high > low else low + 1.0), intercept=0.0, slope=1.0)
+    return hd.pm.ParametricMap(
+        source_images=[source], pixel_array=amap[None], series_instance_uid=hd.UID(), series_number=MAP_SERIES,
+        sop_instance_uid=hd.UID(), instance_number=instance, manufacturer=MANUFACTURER,
+        manufacturer_model_name=result.model or MANUFACTURER, software_versions=_version(result),
+        device_serial_number=result.model_sha256 or "-", contains_recognizable_visual_features=False,
+        real_world_value_mappings=[mapping], plane_positions=positions, content_label="ANOMALYMAP",
+        content_description="medmoe anomaly map",
+        voi_lut_transformations=[hd.VOILUTTransformation(window_center=top / 2, window_width=max(top, 1e-6))])
+
+
+def _version(result: DetectionResult) -> str:
+    """``medmoe 0.2.0, weights 0123456789ab``."""
+    return f"medmoe {__version__}" + (f", weights {result.model_sha256}" if result.model_sha256 else "")

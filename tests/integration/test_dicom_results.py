@@ -1,0 +1,115 @@
+"""Results as DICOM objects (``medmoe detect --dicom-out``): real registry inputs, read back with pydicom."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.sr.codedict import codes
+
+from medmoe import Detector
+from medmoe.api.dicom_results import MAP_SERIES, REPORT_SERIES, SCHEME, dicom_results
+
+MR_SMALL = get_testdata_file("MR_small.dcm", download=False)  # MR, one frame, a frame of reference
+RG1 = get_testdata_file("RG1_UNCR.dcm", download=False)  # CR chest: no frame of reference
+SOURCE = codes.SCT.Source.meaning
+CINE = get_testdata_file("emri_small.dcm", download=False)  # enhanced MR, 10 frames
+
+
+@pytest.fixture(scope="module")
+def detector(tiny_run: Path) -> Detector:
+    return Detector.load(tiny_run)
+
+
+def content(report: pydicom.Dataset) -> dict[str, object]:
+    """The SR's items by concept meaning: text, number, code meaning or referenced SOP Instance UID."""
+    items: dict[str, object] = {}
+    for item in report.ContentSequence:
+        name = item.ConceptNameCodeSequence[0].CodeMeaning
+        if item.ValueType == "TEXT":
+            items[name] = item.TextValue
+        elif item.ValueType == "NUM":
+            items[name] = float(item.MeasuredValueSequence[0].NumericValue)
+        elif item.ValueType == "CODE":
+            items[name] = item.ConceptCodeSequence[0].CodeMeaning
+        elif item.ValueType == "IMAGE":
+            reference = item.ReferencedSOPSequence[0]
+            items[name] = (reference.ReferencedSOPInstanceUID, reference.get("ReferencedFrameNumber"))
+    return items
+
+
+def test_an_mr_result_becomes_a_report_and_a_parametric_map_in_the_source_study(detector: Detector,
+                                                                               tmp_path: Path) -> None:
+    result = detector.predict(MR_SMALL, task="brain_mri")
+    assert result.decision in ("anomalous", "normal")  # a calibrated task: the report carries a coded finding
+    source = pydicom.dcmread(MR_SMALL, stop_before_pixels=True)
+    names = dicom_results(result, source).write(tmp_path, "mr")
+    assert names == ["mr_sr.dcm", "mr_map.dcm"]
+    report, amap = (pydicom.dcmread(tmp_path / name) for name in names)
+    for made in (report, amap):
+        assert made.StudyInstanceUID == source.StudyInstanceUID and made.PatientID == source.PatientID
+        assert made.SeriesInstanceUID != source.SeriesInstanceUID
+    assert report.SOPClassUID.name == "Comprehensive SR Storage" and report.SeriesNumber == REPORT_SERIES
+    items = content(report)
+    assert items["Task"] == "brain_mri" and items["Decision"] == result.decision
+    assert items["Anomaly score"] == pytest.approx(result.score, rel=1e-6)
+    assert items["Finding"] == {"anomalous": "Abnormal", "normal": "Normal"}[result.decision]
+    assert items[SOURCE] == (source.SOPInstanceUID, None)
+    assert items["Algorithm Version"].startswith("medmoe ")
+    for name, value in (("Decision threshold", result.threshold), ("p-value among normal calibration scans",
+                                                                    result.p_value)):
+        assert (name in items) == math.isfinite(value)
+    assert {item.ConceptNameCodeSequence[0].CodingSchemeDesignator for item in report.ContentSequence} >= {SCHEME}
+    assert amap.SOPClassUID.name == "Parametric Map Storage" and amap.SeriesNumber == MAP_SERIES
+    assert amap.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == \
+        source.SOPInstanceUID
+    assert np.allclose(amap.pixel_array, result.anomaly_map, rtol=1e-6)  # float32, on the source's grid
+
+
+def test_a_source_without_a_frame_of_reference_gets_the_report_and_says_why_no_map(detector: Detector,
+                                                                                 tmp_path: Path) -> None:
+    result = detector.predict(RG1)
+    made = dicom_results(result, pydicom.dcmread(RG1, stop_before_pixels=True))
+    assert made.anomaly_map is None and "frame of reference" in made.no_map.lower()
+    assert made.write(tmp_path, "cr") == ["cr_sr.dcm"]
+    assert content(pydicom.dcmread(tmp_path / "cr_sr.dcm"))["Task"] == result.task
+
+
+def test_each_frame_of_a_multi_frame_source_gets_a_report_naming_its_frame(detector: Detector) -> None:
+    source = pydicom.dcmread(CINE, stop_before_pixels=True)
+    for frame in (0, 7):
+        result = detector.predict(CINE, task="brain_mri", frame=frame)
+        made = dicom_results(result, source)
+        assert content(made.report)[SOURCE] == (source.SOPInstanceUID, frame + 1)  # DICOM counts from 1
+        # this registry file has no per-frame functional groups, so no frame can be placed
+        assert made.anomaly_map is None and f"frame {frame + 1}'s map" in made.no_map
+
+
+def test_detect_dicom_out_writes_the_objects_of_dicom_inputs_only(tiny_run: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_detect_cli import read_rows, run_cli
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for path in (MR_SMALL, RG1):
+        shutil.copy(path, inputs)
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(inputs / "plain.png")
+    out = tmp_path / "out"
+    code, output = run_cli([str(inputs), "--model", str(tiny_run), "--out", str(out), "--task", "brain_mri",
+                            "--no-progress", "--no-overlays", "--dicom-out"], capsys, monkeypatch)
+    assert code == 0, output
+    rows = read_rows(out)
+    assert rows["MR_small.dcm"]["dicom"] == "MR_small_sr.dcm | MR_small_map.dcm"
+    no_map = rows["RG1_UNCR.dcm"]
+    assert no_map["dicom"] == "RG1_UNCR_sr.dcm" and "no frame of reference" in no_map["warnings"]
+    assert rows["plain.png"]["dicom"] == ""
+    report = pydicom.dcmread(out / "MR_small_sr.dcm")
+    assert content(report)["Anomaly score"] == pytest.approx(float(rows["MR_small.dcm"]["score"]), rel=1e-5)
+    assert pydicom.dcmread(out / "MR_small_map.dcm").StudyInstanceUID == pydicom.dcmread(MR_SMALL).StudyInstanceUID
