@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck install browser clean
+.PHONY: demo test lint typecheck install browser orthanc clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +22,17 @@ demo: $(STAMP)
 browser:
 	.ci/setup-browser
 
+# The PACS round trip (tests/integration/test_orthanc.py) needs Orthanc; .ci/setup-orthanc installs it if missing.
+orthanc:
+	.ci/setup-orthanc
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 typecheck: $(STAMP)
 	.ci/mypy-gate
 
-test: $(STAMP) browser lint typecheck
+test: $(STAMP) browser orthanc lint typecheck
 	$(BIN)/python -m pytest -q
 
 clean:
