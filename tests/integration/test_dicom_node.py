@@ -3,7 +3,10 @@ loopback): success, a destination that is down (nothing lost, sent when it is ba
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -129,3 +132,27 @@ def test_a_destination_is_host_port_and_ae_title() -> None:
     assert Destination.parse("pacs.local:4242:ORTHANC") == Destination("pacs.local", 4242, "ORTHANC")
     with pytest.raises(Exception, match="HOST:PORT:AET"):
         Destination.parse("pacs.local:4242")
+
+
+def test_medmoe_listen_serves_until_interrupted(tiny_run: Path, tmp_path: Path) -> None:
+    archive, port = Archive(free_port()), free_port()
+    archive.start()
+    command = [sys.executable, "-c", "from medmoe.cli import main; main()", "listen", "--model", str(tiny_run),
+               "--send-to", f"127.0.0.1:{archive.port}:ARCHIVE", "--port", str(port), "--task", "brain_mri",
+               "--work-dir", str(tmp_path / "node")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_for(lambda: listening(port), seconds=120), process.stdout.read() if process.poll() else ""
+        assert send(MR_SMALL, port).Status == 0x0000
+        assert wait_for(lambda: len(archive.received) == 2)
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+        archive.stop()
+    assert process.returncode == 0, output
+    assert "listening on" in output and "scored" in output
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -42,6 +42,7 @@ from medmoe.api.render import display_inputs, result_title, write_overlay
 from medmoe.api.results import DetectionResult
 from medmoe.api.results_csv import RESULTS_NAME, ResultsLog, csv_cell, plane_key, result_row
 from medmoe.atomic import atomic_write_bytes
+from medmoe.errors import MedmoeError
 from medmoe.io.dicom import read_dicom_header
 from medmoe.io.formats import image_format
 from medmoe.trust import DEFAULT_FPR
@@ -97,10 +98,14 @@ def write_outputs(result: DetectionResult, name: str, out_dir: Path, *, overlays
     ``float16``, compressed (3 significant digits; a 6000² map is tens of MB instead of 288)."""
     cells = {"overlay": "", "maps": "", "dicom": ""}
     if dicom and result.source is not None and image_format(result.source) == "dicom":
-        made = dicom_results(result, read_dicom_header(result.source))
-        cells["dicom"] = csv_cell(made.write(out_dir, name))
-        if made.no_map:
-            result.warnings.append(made.no_map)
+        try:
+            made = dicom_results(result, read_dicom_header(result.source))
+        except MedmoeError as exc:
+            result.warnings.append(str(exc))
+        else:
+            cells["dicom"] = csv_cell(made.write(out_dir, name))
+            if made.no_map:
+                result.warnings.append(made.no_map)
     drawn = None
     if overlays is not None:
         drawn = overlays.submit(result, out_dir / f"{name}_overlay.png")

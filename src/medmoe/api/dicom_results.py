@@ -11,16 +11,19 @@ For each scored plane of a DICOM input:
   scheme :data:`SCHEME`. It is a plain content tree, not a TID 1500 measurement report;
 - a **Parametric Map** (new series :data:`MAP_SERIES`): the anomaly map as float32 on the source's pixel
   grid, with a real-world value mapping (unitless anomaly) and a window from 0 to twice the decision
-  threshold. A Parametric Map needs the source's frame of reference and, for one frame of a multi-frame
-  source, that frame's position; where the source lacks them only the SR is written and
+  threshold. A Parametric Map needs the source's frame of reference; a source without one, and a frame
+  of a multi-frame source (not made yet: highdicom places a map on every frame of its source, or on
+  positions it derives from per-frame groups that few files have), get the SR only, and
   :attr:`DicomResults.no_map` says why.
 
-Patient, study and equipment-independent attributes are copied from the source by highdicom, so both
-objects land in the source's study.
+Patient and study attributes are copied from the source by highdicom, so both objects land in the
+source's study: a source without its study, series or instance UIDs gets none (:class:`MedmoeError`), and
+patient and study attributes a file omits (Type 2: present, possibly empty) are given empty.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 from dataclasses import dataclass
@@ -45,6 +48,7 @@ from pydicom.sr.codedict import codes
 from medmoe import __version__
 from medmoe.api.results import DetectionResult
 from medmoe.atomic import atomic_write_bytes
+from medmoe.errors import MedmoeError
 
 SCHEME = "99MEDMOE"
 """Coding scheme designator of medmoe's own concepts (a private scheme: ``99`` prefix, PS3.16 §8)."""
@@ -55,6 +59,11 @@ CONTAINS = RelationshipTypeValues.CONTAINS
 FINDING = CodedConcept("121071", "DCM", "Finding")
 FINDINGS = {"anomalous": CodedConcept("263654008", "SCT", "Abnormal"),
             "normal": CodedConcept("17621005", "SCT", "Normal")}
+IDENTITY = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+"""What a source must have for its results to join its study."""
+PATIENT_AND_STUDY = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                     "StudyID", "AccessionNumber", "ReferringPhysicianName")
+"""Type 2 attributes results copy from the source: present in a valid file, given empty where it omits them."""
 YES, NO = CodedConcept("373066001", "SCT", "Yes"), CodedConcept("373067005", "SCT", "No")
 
 
@@ -99,20 +108,44 @@ class DicomResults:
 
 def dicom_results(result: DetectionResult, source: Dataset, *, instance: int = 1) -> DicomResults:
     """The SR and Parametric Map of ``result``, scored on ``source`` (read without its pixels is enough;
-    ``result.frame`` names the frame of a multi-frame source). ``instance``: their instance numbers."""
+    ``result.frame`` names the frame of a multi-frame source). ``instance``: their instance numbers.
+
+    Raises:
+        MedmoeError: the source lacks a UID of :data:`IDENTITY`, or has a value the report cannot copy.
+    """
+    source = _complete(source)
     frame = None if result.frame is None else result.frame + 1  # DICOM frame numbers count from 1
-    report = hd.sr.ComprehensiveSR(
-        evidence=[source], content=_content(result, source, frame), series_instance_uid=hd.UID(),
-        series_number=REPORT_SERIES, sop_instance_uid=hd.UID(), instance_number=instance,
-        manufacturer=MANUFACTURER, series_description="medmoe anomaly report")
+    try:
+        report = hd.sr.ComprehensiveSR(
+            evidence=[source], content=_content(result, source, frame), series_instance_uid=hd.UID(),
+            series_number=REPORT_SERIES, sop_instance_uid=hd.UID(), instance_number=instance,
+            manufacturer=MANUFACTURER, series_description="medmoe anomaly report")
+    except (ValueError, TypeError) as exc:  # what highdicom raises on a value it cannot copy
+        raise MedmoeError(f"no DICOM results: an attribute of the source does not conform to DICOM ({exc})") from exc
     if "FrameOfReferenceUID" not in source:
         return DicomResults(report, None, "no parametric map: the source has no frame of reference "
                                           "(FrameOfReferenceUID), which a map needs to lie on it")
+    if frame is not None:
+        return DicomResults(report, None, f"no parametric map: maps of one frame (here {frame}) of a multi-frame "
+                                          "source are not made yet")
     try:
-        anomaly_map = _parametric_map(result, source, frame, instance)
+        anomaly_map = _parametric_map(result, source, instance)
     except (ValueError, TypeError, AttributeError, RuntimeError) as exc:  # what highdicom raises on geometry
         return DicomResults(report, None, f"no parametric map for this source: {exc}")
     return DicomResults(report, anomaly_map)
+
+
+def _complete(source: Dataset) -> Dataset:
+    """``source``, or a copy with the :data:`PATIENT_AND_STUDY` attributes it omits given empty."""
+    if missing := [name for name in IDENTITY if name not in source]:
+        raise MedmoeError(f"no DICOM results: the source has no {', '.join(missing)}, so they cannot join its study")
+    if all(name in source for name in PATIENT_AND_STUDY):
+        return source
+    completed = copy.copy(source)
+    for name in PATIENT_AND_STUDY:
+        if name not in completed:
+            setattr(completed, name, "")
+    return completed
 
 
 def _content(result: DetectionResult, source: Dataset, frame: int | None) -> ContainerContentItem:
@@ -142,19 +175,11 @@ def _content(result: DetectionResult, source: Dataset, frame: int | None) -> Con
     return root
 
 
-def _parametric_map(result: DetectionResult, source: Dataset, frame: int | None, instance: int) -> Dataset:
+def _parametric_map(result: DetectionResult, source: Dataset, instance: int) -> Dataset:
     """The anomaly map as a Parametric Map on ``source``'s grid (raises where highdicom cannot place it)."""
     amap = np.asarray(result.anomaly_map, dtype=np.float32)
     if amap.shape != (source.Rows, source.Columns):
         raise ValueError(f"the map is {amap.shape}, the source {source.Rows}×{source.Columns}")
-    positions = None
-    if frame is not None:  # one frame of a multi-frame source: its position, from the per-frame groups
-        if "PerFrameFunctionalGroupsSequence" not in source:
-            raise ValueError(f"the source has no per-frame positions (PerFrameFunctionalGroupsSequence) to place "
-                             f"frame {frame}'s map on")
-        groups = source.PerFrameFunctionalGroupsSequence[frame - 1]
-        positions = [hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT,
-                                              groups.PlanePositionSequence[0].ImagePositionPatient)]
     top = 2 * result.threshold if math.isfinite(result.threshold) and result.threshold > 0 else float(amap.max())
     low, high = float(amap.min()), float(amap.max())
     mapping = hd.pm.RealWorldValueMapping(
@@ -165,7 +190,7 @@ def _parametric_map(result: DetectionResult, source: Dataset, frame: int | None,
         sop_instance_uid=hd.UID(), instance_number=instance, manufacturer=MANUFACTURER,
         manufacturer_model_name=result.model or MANUFACTURER, software_versions=_version(result),
         device_serial_number=result.model_sha256 or "-", contains_recognizable_visual_features=False,
-        real_world_value_mappings=[mapping], plane_positions=positions, content_label="ANOMALYMAP",
+        real_world_value_mappings=[mapping], content_label="ANOMALYMAP",
         content_description="medmoe anomaly map",
         voi_lut_transformations=[hd.VOILUTTransformation(window_center=top / 2, window_width=max(top, 1e-6))])
 

@@ -45,6 +45,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--ae-title must have 1 to 16 characters, not {ae_title!r}")
         destination = Destination.parse(send_to)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logging.getLogger("highdicom").setLevel(logging.WARNING)  # not a line per attribute it copies
         detector = Detector.load(model, backend=backend, threads=threads)
         detector.check_request(prompt, task, strict=False, fpr=fpr)
         outbox = Outbox(work_dir / "outbox", destination, ae_title=ae_title, retry_seconds=retry)

@@ -127,14 +127,17 @@ class DicomNode:
                 return_errors=True)
         queued, problems = 0, []
         for instance, outcome in enumerate(outcomes, start=1):
-            if isinstance(outcome, DetectionResult):
+            try:
+                if not isinstance(outcome, DetectionResult):
+                    raise outcome
                 made = dicom_results(outcome, source, instance=instance)
-                for obj in (made.report, made.anomaly_map):
-                    if obj is not None:
-                        self.outbox.put(obj)
-                        queued += 1
-            else:
-                problems.append(str(outcome) if isinstance(outcome, MedmoeError) else repr(outcome))
+            except MedmoeError as exc:
+                problems.append(str(exc))
+                continue
+            for obj in (made.report, made.anomaly_map):
+                if obj is not None:
+                    self.outbox.put(obj)
+                    queued += 1
         return queued, problems
 
 
