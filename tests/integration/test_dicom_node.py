@@ -24,6 +24,7 @@ from medmoe.node.scp import CANNOT_UNDERSTAND, DicomNode, NodeSettings
 MR_SMALL = get_testdata_file("MR_small.dcm", download=False)
 CINE = get_testdata_file("emri_small.dcm", download=False)  # 10 frames
 REPORT = get_testdata_file("test-SR.dcm", download=False)  # a structured report: no pixels to score
+LOSSY = get_testdata_file("JPEG-lossy.dcm", download=False)  # JPEG extended 12-bit: no installed decoder reads it
 
 
 def free_port() -> int:
@@ -121,9 +122,10 @@ def test_what_the_node_cannot_score_is_answered_cannot_understand_and_it_keeps_s
         node: tuple[DicomNode, int, Archive], caplog: pytest.LogCaptureFixture) -> None:
     _, port, archive = node
     archive.start()
-    status = send(REPORT, port)
-    assert status.Status == CANNOT_UNDERSTAND and status.ErrorComment
-    assert any("refused" in record.message for record in caplog.records)
+    for path, reason in ((REPORT, "pixel"), (LOSSY, "decode")):
+        status = send(path, port)
+        assert status.Status == CANNOT_UNDERSTAND and reason in status.ErrorComment, (path, status.ErrorComment)
+    assert sum("refused" in record.message for record in caplog.records) == 2
     assert send(MR_SMALL, port).Status == 0x0000  # still serving
     assert wait_for(lambda: len(archive.received) == 2)
 

@@ -23,12 +23,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset
-from pynetdicom import AE, AllStoragePresentationContexts, VerificationPresentationContexts, evt
+from pynetdicom import (
+    AE,
+    ALL_TRANSFER_SYNTAXES,
+    AllStoragePresentationContexts,
+    VerificationPresentationContexts,
+    build_context,
+    evt,
+)
 
 from medmoe.api.dicom_results import dicom_results
 from medmoe.api.results import DetectionResult
 from medmoe.atomic import atomic_write_bytes
-from medmoe.errors import MedmoeError
+from medmoe.errors import ImageReadError, MedmoeError
 from medmoe.io import planes
 from medmoe.io.dicom import read_dicom_header
 from medmoe.node.outbox import SUCCESS, Outbox
@@ -75,7 +82,10 @@ class DicomNode:
         self.inbox = work_dir / "inbox"
         self.inbox.mkdir(parents=True, exist_ok=True)
         self._ae = AE(ae_title=settings.ae_title)
-        self._ae.supported_contexts = [*AllStoragePresentationContexts, *VerificationPresentationContexts]
+        # every storage SOP class in every transfer syntax: a PACS may offer only compressed ones, and what
+        # medmoe cannot decode is answered per dataset (Cannot understand), not refused for the association
+        self._ae.supported_contexts = [*(build_context(c.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+                                         for c in AllStoragePresentationContexts), *VerificationPresentationContexts]
         self._scoring = threading.Lock()  # one image through the network at a time
         self._server: Any = None
 
@@ -101,7 +111,10 @@ class DicomNode:
             buffer = _encoded(dataset)
             atomic_write_bytes(path, buffer)
             queued, problems = self.handle(path)
-        except Exception as exc:  # the node keeps serving whatever one dataset does
+        except MedmoeError as exc:
+            queued, problems = 0, [_reason(exc)]
+        except Exception as exc:  # a bug; the node keeps serving whatever one dataset does
+            _log.exception("scoring %s failed", uid)
             queued, problems = 0, [f"{type(exc).__name__}: {exc}"]
         finally:
             path.unlink(missing_ok=True)
@@ -132,13 +145,18 @@ class DicomNode:
                     raise outcome
                 made = dicom_results(outcome, source, instance=instance)
             except MedmoeError as exc:
-                problems.append(str(exc))
+                problems.append(_reason(exc))
                 continue
             for obj in (made.report, made.anomaly_map):
                 if obj is not None:
                     self.outbox.put(obj)
                     queued += 1
         return queued, problems
+
+
+def _reason(exc: MedmoeError) -> str:
+    """What went wrong, without the inbox file's name (the caller knows what it sent)."""
+    return exc.reason if isinstance(exc, ImageReadError) else str(exc)
 
 
 def _encoded(dataset: Dataset) -> bytes:
