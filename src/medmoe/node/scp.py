@@ -85,7 +85,8 @@ class DicomNode:
         # every storage SOP class in every transfer syntax: a PACS may offer only compressed ones, and what
         # medmoe cannot decode is answered per dataset (Cannot understand), not refused for the association
         self._ae.supported_contexts = [*(build_context(c.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-                                         for c in AllStoragePresentationContexts), *VerificationPresentationContexts]
+                                         for c in AllStoragePresentationContexts if c.abstract_syntax),
+                                       *VerificationPresentationContexts]
         self._scoring = threading.Lock()  # one image through the network at a time
         self._server: Any = None
 
