@@ -139,12 +139,14 @@ def test_every_registry_dicom_file_medmoe_reads_gets_a_report_that_reads_back(
         except ImageReadError:
             continue  # refused at reading, with its reason (benchmarks/results/dicom-corpus.md)
         source = read_dicom_header(path)
+        before = set(source.keys())
         try:
             objects = dicom_results(result, source)
         except MedmoeError as exc:  # a source that cannot have results in its study: said, not raised
             assert str(exc).startswith("no DICOM results: ")
             refused.append(path.name)
             continue
+        assert set(source.keys()) == before  # the source is left as it was
         report = pydicom.dcmread(io.BytesIO(encoded(objects.report)))
         items = content(report)
         assert items["Task"] == "brain_mri" and items["Anomaly score"] == pytest.approx(result.score, rel=1e-6)

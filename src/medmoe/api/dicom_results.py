@@ -141,7 +141,7 @@ def _complete(source: Dataset) -> Dataset:
         raise MedmoeError(f"no DICOM results: the source has no {', '.join(missing)}, so they cannot join its study")
     if all(name in source for name in PATIENT_AND_STUDY):
         return source
-    completed = copy.copy(source)
+    completed = copy.deepcopy(source)  # a shallow copy shares the source's elements
     for name in PATIENT_AND_STUDY:
         if name not in completed:
             setattr(completed, name, "")
