@@ -191,7 +191,7 @@ def _parametric_map(result: DetectionResult, source: Dataset, instance: int) -> 
         manufacturer_model_name=result.model or MANUFACTURER, software_versions=_version(result),
         device_serial_number=result.model_sha256 or "-", contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping], content_label="ANOMALYMAP",
-        content_description="medmoe anomaly map",
+        content_description="medmoe anomaly map", series_description="medmoe anomaly map",
         voi_lut_transformations=[hd.VOILUTTransformation(window_center=top / 2, window_width=max(top, 1e-6))])
 
 
