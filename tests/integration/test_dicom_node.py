@@ -158,3 +158,17 @@ def test_medmoe_listen_serves_until_interrupted(tiny_run: Path, tmp_path: Path) 
 def listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_without_a_task_an_image_whose_tags_name_no_body_part_is_answered_cannot_understand(
+        tiny_run: Path, tmp_path: Path) -> None:
+    archive = Archive(free_port())
+    outbox = Outbox(tmp_path / "outbox", Destination("127.0.0.1", archive.port, "ARCHIVE"), ae_title="MEDMOE")
+    node, port = DicomNode(Detector.load(tiny_run), outbox, tmp_path, NodeSettings()), free_port()
+    node.start("127.0.0.1", port)
+    try:
+        status = send(get_testdata_file("CT_small.dcm", download=False), port)  # CT, no BodyPartExamined
+    finally:
+        node.stop()
+    assert status.Status == CANNOT_UNDERSTAND and "task" in status.ErrorComment.lower(), status.ErrorComment
+    assert not outbox.pending()
