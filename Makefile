@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck install browser orthanc clean
+.PHONY: demo test lint typecheck install browser dicom-tools clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,9 @@ demo: $(STAMP)
 browser:
 	.ci/setup-browser
 
-# The PACS round trip (tests/integration/test_orthanc.py) needs Orthanc; .ci/setup-orthanc installs it if missing.
-orthanc:
-	.ci/setup-orthanc
+# The PACS round trip and the DICOM validation need Orthanc and dciodvfy; .ci/setup-dicom-tools installs them.
+dicom-tools:
+	.ci/setup-dicom-tools
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -32,7 +32,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	.ci/mypy-gate
 
-test: $(STAMP) browser orthanc lint typecheck
+test: $(STAMP) browser dicom-tools lint typecheck
 	$(BIN)/python -m pytest -q
 
 clean:

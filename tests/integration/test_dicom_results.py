@@ -6,6 +6,7 @@ import io
 import logging
 import math
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,23 @@ def test_an_mr_result_becomes_a_report_and_a_parametric_map_in_the_source_study(
     assert amap.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == \
         source.SOPInstanceUID
     assert np.allclose(amap.pixel_array, result.anomaly_map, rtol=1e-6)  # float32, on the source's grid
+
+
+def test_the_objects_pass_dicom3tools_validation(detector: Detector, tmp_path: Path) -> None:
+    dciodvfy = shutil.which("dciodvfy")
+    assert dciodvfy, "dicom3tools is not installed: run .ci/setup-dicom-tools (make test does)"
+    result = detector.predict(MR_SMALL, task="brain_mri")
+    result.warnings.append("2.3 × its typical distance")  # text beyond ASCII, as the scope caveat has
+    names = dicom_results(result, pydicom.dcmread(MR_SMALL, stop_before_pixels=True)).write(tmp_path, "mr")
+    errors = {}
+    for name in names:
+        checked = subprocess.run([dciodvfy, str(tmp_path / name)], capture_output=True)
+        errors[name] = [line for line in checked.stderr.decode("latin-1").splitlines() if line.startswith("Error")]
+    assert errors["mr_sr.dcm"] == []
+    # the one finding on the map: dciodvfy cannot tell whether the (unstated) body part is paired, the condition
+    # of the General Series' Type 2C Laterality; highdicom leaves it out, as the standard asks for unpaired parts
+    laterality = "Error - Missing attribute Type 2C Conditional Element=<Laterality> Module=<GeneralSeries>"
+    assert errors["mr_map.dcm"] == [laterality]
 
 
 def test_a_source_without_a_frame_of_reference_gets_the_report_and_says_why_no_map(detector: Detector,

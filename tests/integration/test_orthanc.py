@@ -42,7 +42,7 @@ def orthanc_config(root: Path, http_port: int, dicom_port: int, node_port: int) 
 
 @pytest.fixture
 def orthanc(tmp_path: Path) -> Iterator[tuple[httpx.Client, int, int]]:
-    assert ORTHANC, "Orthanc is not installed: run .ci/setup-orthanc (make test does)"
+    assert ORTHANC, "Orthanc is not installed: run .ci/setup-dicom-tools (make test does)"
     http_port, dicom_port, node_port = free_port(), free_port(), free_port()
     log = (tmp_path / "orthanc.log").open("w")
     process = subprocess.Popen([ORTHANC, str(orthanc_config(tmp_path, http_port, dicom_port, node_port))],

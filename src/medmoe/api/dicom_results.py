@@ -53,6 +53,7 @@ from medmoe.errors import MedmoeError
 SCHEME = "99MEDMOE"
 """Coding scheme designator of medmoe's own concepts (a private scheme: ``99`` prefix, PS3.16 §8)."""
 MANUFACTURER = "medmoe"
+UTF8 = "ISO_IR 192"
 REPORT_SERIES = 9801
 MAP_SERIES = 9802
 CONTAINS = RelationshipTypeValues.CONTAINS
@@ -122,6 +123,7 @@ def dicom_results(result: DetectionResult, source: Dataset, *, instance: int = 1
             manufacturer=MANUFACTURER, series_description="medmoe anomaly report")
     except (ValueError, TypeError) as exc:  # what highdicom raises on a value it cannot copy
         raise MedmoeError(f"no DICOM results: an attribute of the source does not conform to DICOM ({exc})") from exc
+    report.SpecificCharacterSet = UTF8  # warnings and prompts are not ASCII ("2.3 × its typical distance")
     if "FrameOfReferenceUID" not in source:
         return DicomResults(report, None, "no parametric map: the source has no frame of reference "
                                           "(FrameOfReferenceUID), which a map needs to lie on it")
