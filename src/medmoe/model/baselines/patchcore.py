@@ -196,7 +196,6 @@ class PatchCore(MemoryModel):
                            score=dist.max(dim=1).values, router_weights=None, router_logits=None,
                            features=inputs.mean(dim=(2, 3)))
 
-
     def windowed_distance(self, inputs: torch.Tensor, text_embedding: torch.Tensor | None) -> torch.Tensor:
         """``memory_window ≥ 0``: each patch's euclidean distance ``(B, h·w)`` to its bank's training patches
         within the window (:func:`~medmoe.model.feature.memory.windowed_nearest_distance`). Every bank is
