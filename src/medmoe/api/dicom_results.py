@@ -11,10 +11,14 @@ For each scored plane of a DICOM input:
   scheme :data:`SCHEME`. It is a plain content tree, not a TID 1500 measurement report;
 - a **Parametric Map** (new series :data:`MAP_SERIES`): the anomaly map as float32 on the source's pixel
   grid, with a real-world value mapping (unitless anomaly) and a window from 0 to twice the decision
-  threshold. A Parametric Map needs the source's frame of reference; a source without one, and a frame
-  of a multi-frame source (not made yet: highdicom places a map on every frame of its source, or on
-  positions it derives from per-frame groups that few files have), get the SR only, and
-  :attr:`DicomResults.no_map` says why.
+  threshold. A Parametric Map needs the source's frame of reference; a source without one (most
+  radiographs and ultrasound files), and a frame of a multi-frame source (not made yet: highdicom places
+  a map on every frame of its source, or on positions it derives from per-frame groups few files have),
+  get instead
+- a **Secondary Capture** (new series :data:`OVERLAY_SERIES`): the overlay ``medmoe detect`` draws (the
+  map over the image, colour bar, score and decision), RGB, which any viewer shows — where the source
+  states its orientation (Patient Orientation, or an Image Orientation (Patient) it follows from);
+  otherwise the SR alone, and :attr:`DicomResults.no_map` says why.
 
 Patient and study attributes are copied from the source by highdicom, so both objects land in the
 source's study: a source without its study, series or instance UIDs gets none (:class:`MedmoeError`), and
@@ -42,10 +46,12 @@ from highdicom.sr import (
     RelationshipTypeValues,
     TextContentItem,
 )
+from PIL import Image
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
 from medmoe import __version__
+from medmoe.api.render import render_result
 from medmoe.api.results import DetectionResult
 from medmoe.atomic import atomic_write_bytes
 from medmoe.errors import MedmoeError
@@ -56,6 +62,7 @@ MANUFACTURER = "medmoe"
 UTF8 = "ISO_IR 192"
 REPORT_SERIES = 9801
 MAP_SERIES = 9802
+OVERLAY_SERIES = 9803
 CONTAINS = RelationshipTypeValues.CONTAINS
 FINDING = CodedConcept("121071", "DCM", "Finding")
 FINDINGS = {"anomalous": CodedConcept("263654008", "SCT", "Abnormal"),
@@ -88,17 +95,21 @@ class DicomResults:
     Attributes:
         report: the Comprehensive SR.
         anomaly_map: the Parametric Map (``None``: the source's geometry does not allow one).
+        overlay: the Secondary Capture of the overlay, where there is no map (``None``: there is a map, or the
+            source states no orientation).
         no_map: why there is no map (empty when there is one).
     """
 
     report: Dataset
     anomaly_map: Dataset | None
+    overlay: Dataset | None = None
     no_map: str = ""
 
     def write(self, out_dir: Path, name: str) -> list[str]:
-        """Write ``<name>_sr.dcm`` (and ``<name>_map.dcm``) into ``out_dir`` atomically; their file names."""
+        """Write ``<name>_sr.dcm`` (and ``<name>_map.dcm`` or ``<name>_overlay.dcm``) into ``out_dir`` atomically;
+        their file names."""
         written = []
-        for kind, dataset in (("sr", self.report), ("map", self.anomaly_map)):
+        for kind, dataset in (("sr", self.report), ("map", self.anomaly_map), ("overlay", self.overlay)):
             if dataset is not None:
                 buffer = io.BytesIO()
                 dataset.save_as(buffer, enforce_file_format=True)
@@ -125,16 +136,20 @@ def dicom_results(result: DetectionResult, source: Dataset, *, instance: int = 1
         raise MedmoeError(f"no DICOM results: an attribute of the source does not conform to DICOM ({exc})") from exc
     report.SpecificCharacterSet = UTF8  # warnings and prompts are not ASCII ("2.3 × its typical distance")
     if "FrameOfReferenceUID" not in source:
-        return DicomResults(report, None, "no parametric map: the source has no frame of reference "
-                                          "(FrameOfReferenceUID), which a map needs to lie on it")
-    if frame is not None:
-        return DicomResults(report, None, f"no parametric map: maps of one frame (here {frame}) of a multi-frame "
-                                          "source are not made yet")
-    try:
-        anomaly_map = _parametric_map(result, source, instance)
-    except (ValueError, TypeError, AttributeError, RuntimeError) as exc:  # what highdicom raises on geometry
-        return DicomResults(report, None, f"no parametric map for this source: {exc}")
-    return DicomResults(report, anomaly_map)
+        no_map = ("no parametric map: the source has no frame of reference (FrameOfReferenceUID), which a map "
+                  "needs to lie on it")
+    elif frame is not None:
+        no_map = f"no parametric map: maps of one frame (here {frame}) of a multi-frame source are not made yet"
+    else:
+        try:
+            return DicomResults(report, _parametric_map(result, source, instance))
+        except (ValueError, TypeError, AttributeError, RuntimeError) as exc:  # what highdicom raises on geometry
+            no_map = f"no parametric map for this source: {exc}"
+    orientation = patient_orientation(source)
+    if orientation is None:
+        return DicomResults(report, None, no_map=f"{no_map}; no overlay either: the source states no orientation")
+    return DicomResults(report, None, _overlay(result, source, orientation, instance), no_map=f"{no_map} (an overlay "
+                        "instead)")
 
 
 def _complete(source: Dataset) -> Dataset:
@@ -195,6 +210,33 @@ def _parametric_map(result: DetectionResult, source: Dataset, instance: int) -> 
         real_world_value_mappings=[mapping], content_label="ANOMALYMAP",
         content_description="medmoe anomaly map", series_description="medmoe anomaly map",
         voi_lut_transformations=[hd.VOILUTTransformation(window_center=top / 2, window_width=max(top, 1e-6))])
+
+
+def patient_orientation(source: Dataset) -> tuple[str, str] | None:
+    """The source's Patient Orientation (row and column directions, e.g. ``("L", "F")``), or the one its Image
+    Orientation (Patient) gives by each direction's dominant axis; ``None`` when it states neither."""
+    stated = source.get("PatientOrientation")
+    if stated is not None and len(stated) == 2 and all(stated):
+        return str(stated[0]), str(stated[1])
+    cosines = source.get("ImageOrientationPatient")
+    if cosines is None or len(cosines) != 6:
+        return None
+    letters = (("L", "R"), ("P", "A"), ("H", "F"))  # the patient's +x, +y, +z and their opposites
+    directions = []
+    for vector in (cosines[:3], cosines[3:]):
+        axis = int(np.argmax(np.abs(vector)))
+        directions.append(letters[axis][0 if vector[axis] > 0 else 1])
+    return directions[0], directions[1]
+
+
+def _overlay(result: DetectionResult, source: Dataset, orientation: tuple[str, str], instance: int) -> Dataset:
+    """The overlay ``medmoe detect`` draws, as an RGB Secondary Capture in ``source``'s study."""
+    picture = np.asarray(Image.open(io.BytesIO(render_result(result))).convert("RGB"))
+    return hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=source, pixel_array=picture, photometric_interpretation="RGB", bits_allocated=8,
+        coordinate_system="PATIENT", patient_orientation=orientation, series_instance_uid=hd.UID(),
+        series_number=OVERLAY_SERIES, sop_instance_uid=hd.UID(), instance_number=instance,
+        manufacturer=MANUFACTURER, series_description="medmoe anomaly overlay")
 
 
 def _version(result: DetectionResult) -> str:
