@@ -88,18 +88,21 @@ def test_an_mr_result_becomes_a_report_and_a_parametric_map_in_the_source_study(
 def test_the_objects_pass_dicom3tools_validation(detector: Detector, tmp_path: Path) -> None:
     dciodvfy = shutil.which("dciodvfy")
     assert dciodvfy, "dicom3tools is not installed: run .ci/setup-dicom-tools (make test does)"
-    result = detector.predict(MR_SMALL, task="brain_mri")
-    result.warnings.append("2.3 × its typical distance")  # text beyond ASCII, as the scope caveat has
-    names = dicom_results(result, pydicom.dcmread(MR_SMALL, stop_before_pixels=True)).write(tmp_path, "mr")
+    names = []
+    for source, task, name in ((MR_SMALL, "brain_mri", "mr"), (RG1, None, "cr")):
+        result = detector.predict(source, task=task)
+        result.warnings.append("2.3 × its typical distance")  # text beyond ASCII, as the scope caveat has
+        names += dicom_results(result, pydicom.dcmread(source, stop_before_pixels=True)).write(tmp_path, name)
+    assert names == ["mr_sr.dcm", "mr_map.dcm", "cr_sr.dcm", "cr_overlay.dcm"]
     errors = {}
     for name in names:
         checked = subprocess.run([dciodvfy, str(tmp_path / name)], capture_output=True)
         errors[name] = [line for line in checked.stderr.decode("latin-1").splitlines() if line.startswith("Error")]
-    assert errors["mr_sr.dcm"] == []
-    # the one finding on the map: dciodvfy cannot tell whether the (unstated) body part is paired, the condition
-    # of the General Series' Type 2C Laterality; highdicom leaves it out, as the standard asks for unpaired parts
+    assert errors["mr_sr.dcm"] == errors["cr_sr.dcm"] == []
+    # the one finding on the images: dciodvfy does not evaluate the condition of the General Series' Type 2C
+    # Laterality (a paired body part); highdicom leaves it out, as the standard asks for unpaired parts
     laterality = "Error - Missing attribute Type 2C Conditional Element=<Laterality> Module=<GeneralSeries>"
-    assert errors["mr_map.dcm"] == [laterality]
+    assert errors["mr_map.dcm"] == errors["cr_overlay.dcm"] == [laterality]
 
 
 def test_a_radiograph_without_a_frame_of_reference_gets_the_report_and_an_overlay(detector: Detector,
