@@ -17,7 +17,7 @@ from medmoe.engine.config import load_config
 from medmoe.engine.evaluate import collect, compute_metrics
 from medmoe.engine.train import train
 from medmoe.errors import CheckpointError, ConfigError
-from medmoe.model.config import ArchitectureSettings
+from medmoe.model.baselines.patchcore import MemorySettings, PatchCoreSettings
 from medmoe.model.feature.settings import FeatureMoESettings
 from medmoe.model.registry import architecture
 from medmoe.report.evaluation_report import write_figures, write_report
@@ -220,7 +220,11 @@ def test_switching_a_profiles_architecture_leaves_its_family_settings_behind(tmp
     """``cpu-feat`` spells feature_moe's settings; choosing a pixel model or a peer on it drops them, but a
     setting of another family given on the command line, or written in a file for its own architecture,
     is refused with its owners."""
-    assert load_config("cpu-feat", ["model.architecture=patchcore"]).model.settings == ArchitectureSettings()
+    assert load_config("cpu-feat", ["model.architecture=patchcore"]).model.settings == PatchCoreSettings()
+    # a setting both families have (the profile's cosine memory is feature_moe's): the new one's default
+    assert load_config("cpu-feat", ["model.architecture=feature_nn"]).model.settings == MemorySettings()
+    chosen = load_config("cpu-feat", ["model.architecture=patchcore", "model.memory_distance=cosine"])
+    assert chosen.model.settings == PatchCoreSettings(memory_distance="cosine")
     assert load_config("cpu-feat", ["model.architecture=pixel_moe"]).model.resolution == 128  # common ones stay
     with pytest.raises(ConfigError, match="model.feature_width belongs to feature_moe, not pixel_moe"):
         load_config("cpu-feat", ["model.architecture=pixel_moe", "model.feature_width=16"])

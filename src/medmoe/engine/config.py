@@ -161,6 +161,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         if not isinstance(data, dict):
             raise ConfigError(f"config file '{path}' must be a mapping of sections")
     given = dict(data["model"]) if isinstance(data.get("model"), dict) else {}
+    overridden = set()
     for item in overrides:
         key, sep, raw = item.partition("=")
         section, dot, name = key.strip().partition(".")
@@ -170,19 +171,24 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         if not isinstance(data[section], dict):
             raise ConfigError(f"config section {section!r} must be a mapping")
         data[section][name] = yaml.safe_load(raw)
+        if section == "model":
+            overridden.add(name)
     if given and isinstance(data.get("model"), dict):
-        data["model"] = _switched_architecture(given, data["model"])
+        data["model"] = _switched_architecture(given, data["model"], overridden)
     return RunConfig.from_dict(data)
 
 
-def _switched_architecture(given: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+def _switched_architecture(given: dict[str, Any], model: dict[str, Any], overridden: set[str]) -> dict[str, Any]:
     """The ``model`` section after overrides, less the file's settings of its own architecture's family
     when an override chose an architecture of another (``--set model.architecture=patchcore`` on the
-    ``cpu-feat`` profile drops its ``feature_moe`` settings; a setting the overrides give stays, to be judged)."""
+    ``cpu-feat`` profile drops its ``feature_moe`` settings, also those whose names the new family shares,
+    such as ``memory_distance``: the file set them for its own architecture). A setting the overrides give
+    stays, to be judged."""
     before = architecture(given.get("architecture", ModelConfig.architecture))
     after = architecture(model.get("architecture", ModelConfig.architecture))
-    stale = before.settings.names() - after.settings.names()
-    return {k: v for k, v in model.items() if not (k in stale and k in given and given[k] == v)}
+    if after.name == before.name or after.settings is before.settings:
+        return model
+    return {k: v for k, v in model.items() if k not in before.settings.names() or k in overridden}
 
 
 def with_text_dim(config: RunConfig, text_dim: int) -> RunConfig:
