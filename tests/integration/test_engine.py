@@ -281,7 +281,8 @@ def test_profiles_ship_with_the_package_and_cpu_feat_is_the_default(tmp_path: Pa
 
     assert {"cpu-feat", "cpu-64", "paper-256"} <= set(profiles()) and DEFAULT_PROFILE == "cpu-feat"
     feat = load_config("cpu-feat")
-    assert feat.model.architecture == "feature_moe" and feat.model.settings == FeatureMoESettings(feature_expert="hybrid", score_top_fraction=0.1)
+    assert feat.model.architecture == "feature_moe" and feat.model.settings == FeatureMoESettings(
+        feature_expert="hybrid", memory_distance="cosine", score_top_fraction=0.1)
     assert load_config("cpu-64").model.architecture == "pixel_moe"
     # configs and checkpoints of earlier versions name the pixel model 'moe': still read, as its name now
     assert load_config(None, ["model.architecture=moe"]).model.architecture == "pixel_moe"
