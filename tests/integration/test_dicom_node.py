@@ -36,8 +36,8 @@ def free_port() -> int:
 class Archive:
     """A destination Storage SCP that keeps what it receives."""
 
-    def __init__(self, port: int) -> None:
-        self.port, self.received, self.server = port, [], None
+    def __init__(self, port: int, refuse: str = "") -> None:
+        self.port, self.received, self.server, self.refuse = port, [], None, refuse  # refuse: a SOP class name
         self.ae = AE(ae_title="ARCHIVE")
         self.ae.supported_contexts = AllStoragePresentationContexts
 
@@ -45,6 +45,8 @@ class Archive:
         def keep(event: evt.Event) -> int:
             dataset = event.dataset
             dataset.file_meta = event.file_meta
+            if dataset.SOPClassUID.name == self.refuse:
+                return 0xA700  # Refused: out of resources
             self.received.append(dataset)
             return 0x0000
 
@@ -172,3 +174,22 @@ def test_without_a_task_an_image_whose_tags_name_no_body_part_is_answered_cannot
         node.stop()
     assert status.Status == CANNOT_UNDERSTAND and "task" in status.ErrorComment.lower(), status.ErrorComment
     assert not outbox.pending()
+
+
+def test_an_object_the_destination_refuses_stays_in_the_outbox_and_does_not_hold_back_the_others(
+        tiny_run: Path, tmp_path: Path) -> None:
+    archive = Archive(free_port(), refuse="Comprehensive SR Storage")
+    archive.start()
+    outbox = Outbox(tmp_path / "outbox", Destination("127.0.0.1", archive.port, "ARCHIVE"), ae_title="MEDMOE",
+                    retry_seconds=60.0)
+    node, port = DicomNode(Detector.load(tiny_run), outbox, tmp_path, NodeSettings(task="brain_mri")), free_port()
+    node.start("127.0.0.1", port)
+    try:
+        assert send(MR_SMALL, port).Status == 0x0000
+        assert wait_for(lambda: len(archive.received) == 1)  # the map, queued after the refused report
+    finally:
+        node.stop()
+        archive.stop()
+    assert archive.received[0].SOPClassUID.name == "Parametric Map Storage"
+    kept = outbox.pending()
+    assert len(kept) == 1 and pydicom.dcmread(kept[0]).SOPClassUID.name == "Comprehensive SR Storage"

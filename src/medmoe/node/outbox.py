@@ -2,9 +2,9 @@
 
 :class:`Outbox` writes each object atomically into its folder, and a sender thread C-STOREs the folder's
 files to the destination, oldest first, deleting each file once the destination answered Success.
-A destination that is down, refuses the association or answers a failure leaves the files where they
-are; the thread tries again after ``retry_seconds`` (and whenever new objects arrive), and a node
-started on the same folder later sends what an earlier one could not.
+A destination that is down or refuses the association leaves the files where they are, and an object it
+refuses stays while the others go; the thread tries again after ``retry_seconds`` (and whenever new
+objects arrive), and a node started on the same folder later sends what an earlier one could not.
 """
 
 from __future__ import annotations
@@ -106,12 +106,14 @@ class Outbox:
         sent = 0
         try:
             for path, dataset in zip(waiting, datasets, strict=True):
-                status = association.send_c_store(dataset)
-                code = getattr(status, "Status", None)
-                if code != SUCCESS:
-                    _log.warning("%s answered status %s to %s; kept for a later try", self.destination,
-                                 "none" if code is None else f"0x{code:04X}", path.name)
+                code = getattr(association.send_c_store(dataset), "Status", None)
+                if code is None:  # the association is gone: the rest waits for the next try
+                    _log.warning("lost the association with %s; %s and the rest kept", self.destination, path.name)
                     break
+                if code != SUCCESS:  # this object refused: kept, and the others still go (one does not block all)
+                    _log.warning("%s answered status 0x%04X to %s; kept for a later try", self.destination, code,
+                                 path.name)
+                    continue
                 path.unlink()
                 sent += 1
         finally:
