@@ -106,6 +106,15 @@ def test_an_image_received_comes_back_as_a_report_and_a_map_in_its_study(node: t
     assert not scp.outbox.pending() and not list(scp.inbox.iterdir())
 
 
+def test_a_radiograph_comes_back_with_its_report_and_overlay(node: tuple[DicomNode, int, Archive]) -> None:
+    _, port, archive = node
+    archive.start()
+    assert send(get_testdata_file("RG1_UNCR.dcm", download=False), port).Status == 0x0000  # no frame of reference
+    assert wait_for(lambda: len(archive.received) == 2)
+    assert sorted(d.SOPClassUID.name for d in archive.received) == ["Comprehensive SR Storage",
+                                                                     "Secondary Capture Image Storage"]
+
+
 def test_results_wait_on_disk_while_the_destination_is_down_and_go_when_it_is_back(
         node: tuple[DicomNode, int, Archive]) -> None:
     scp, port, archive = node

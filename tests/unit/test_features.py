@@ -119,10 +119,10 @@ def test_a_bank_searched_in_chunks_gives_what_one_search_gives() -> None:
 def test_patch_errors_are_the_mean_squared_difference_or_one_minus_the_cosine() -> None:
     features, bank_features = torch.randn(2, 6, 4, 4), torch.randn(3, 6, 4, 4)
     raw_query, raw_bank = patches(features), patches(bank_features).flatten(0, 1)  # (2, 16, 6), (48, 6)
-    euclidean = patch_errors(features, raw_bank, "euclidean")
+    euclidean = patch_errors(features, [raw_bank], "euclidean")[:, 0]
     assert torch.allclose(euclidean.flatten(1), torch.cdist(raw_query, raw_bank).min(dim=-1).values.square() / 6,
                           atol=1e-5)
-    cosine = patch_errors(features, patches(bank_features, "cosine").flatten(0, 1), "cosine")
+    cosine = patch_errors(features, [patches(bank_features, "cosine").flatten(0, 1)], "cosine")[:, 0]
     similarity = torch.nn.functional.cosine_similarity(raw_query[:, :, None], raw_bank[None, None], dim=-1)
     assert torch.allclose(cosine.flatten(1), 1 - similarity.max(dim=-1).values, atol=1e-5)
 

@@ -105,17 +105,24 @@ class DicomResults:
     overlay: Dataset | None = None
     no_map: str = ""
 
+    def objects(self) -> list[tuple[str, Dataset]]:
+        """``(kind, dataset)`` of each object made: ``sr``, then ``map`` or ``overlay`` where there is one."""
+        made = (("sr", self.report), ("map", self.anomaly_map), ("overlay", self.overlay))
+        return [(kind, dataset) for kind, dataset in made if dataset is not None]
+
     def write(self, out_dir: Path, name: str) -> list[str]:
         """Write ``<name>_sr.dcm`` (and ``<name>_map.dcm`` or ``<name>_overlay.dcm``) into ``out_dir`` atomically;
         their file names."""
-        written = []
-        for kind, dataset in (("sr", self.report), ("map", self.anomaly_map), ("overlay", self.overlay)):
-            if dataset is not None:
-                buffer = io.BytesIO()
-                dataset.save_as(buffer, enforce_file_format=True)
-                atomic_write_bytes(out_dir / f"{name}_{kind}.dcm", buffer.getvalue())
-                written.append(f"{name}_{kind}.dcm")
-        return written
+        for kind, dataset in self.objects():
+            write_dicom(out_dir / f"{name}_{kind}.dcm", dataset)
+        return [f"{name}_{kind}.dcm" for kind, _ in self.objects()]
+
+
+def write_dicom(path: Path, dataset: Dataset) -> None:
+    """Write ``dataset`` to ``path`` as a DICOM Part 10 file, atomically."""
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def dicom_results(result: DetectionResult, source: Dataset, *, instance: int = 1) -> DicomResults:

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads of the network (default: one per core).")] = None,
     ) -> None:
         """Receive images over DICOM (a Storage SCP), score every frame, and C-STORE each result's SR and
-        Parametric Map (new series in the image's study) to --send-to. Without --prompt or --task, each
+        Parametric Map or overlay (new series in the image's study) to --send-to. Without --prompt or --task, each
         file's task comes from its Modality/BodyPartExamined tags, and a file they suggest none for is
         answered 'Cannot understand' (0xC000). Results wait in WORK_DIR/outbox until the destination took them."""
         import logging

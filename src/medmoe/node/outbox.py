@@ -9,7 +9,6 @@ objects arrive), and a node started on the same folder later sends what an earli
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import pydicom
 from pydicom import Dataset
 from pynetdicom import AE, build_context
 
-from medmoe.atomic import atomic_write_bytes
+from medmoe.api.dicom_results import write_dicom
 from medmoe.errors import ConfigError
 
 _log = logging.getLogger(__name__)
@@ -68,10 +67,8 @@ class Outbox:
 
     def put(self, dataset: Dataset) -> Path:
         """Keep ``dataset`` for sending (written atomically, named by its SOP Instance UID); its path."""
-        buffer = io.BytesIO()
-        dataset.save_as(buffer, enforce_file_format=True)
         path = self.folder / f"{dataset.SOPInstanceUID}.dcm"
-        atomic_write_bytes(path, buffer.getvalue())
+        write_dicom(path, dataset)
         self._wake.set()
         return path
 

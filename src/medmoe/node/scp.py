@@ -5,7 +5,7 @@ Each C-STORE request is handled in the association's thread:
 1. the dataset is written (atomically) into the work folder's ``inbox/``, named by its SOP Instance UID;
 2. every frame of it is scored (:meth:`~medmoe.api.detector.Detector.predict_batch`, the task from the
    node's prompt or task, else from the DICOM tags, refused when they suggest none — as ``medmoe detect``
-   does), and each result's SR and Parametric Map (:mod:`medmoe.api.dicom_results`) go into the
+   does), and each result's SR and Parametric Map or overlay (:mod:`medmoe.api.dicom_results`) go into the
    :class:`~medmoe.node.outbox.Outbox`, which sends them on;
 3. the request is answered *Success* (``0x0000``) once the results are queued, or *Cannot understand*
    (``0xC000``) with the reason in the Error Comment when nothing could be scored (not an image, a
@@ -15,7 +15,6 @@ Each C-STORE request is handled in the association's thread:
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 from dataclasses import dataclass
@@ -32,9 +31,8 @@ from pynetdicom import (
     evt,
 )
 
-from medmoe.api.dicom_results import dicom_results
+from medmoe.api.dicom_results import dicom_results, write_dicom
 from medmoe.api.results import DetectionResult
-from medmoe.atomic import atomic_write_bytes
 from medmoe.errors import ImageReadError, MedmoeError
 from medmoe.io import planes
 from medmoe.io.dicom import read_dicom_header
@@ -109,8 +107,7 @@ class DicomNode:
         uid = str(dataset.get("SOPInstanceUID", "unknown"))
         path = self.inbox / f"{uid}.dcm"
         try:
-            buffer = _encoded(dataset)
-            atomic_write_bytes(path, buffer)
+            write_dicom(path, dataset)
             queued, problems = self.handle(path)
         except MedmoeError as exc:
             queued, problems = 0, [_reason(exc)]
@@ -148,10 +145,9 @@ class DicomNode:
             except MedmoeError as exc:
                 problems.append(_reason(exc))
                 continue
-            for obj in (made.report, made.anomaly_map):
-                if obj is not None:
-                    self.outbox.put(obj)
-                    queued += 1
+            for _, obj in made.objects():
+                self.outbox.put(obj)
+                queued += 1
         return queued, problems
 
 
@@ -159,9 +155,3 @@ def _reason(exc: MedmoeError) -> str:
     """What went wrong, without the inbox file's name (the caller knows what it sent)."""
     return exc.reason if isinstance(exc, ImageReadError) else str(exc)
 
-
-def _encoded(dataset: Dataset) -> bytes:
-    """``dataset`` as a Part 10 file."""
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()

@@ -63,7 +63,7 @@ class TaskAdapter(nn.Module):
     def retrieval_error(self, inputs: torch.Tensor) -> torch.Tensor:
         """Distance of each location's patch of ``inputs (B, D, h, w)`` to the task's memory: ``(B, 1, h, w)``
         (:func:`~medmoe.model.feature.memory.patch_errors`)."""
-        return patch_errors(inputs, self.memory, self.settings.memory_distance).unsqueeze(1)
+        return patch_errors(inputs, [self.memory], self.settings.memory_distance)
 
     def maps(self, model: Any, inputs: torch.Tensor, z: torch.Tensor,
              bottleneck: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:

@@ -118,7 +118,7 @@ def _leave_one_out_retrieval(features: torch.Tensor, memory: torch.Tensor, owner
                              distance: str) -> torch.Tensor:
     """Each training image's retrieval error ``(n, h, w)`` against the memory without its own patches
     (an image that is the memory's only source of patches is measured against all of it)."""
-    return torch.cat([patch_errors(features[i:i + 1], _memory_without(memory, owner, i), distance)
+    return torch.cat([patch_errors(features[i:i + 1], [_memory_without(memory, owner, i)], distance)[:, 0]
                       for i in range(len(features))])
 
 

@@ -42,15 +42,17 @@ def patches(features: torch.Tensor, distance: str = "euclidean") -> torch.Tensor
     return F.normalize(pooled, dim=-1) if distance == "cosine" else pooled
 
 
-def patch_errors(features: torch.Tensor, bank: torch.Tensor, distance: str) -> torch.Tensor:
-    """Each location's error against its nearest patch of ``bank (m, D)`` (filled with :func:`patches` of the
-    same ``distance``): the mean squared difference over ``D`` (``euclidean``) or ``1 − cos`` (``cosine``).
+def patch_errors(features: torch.Tensor, banks: Sequence[torch.Tensor], distance: str) -> torch.Tensor:
+    """Each location's error against its nearest patch of each bank ``(m_k, D)`` (filled with :func:`patches` of
+    the same ``distance``): the mean squared difference over ``D`` (``euclidean``) or ``1 − cos`` (``cosine``).
+    The query patches are aggregated once for all banks.
 
-    Shapes: ``features (B, D, h, w)`` → ``(B, h, w)``.
+    Shapes: ``features (B, D, h, w)`` → ``(B, len(banks), h, w)``.
     """
     b, d, h, w = features.shape
-    squared = nearest_distance(patches(features, distance), bank).square().view(b, h, w)
-    return squared / 2 if distance == "cosine" else squared / d
+    query = patches(features, distance)  # (B, h·w, D)
+    scale = 2 if distance == "cosine" else d
+    return torch.stack([nearest_distance(query, bank).square().view(b, h, w) / scale for bank in banks], dim=1)
 
 
 def greedy_coreset(points: torch.Tensor, size: int, *, projection_dim: int = 128, seed: int = 0) -> torch.Tensor:

@@ -154,8 +154,7 @@ class FeatureMoE(TrunkModel):
         (:func:`~medmoe.model.feature.memory.patch_errors`). Patches are taken from the trunk's own
         features, not the standardised ones, as PatchCore does (standardised channels lost 2.6
         validation AUROC: ``benchmarks/results/feature-design.md``)."""
-        banks = self.memory.split(self.memory_counts.tolist())
-        return torch.stack([patch_errors(features, bank, self.settings.memory_distance) for bank in banks], dim=1)
+        return patch_errors(features, self.memory.split(self.memory_counts.tolist()), self.settings.memory_distance)
 
     def distance(self, z: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         """Per-location error ``(B, 1, h, w)`` of a reconstruction ``mu`` of ``z`` (both ``(B, D, h, w)``)."""
