@@ -186,7 +186,7 @@ def _switched_architecture(given: dict[str, Any], model: dict[str, Any], overrid
     stays, to be judged."""
     before = architecture(given.get("architecture", ModelConfig.architecture))
     after = architecture(model.get("architecture", ModelConfig.architecture))
-    if after.name == before.name or after.settings is before.settings:
+    if after.settings is before.settings:  # the same architecture, or one of the same family
         return model
     return {k: v for k, v in model.items() if k not in before.settings.names() or k in overridden}
 

@@ -18,7 +18,7 @@ def plain(values: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ArchitectureSettings:
-    """The settings one architecture family alone reads; this base is a family with none (``patchcore``).
+    """The settings one architecture family alone reads; this base is a family with none.
 
     A family subclasses it (frozen, every field with a default, validated in ``__post_init__``) and
     registers it with its architectures (``register_model(..., settings=...)``). In a config's ``model``
