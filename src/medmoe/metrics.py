@@ -32,11 +32,14 @@ from medmoe.errors import MedmoeError
 __all__ = [
     "DICE_GRID_SIZE",
     "IMAGE_METRIC_KEYS",
+    "INTERVAL_METRICS",
     "ImageMetrics",
     "MetricInputError",
     "MetricKind",
     "PixelMetrics",
     "best_f1_threshold",
+    "bootstrap_intervals",
+    "weighted_image_metrics",
     "fit_threshold",
     "image_metrics",
     "mean_over_tasks",
@@ -269,6 +272,92 @@ def image_metrics(
         specificity_val=stats["specificity"], threshold_val=float(threshold_val),
         n_normal=n_normal, n_abnormal=n_abnormal,
     )
+
+
+INTERVAL_METRICS = ("auroc", "ap", "f1_val", "acc_val", "sensitivity_val", "specificity_val")
+"""The image metrics :func:`bootstrap_intervals` gives intervals of."""
+
+
+def bootstrap_intervals(scores: np.ndarray, labels: np.ndarray, *, threshold_val: float | None,
+                        resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Percentile-bootstrap confidence intervals of :data:`INTERVAL_METRICS` of one test set.
+
+    Each resample draws the normals and the abnormals with replacement, each class keeping its count
+    (stratified), so every resample has both classes; ``threshold_val`` stays fixed, as it was fitted on
+    validation normals. A resample is a vector of counts, one per image, and every metric is computed for
+    all resamples at once as a count-weighted metric (:func:`weighted_image_metrics`).
+
+    Args:
+        scores: ``(n,)`` anomaly scores.
+        labels: ``(n,)`` 1 = abnormal, 0 = normal.
+        threshold_val: as for :func:`image_metrics`; ``None``: the ``*_val`` intervals are NaN.
+        resamples: bootstrap resamples.
+        level: the intervals' coverage (0.95: the 2.5th and 97.5th percentiles).
+        seed: seeds the resampling (the intervals are reproducible).
+
+    Returns:
+        ``{metric: (low, high)}``; ``(nan, nan)`` for every metric where a class is missing.
+    """
+    scores = _scores(scores, "scores")
+    labels = _binary(labels, "labels", scores.shape)
+    groups = [np.flatnonzero(labels == value) for value in (0, 1)]
+    if not all(len(g) for g in groups):
+        return dict.fromkeys(INTERVAL_METRICS, (math.nan, math.nan))
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((resamples, labels.size))
+    for group in groups:
+        drawn = rng.integers(0, len(group), size=(resamples, len(group)))
+        flat = (drawn + len(group) * np.arange(resamples)[:, None]).ravel()
+        counts[:, group] = np.bincount(flat, minlength=resamples * len(group)).reshape(resamples, len(group))
+    values = weighted_image_metrics(scores, labels, counts, threshold_val=threshold_val)
+    tail = 100 * (1 - level) / 2
+    return {name: (math.nan, math.nan) if np.isnan(v).all()
+            else (float(np.nanpercentile(v, tail)), float(np.nanpercentile(v, 100 - tail)))
+            for name, v in values.items()}
+
+
+def weighted_image_metrics(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray, *,
+                           threshold_val: float | None) -> dict[str, np.ndarray]:
+    """:data:`INTERVAL_METRICS` of ``R`` weightings of one test set at once.
+
+    Each row of ``weights`` weights the images (a bootstrap resample's counts); the metrics are those of
+    scikit-learn's ``roc_auc_score`` and ``average_precision_score`` with ``sample_weight`` (ties share a
+    threshold) and of :func:`image_metrics` at ``threshold_val`` (anomalous when ``score > threshold_val``).
+
+    Args:
+        scores: ``(n,)`` anomaly scores.
+        labels: ``(n,)`` 0/1.
+        weights: ``(R, n)`` non-negative weights, each row with weight on both classes.
+        threshold_val: the fixed decision threshold, or ``None`` (the ``*_val`` metrics are NaN).
+
+    Returns:
+        ``{metric: (R,) values}``.
+    """
+    order = np.argsort(-scores, kind="stable")
+    ordered, positive = scores[order], labels[order].astype(bool)
+    w = weights[:, order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(ordered)), ordered.size - 1]  # one threshold per distinct score
+    tp = np.cumsum(w * positive, axis=1)[:, last_of_tie]
+    fp = np.cumsum(w * ~positive, axis=1)[:, last_of_tie]
+    tpr, fpr = tp / tp[:, -1:], fp / fp[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+    recall_steps = np.diff(tpr, axis=1, prepend=0.0)
+    out = {
+        "auroc": np.sum(np.diff(fpr, axis=1, prepend=0.0) * (tpr + np.c_[np.zeros(len(w)), tpr[:, :-1]]) / 2, axis=1),
+        "ap": np.sum(recall_steps * precision, axis=1),
+    }
+    if threshold_val is None:
+        return out | {name: np.full(len(w), math.nan) for name in INTERVAL_METRICS[2:]}
+    flagged = scores > threshold_val
+    tp_v, fn_v = (weights * (flagged & (labels == 1))).sum(1), (weights * (~flagged & (labels == 1))).sum(1)
+    fp_v, tn_v = (weights * (flagged & (labels == 0))).sum(1), (weights * (~flagged & (labels == 0))).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["f1_val"] = np.where(2 * tp_v + fp_v + fn_v > 0, 2 * tp_v / (2 * tp_v + fp_v + fn_v), math.nan)
+        out["acc_val"] = (tp_v + tn_v) / weights.sum(1)
+        out["sensitivity_val"] = tp_v / (tp_v + fn_v)
+        out["specificity_val"] = tn_v / (tn_v + fp_v)
+    return out
 
 
 def pixel_metrics(maps: np.ndarray, masks: np.ndarray) -> PixelMetrics:

@@ -13,12 +13,14 @@ from medmoe.metrics import (
     IMAGE_METRIC_KEYS,
     MetricInputError,
     best_f1_threshold,
+    bootstrap_intervals,
     fit_threshold,
     image_metrics,
     mean_over_tasks,
     pixel_metrics,
     routing_accuracy,
     summarise_seeds,
+    weighted_image_metrics,
 )
 
 # Hand case: descending scores 0.8(+) 0.4(-) 0.35(+) 0.1(-).
@@ -232,3 +234,42 @@ def test_metric_kinds_decide_the_mean_row_and_the_table_format() -> None:
     mean = mean_over_tasks({"a": {"auroc": 0.5, "n_normal": 3, "threshold_val": 9.0},
                             "b": {"auroc": 1.0, "n_normal": 4, "threshold_val": 1.0}})
     assert mean == {"auroc": 0.75, "n_normal": 7}
+
+
+def test_weighted_metrics_equal_scikit_learn_with_sample_weights() -> None:
+    rng = np.random.default_rng(3)
+    labels = np.r_[np.zeros(150), np.ones(90)]
+    scores = np.round(rng.normal(size=240) + labels, 1)  # rounded: ties, which share a threshold
+    weights = rng.integers(0, 4, size=(5, 240)).astype(float)
+    got = weighted_image_metrics(scores, labels, weights, threshold_val=0.7)
+    for r in range(5):
+        assert got["auroc"][r] == pytest.approx(roc_auc_score(labels, scores, sample_weight=weights[r]), abs=1e-12)
+        assert got["ap"][r] == pytest.approx(average_precision_score(labels, scores, sample_weight=weights[r]),
+                                             abs=1e-12)
+    unweighted = weighted_image_metrics(scores, labels, np.ones((1, 240)), threshold_val=0.7)
+    expected = image_metrics(scores, labels, threshold_val=0.7).to_dict()
+    assert {k: float(v[0]) for k, v in unweighted.items()} == pytest.approx({k: expected[k] for k in unweighted})
+
+
+def test_bootstrap_intervals_cover_the_estimate_shrink_with_data_and_are_reproducible() -> None:
+    rng = np.random.default_rng(0)
+
+    def widths(n: int) -> dict[str, float]:
+        labels = np.r_[np.zeros(n), np.ones(n)]
+        scores = rng.normal(size=2 * n) + labels
+        point = image_metrics(scores, labels, threshold_val=1.0).to_dict()
+        intervals = bootstrap_intervals(scores, labels, threshold_val=1.0)
+        assert intervals == bootstrap_intervals(scores, labels, threshold_val=1.0)  # seeded
+        for name, (low, high) in intervals.items():
+            assert low <= point[name] <= high, name
+        return {name: high - low for name, (low, high) in intervals.items()}
+
+    small, large = widths(30), widths(1000)
+    assert all(large[name] < small[name] / 2 for name in small)  # ~1/sqrt(n): 5.8x narrower
+
+
+def test_bootstrap_intervals_are_nan_with_one_class_or_no_threshold() -> None:
+    scores = np.linspace(0, 1, 20)
+    assert all(np.isnan(v).all() for v in bootstrap_intervals(scores, np.zeros(20), threshold_val=0.5).values())
+    intervals = bootstrap_intervals(scores, np.r_[np.zeros(10), np.ones(10)], threshold_val=None)
+    assert np.isnan(intervals["f1_val"]).all() and not np.isnan(intervals["auroc"]).any()

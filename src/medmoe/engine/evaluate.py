@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,15 @@ from medmoe.engine.features import prepared_inputs
 from medmoe.engine.inference import predict, task_text_embeddings
 from medmoe.engine.trust_fitting import scope_distances
 from medmoe.errors import DatasetError
-from medmoe.metrics import ImageMetrics, PixelMetrics, image_metrics, mean_over_tasks, pixel_metrics, routing_accuracy
+from medmoe.metrics import (
+    ImageMetrics,
+    PixelMetrics,
+    bootstrap_intervals,
+    image_metrics,
+    mean_over_tasks,
+    pixel_metrics,
+    routing_accuracy,
+)
 from medmoe.model.registry import architecture
 from medmoe.output_arrays import OutputArrays
 from medmoe.trust import DEFAULT_FPR
@@ -154,6 +162,8 @@ class TaskMetrics:
             with an expert per task.
         pixel: localisation on the rows with masks; ``None`` where no abnormal image has one.
         deployed: what ``medmoe detect`` decides on the primary rows.
+        intervals: 95 % bootstrap confidence intervals of the primary view's metrics
+            (:func:`~medmoe.metrics.bootstrap_intervals`), ``{metric: (low, high)}``.
     """
 
     primary: ImageMetrics
@@ -163,6 +173,7 @@ class TaskMetrics:
     routing_accuracy: float | None = None
     pixel: PixelMetrics | None = None
     deployed: DeployedMetrics | None = None
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def scalars(self) -> dict[str, float]:
         """The task's row of a per-task table: the primary view, routing accuracy and pixel metrics."""
@@ -179,6 +190,8 @@ class TaskMetrics:
         out["excluded"] = dict(self.excluded)
         if self.deployed is not None:
             out["deployed"] = self.deployed.to_dict()
+        if self.intervals:
+            out["ci95"] = {k: list(v) for k, v in self.intervals.items()}
         return out | {k: v for k, v in self.scalars().items() if k not in out}
 
 
@@ -227,6 +240,8 @@ def compute_metrics(checkpoint: Checkpoint, data: EvaluationData, *, fpr: float 
             if routed else None,
             pixel=_pixel_view(checkpoint, data, in_task, rows["primary"]),
             deployed=deployed,
+            intervals=bootstrap_intervals(data.predictions.score[in_task & rows["primary"]],
+                                          labels[in_task & rows["primary"]], threshold_val=threshold),
         )
     return RunMetrics(tasks=per_task, mean=mean_over_tasks({k: v.scalars() for k, v in per_task.items()}),
                       mean_dedup=mean_over_tasks({k: v.dedup.to_dict() for k, v in per_task.items()}))

@@ -24,8 +24,9 @@ from medmoe.engine.evaluate import (
     maps_for,
     view_rows,
 )
+from medmoe.metrics import INTERVAL_METRICS
 from medmoe.report.figures import plot_examples, plot_expert_heatmap, plot_score_histograms
-from medmoe.report.tables import metrics_table, write_json
+from medmoe.report.tables import interval_table, metrics_table, write_json
 from medmoe.trust import DEFAULT_FPR
 from medmoe.trust.calibration import deployed_threshold
 
@@ -80,6 +81,11 @@ def report_markdown(metrics: RunMetrics, checkpoint: Checkpoint, split: str) -> 
         "",
         metrics_table(tasks, ("f1_val", "acc_val", "sensitivity_val", "specificity_val"),
                       title="Deployable: the decision medmoe detect makes (threshold from validation normals only)"),
+        "",
+        interval_table({k: v.primary.to_dict() for k, v in metrics.tasks.items()},
+                       {k: v.intervals for k, v in metrics.tasks.items()}, INTERVAL_METRICS,
+                       title="95 % confidence intervals: percentile bootstrap, 1,000 resamples of the test images "
+                             "stratified by class (the threshold fixed)"),
         "",
         _deployed_table(metrics),
         "",

@@ -24,6 +24,7 @@ from medmoe.metrics import MetricInputError, mean_over_tasks, metric_kind, summa
 __all__ = [
     "METRIC_HEADERS",
     "format_mean_std",
+    "interval_table",
     "markdown_table",
     "metrics_table",
     "seeds_metrics_table",
@@ -115,6 +116,27 @@ def format_mean_std(mean: float, std: float, digits: int = 2) -> str:
     if _is_missing(std):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def interval_table(values: Mapping[str, Mapping[str, float]], intervals: Mapping[str, Mapping[str, Sequence[float]]],
+                   metrics: Sequence[str], *, title: str = "") -> str:
+    """Per task, each metric ×100 with its confidence interval: ``80.96 [77.5, 84.2]``.
+
+    Args:
+        values: ``{task: {metric: value}}`` (fractions).
+        intervals: ``{task: {metric: (low, high)}}``; a missing interval prints the value alone.
+        metrics: the columns, headed as in :data:`METRIC_HEADERS`.
+        title: a heading line above the table.
+    """
+    def cell(task: str, metric: str) -> str:
+        value, (low, high) = values[task].get(metric, math.nan), intervals.get(task, {}).get(metric, (math.nan,) * 2)
+        if _is_missing(value):
+            return MISSING
+        return f"{100 * value:.2f}" + ("" if _is_missing(low) else f" [{100 * low:.1f}, {100 * high:.1f}]")
+
+    rows = [{TASK_KEY: task, **{m: cell(task, m) for m in metrics}} for task in values]
+    table = markdown_table(rows, [(TASK_KEY, "Task", ""), *((m, METRIC_HEADERS.get(m, m), "") for m in metrics)])
+    return (f"### {title}\n\n" if title else "") + table
 
 
 def _scale(metric: str, percent: bool) -> float:
