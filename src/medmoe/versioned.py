@@ -11,17 +11,18 @@ from packaging.version import InvalidVersion, Version
 from medmoe.errors import CheckpointError
 
 
-def read_versioned_json(path: Path, *, fmt: str, version: int, what: str) -> dict[str, Any]:
-    """Parse ``path`` and check it is a ``fmt`` file of at most format ``version``.
+def read_versioned_json(path: Path, *, fmt: str, version: int, what: str, oldest: int = 1) -> dict[str, Any]:
+    """Parse ``path`` and check it is a ``fmt`` file of format ``oldest`` … ``version``.
 
     Args:
         path: the JSON file (must exist).
         fmt: the expected value of its ``format`` key.
         version: the newest ``format_version`` this medmoe reads.
         what: how to name the file in errors (``medmoe checkpoint``).
+        oldest: the oldest ``format_version`` this medmoe still reads (a file without one is older).
 
     Raises:
-        CheckpointError: invalid JSON, another format, or a newer version.
+        CheckpointError: invalid JSON, another format, a newer version or an older one.
     """
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
@@ -29,9 +30,14 @@ def read_versioned_json(path: Path, *, fmt: str, version: int, what: str) -> dic
         raise CheckpointError(f"'{path}' is not valid JSON ({exc}); is it a {what}?") from exc
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         raise CheckpointError(f"'{path}' is not a {what} (no format: {fmt})")
-    if int(meta.get("format_version", 0)) > version:
-        raise CheckpointError(f"'{path}' has format version {meta['format_version']}, newer than this medmoe "
-                              "reads; upgrade medmoe")
+    found = int(meta.get("format_version", 0))
+    if found > version:
+        raise CheckpointError(f"'{path}' has format version {found}, newer than this medmoe reads; upgrade medmoe")
+    if found < oldest:
+        written_by = f"medmoe {meta['medmoe_version']}" if "medmoe_version" in meta else "an older medmoe"
+        raise CheckpointError(f"'{path}' has format version {found}, written by {written_by}: older than this "
+                              f"medmoe reads ({oldest} to {version}); retrain the model with this medmoe, or "
+                              f"read it with {written_by}")
     return meta
 
 

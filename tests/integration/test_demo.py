@@ -1,4 +1,4 @@
-"""``medmoe demo`` — the README's first command — end to end, on a small budget: phantoms written, one model
+"""``medmoe demo --train``, end to end, on a small budget: phantoms written, one model
 trained, evaluated with the deployed decision, the report and its figures written, and the next command it
 suggests runs."""
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def test_demo_writes_a_report_and_its_suggested_detect_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "300")
     out = tmp_path / "demo"
-    done = CliRunner().invoke(app, ["demo", "--out", str(out), "--config", "cpu-64", "--epochs", "1",
+    done = CliRunner().invoke(app, ["demo", "--train", "--out", str(out), "--config", "cpu-64", "--epochs", "1",
                                     "--n-train", "12"])
     assert done.exit_code == 0, done.output
     metrics = json.loads((out / "report" / "metrics.json").read_text())

@@ -251,3 +251,20 @@ def test_an_interrupt_keeps_what_was_scored(tiny_run: Path, phantoms: Path, tmp_
     code, output = run_cli([str(images[0]), "--task", "brain_mri", "--model", str(tiny_run), "--out", str(out),
                             "--no-progress", "--workers", "0"], capsys, monkeypatch)
     assert code == 0 and "of an earlier run will be replaced; pass --resume" in " ".join(output.split())
+
+
+def test_resume_with_other_images_keeps_the_earlier_runs_rows_and_errors(
+        tiny_run: Path, phantoms: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    out, broken = tmp_path / "out", tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    first, second = brain_images(phantoms)[:2]
+    code, output = run_cli([str(first), str(broken), "--task", "brain_mri", "--model", str(tiny_run), "--out",
+                            str(out), "--no-progress", "--workers", "0"], capsys, monkeypatch)
+    assert code == 1, output
+    code, output = run_cli([str(second), "--task", "brain_mri", "--model", str(tiny_run), "--out", str(out),
+                            "--no-progress", "--workers", "0", "--resume"], capsys, monkeypatch)
+    assert code == 1 and "1 file(s) could not be scored" in output, output  # results.csv still has the bad file
+    rows = read_rows(out)
+    assert set(rows) == {first.name, second.name, broken.name}
+    assert rows["broken.png"]["error"] and rows[first.name]["score"] and rows[second.name]["score"]

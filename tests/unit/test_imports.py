@@ -1,5 +1,5 @@
 """The package's import graph: no circle, and every import goes down the documented layers
-(``io → data → model → engine → report → api → serve, node → cli``), read from the source's ASTs — lazy
+(``io → data → model → engine → report → api → serve, node, release → cli``), read from the source's ASTs — lazy
 imports inside functions included, ``if TYPE_CHECKING:`` blocks and the root package's lazy
 ``medmoe.Detector`` attribute excluded."""
 
@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("medmoe.engine",),
     ("medmoe.report",),
     ("medmoe.api",),
-    ("medmoe.serve", "medmoe.node"),
+    ("medmoe.serve", "medmoe.node", "medmoe.release"),
     ("medmoe.benchmark",),
     ("medmoe.cli",),
 )

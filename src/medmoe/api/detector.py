@@ -42,6 +42,7 @@ import numpy as np
 
 from medmoe.api.prompt_matching import PromptMatch, PromptMatcher, PromptWarning, suggest_task
 from medmoe.api.results import DetectionResult
+from medmoe.api.shipped import resolve_model
 from medmoe.api.spec import Backend, ModelSpec
 from medmoe.data.transforms import preprocess_image, resize_plane
 from medmoe.errors import CheckpointError, ConfigError, ImageReadError, MedmoeError, PromptError
@@ -116,13 +117,14 @@ class Detector:
         self._matcher = PromptMatcher(self.spec)
 
     @classmethod
-    def load(cls, path: str | Path, *, backend: str = "torch", device: str = "cpu",
+    def load(cls, path: str | Path | None = None, *, backend: str = "torch", device: str = "cpu",
              threads: int | None = None) -> Detector:
         """Load a model.
 
         Args:
-            path: a run folder from ``medmoe train`` (torch), or an ``.onnx`` file from ``medmoe export``
-                (or a folder holding one) for the onnx backend.
+            path: a run folder from ``medmoe train`` (torch), an ``.onnx`` file from ``medmoe export`` (or a
+                folder holding one) for the onnx backend, or the name of an installed model package
+                (:mod:`medmoe.api.shipped`); ``None``: the shipped universal model (``medmoe-universal``).
             backend: ``torch``, ``onnx``, or ``auto`` (``onnx`` when ``path`` is an ``.onnx`` file or a
                 folder with one and no ``model.json``).
             device: ``cpu`` or ``cuda`` (``cuda:N`` for torch).
@@ -130,12 +132,14 @@ class Detector:
                 torch this sets the process-wide ``torch.set_num_threads``; with onnx, the session's.
 
         Raises:
-            CheckpointError: nothing loadable at ``path``, or an unknown backend.
+            CheckpointError: nothing loadable at ``path``, an unknown backend, or no ``path`` and the shipped
+                model is not installed.
             ConfigError: ``threads`` below 1.
         """
         if threads is not None and threads < 1:
             raise ConfigError(f"threads must be at least 1, not {threads}")
-        kind = _backend_kind(Path(path), backend)
+        path = resolve_model(path)
+        kind = _backend_kind(path, backend)
         if kind == "onnx":
             from medmoe.api.onnx_backend import OnnxBackend
 
@@ -396,7 +400,7 @@ def _result(prepared: PreparedImage, row: int, raw: OutputArrays, spec: ModelSpe
         out_of_scope=False if trust is None else trust.out_of_scope,
         scope_distance=math.nan if trust is None else trust.scope_distance,
         scope_limit=math.nan if trust is None else trust.scope_limit,
-        model=spec.name,
+        model=spec.label,
         model_sha256=spec.weights_sha256[:12],
     )
 

@@ -54,12 +54,14 @@ class ExportResult:
         sidecar_path: its metadata file.
         max_score_diff: largest ``|onnx − torch|`` of an image score in the check.
         max_map_diff: largest ``|onnx − torch|`` of any map pixel or router weight in the check.
+        model: the exported model's name (:attr:`ModelSpec.label <medmoe.api.spec.ModelSpec.label>`).
     """
 
     onnx_path: Path
     sidecar_path: Path
     max_score_diff: float
     max_map_diff: float
+    model: str
 
 
 class _Exportable(nn.Module):
@@ -123,7 +125,7 @@ def export_onnx(run_dir: str | Path, out: str | Path, *, opset: int = OPSET) -> 
         out.unlink(missing_ok=True)
         sidecar_path(out).unlink(missing_ok=True)
         raise
-    return ExportResult(out, sidecar_path(out), score_diff, map_diff)
+    return ExportResult(out, sidecar_path(out), score_diff, map_diff, spec.label)
 
 
 def _probe_inputs(spec: ModelSpec, batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:

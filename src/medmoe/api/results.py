@@ -62,7 +62,8 @@ class ResultRecord:
     p_value_text: str = described("The p-value in words.")
     height: int = described("The input image's height in pixels.")
     width: int = described("The input image's width in pixels.")
-    model: str = described("The model that answered: its name (run folder or ONNX file).")
+    model: str = described("The model that answered: a packaged model's name and version "
+                                     "('medmoe-universal 1.0.0'), else its run folder's name.")
     model_sha256: str = described("The first 12 hex digits of the SHA-256 of its weights.")
     warnings: list[str] = described("Everything the caller should know, one sentence each.")
 
@@ -116,7 +117,7 @@ class DetectionResult:
         scope_distance: the image's distance to the nearest task's normals in multiples of their
             typical distance (``nan``: no scope head).
         scope_limit: out of scope above this distance (``nan``: no scope head).
-        model: the name of the model that answered.
+        model: the model that answered ("medmoe-universal 1.0.0" for a packaged model, else its name).
         model_sha256: the first 12 hex digits of its weights' SHA-256 (empty where unknown).
     """
 

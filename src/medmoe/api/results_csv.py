@@ -125,10 +125,12 @@ class ResultsLog:
         self.out_dir = out_dir
         self.partial = out_dir / PARTIAL_NAME
         self.earlier: dict[tuple[str, str, str], dict[str, str]] = {}
+        self._earlier_errors: dict[tuple[str, str, str], dict[str, str]] = {}  # kept unless scored again
         if resume:
             for path in (out_dir / RESULTS_NAME, self.partial):
                 if path.is_file():
-                    self.earlier.update((row_key(r), r) for r in read_rows(path) if not r["error"])
+                    for row in read_rows(path):
+                        (self._earlier_errors if row["error"] else self.earlier)[row_key(row)] = row
             others = {r["model_sha256"] for r in self.earlier.values()} - {model_sha256}
             if others:
                 raise ConfigError(f"the results in '{out_dir}' were written by another model ({', '.join(others)}, "
@@ -151,10 +153,10 @@ class ResultsLog:
         os.fsync(self._handle.fileno())
 
     def finish(self, order: Sequence[tuple[str, str, str]]) -> list[dict[str, str]]:
-        """Write ``results.csv`` (earlier rows of images not asked for again first, then the asked images'
-        rows in input order) and remove the partial file; returns the rows."""
+        """Write ``results.csv`` (earlier rows of images not asked for again first, their errors included, then
+        the asked images' rows in input order) and remove the partial file; returns the rows."""
         self._handle.close()
-        merged = {**self.earlier, **self.rows}
+        merged = {**self._earlier_errors, **self.earlier, **self.rows}
         asked = set(order)
         rows = [r for k, r in merged.items() if k not in asked] + [merged[k] for k in order if k in merged]
         write_results(rows, self.out_dir)

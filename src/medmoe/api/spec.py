@@ -38,7 +38,9 @@ class ModelSpec:
         info: training facts carried over from the checkpoint (threshold rule, epoch …).
         calibration: p-value and scope calibration (:mod:`medmoe.trust`); ``None`` for models
             trained before trust outputs existed.
-        name: the model's name (its run folder's name; kept in an ONNX export).
+        name: the model's name: a packaged model's release name, else its run folder's name (kept in an
+            ONNX export).
+        version: a packaged model's release version (``medmoe package``); empty for a run folder.
         weights_sha256: the SHA-256 of the trained weights (kept in an ONNX export; empty where unknown).
     """
 
@@ -54,6 +56,12 @@ class ModelSpec:
     calibration: TrustCalibration | None = None
     name: str = ""
     weights_sha256: str = ""
+    version: str = ""
+
+    @property
+    def label(self) -> str:
+        """The name every result carries: ``medmoe-universal 1.0.0`` for a packaged model, else the name."""
+        return f"{self.name} {self.version}" if self.version else self.name
 
     def decision_threshold(self, task: str, fpr: float) -> float:
         """The score threshold a result of ``task`` is decided at for the false-positive rate ``fpr``: the
@@ -76,6 +84,7 @@ class ModelSpec:
             "trust": None if self.calibration is None else self.calibration.to_dict(),
             "name": self.name,
             "weights_sha256": self.weights_sha256,
+            "version": self.version,
         }
 
     @classmethod
@@ -97,6 +106,7 @@ class ModelSpec:
                              else TrustCalibration.from_dict(data["trust"], source)),
                 name=str(data.get("name") or Path(source).name.split(".")[0]),  # exports before names existed
                 weights_sha256=str(data.get("weights_sha256") or ""),
+                version=str(data.get("version") or ""),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(unreadable(Path(source), str(data.get("medmoe_version", "")),

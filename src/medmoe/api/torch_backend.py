@@ -59,10 +59,10 @@ def checked_device(device: str) -> torch.device:
 def spec_of(checkpoint: Checkpoint) -> ModelSpec:
     """The torch-free metadata of a loaded checkpoint."""
     embeddings = checkpoint.prompt_embeddings
-    written_by, name, digest = __version__, "", ""
+    written_by = __version__
     if checkpoint.path is not None:
-        meta = json.loads((checkpoint.path / META_NAME).read_text(encoding="utf-8"))
-        written_by, name, digest = meta["medmoe_version"], checkpoint.path.resolve().name, meta["weights"]["sha256"]
+        written_by = json.loads((checkpoint.path / META_NAME).read_text(encoding="utf-8"))["medmoe_version"]
+    release = checkpoint.release
     return ModelSpec(
         tasks=checkpoint.tasks,
         prompt_embeddings=None if embeddings is None else embeddings.float().cpu().numpy(),
@@ -74,8 +74,9 @@ def spec_of(checkpoint: Checkpoint) -> ModelSpec:
         medmoe_version=str(written_by),
         info=dict(checkpoint.info),
         calibration=checkpoint.calibration,
-        name=name,
-        weights_sha256=digest,
+        name=release.get("name") or (checkpoint.path.resolve().name if checkpoint.path is not None else ""),
+        weights_sha256=checkpoint.weights_sha256,
+        version=release.get("version", ""),
     )
 
 

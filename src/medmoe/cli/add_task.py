@@ -13,11 +13,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("add-task")
     def add_task_command(
-        model: Annotated[Path, typer.Option("--model", "-m", help="Run folder of a trained feature_moe model.")],
         task: Annotated[str, typer.Option("--task", "-t", help="Id of the new task, e.g. knee_mri.")],
         prompt: Annotated[str, typer.Option("--prompt", "-p", help="Its prompt, e.g. 'Knee MRI slice.'.")],
         data: Annotated[Path, typer.Option("--data", "-d", help="Its normal images: a folder (any images, or the folder layout train/normal, val/normal …) or a manifest CSV (rows of --task).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="New run folder (must not exist or be empty); the old run is not changed.")],
+        model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Run folder of a trained feature_moe model, or an installed model's name (default: the shipped medmoe-universal).")] = None,
         organ: Annotated[Optional[str], typer.Option(help="Organ (default: named in the prompt, else the task id).")] = None,
         modality: Annotated[Optional[str], typer.Option(help="Modality (default: named in the prompt).")] = None,
         expert: Annotated[str, typer.Option(help="expert: a decoder of its own; route: weights over the existing experts.")] = "expert",
@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
         model for detect, serve, export and evaluate."""
         from rich.console import Console
 
+        from medmoe.api.shipped import resolve_model
         from medmoe.atomic import check_writable
         from medmoe.data.manifest import read_manifest
         from medmoe.data.sources import prepare_source
@@ -56,7 +57,7 @@ def register(app: typer.Typer) -> None:
                    modality=modality or (sorted(modalities)[0] if modalities else ""), prompt=prompt,
                    dicom_modalities=tuple(m.upper() for m in dicom_modality or ()),
                    dicom_body_parts=tuple(b.upper() for b in dicom_body_part or ()))
-        result = add_task(model, new, [manifest], out, expert=expert, seed=seed, progress=progress)
+        result = add_task(resolve_model(model), new, [manifest], out, expert=expert, seed=seed, progress=progress)
         Console().print(f"[bold green]added[/] {task!r} to {out} from {result.n_train} normals in "
                         f"{result.seconds:.1f} s; calibrated on {result.calibrated_on} (smallest p-value "
                         f"{result.smallest_p:.3g})", highlight=False, soft_wrap=True)

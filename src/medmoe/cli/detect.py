@@ -12,7 +12,10 @@ from medmoe.errors import ConfigError
 from medmoe.io.choice import parse_choice
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from medmoe.api.batch import DetectRun
+    from medmoe.api.spec import ModelSpec
 
 
 def register(app: typer.Typer) -> None:
@@ -21,8 +24,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def detect(
         paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).", show_default=False)],
-        model: Annotated[Path, typer.Option("--model", "-m", help="Run folder from 'medmoe train', or an .onnx file from 'medmoe export'.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.csv, overlays and maps.")],
+        model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Run folder from 'medmoe train', an .onnx file from 'medmoe export', or an installed model's name (default: the shipped medmoe-universal; 'medmoe models' lists them).")] = None,
         prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="English text describing the images, e.g. 'axial brain MRI'.")] = None,
         task: Annotated[Optional[str], typer.Option("--task", "-t", help="A task id instead of a prompt, e.g. brain_mri.")] = None,
         strict: Annotated[bool, typer.Option("--strict", help="Stop if the prompt resembles no trained task (default: score, with decision unsure_prompt).")] = False,
@@ -89,16 +92,29 @@ def register(app: typer.Typer) -> None:
                                 workers=cores if workers is None else workers, resume=resume)
         with tqdm(total=len(found.items), unit="image", desc="detect", disable=not progress) as bar:
             run = detect_files(detector, found.items, out, options, progress=bar.update)
-        _print_summary(run, found.notes)
+        _print_summary(run, found.notes, detector.spec)
         if run.interrupted is not None:
             raise typer.Exit(128 + run.interrupted)
         if run.failed:
             raise typer.Exit(1)
 
 
-def _print_summary(run: DetectRun, notes: list[str]) -> None:
+def results_table(rows: list[dict[str, str]]) -> Table:
+    """The scored rows of ``results.csv`` as a table: task, score, threshold, p-value, decision, scope, file."""
+    from rich.table import Table
+
+    table = Table("task", "score", "threshold", "p", "decision", "scope", title="results")
+    table.add_column("file", overflow="fold")
+    for r in rows:
+        scope = {"true": "out of scope", "false": "in scope"}.get(r["out_of_scope"], "—")
+        table.add_row(r["task"], r["score"], r["threshold"] or "—", r["p_value"] or "—", r["decision"], scope,
+                      r["source"] + "".join(f" ({key} {r[key]})" for key in ("frame", "slice") if r[key]))
+    return table
+
+
+def _print_summary(run: DetectRun, notes: list[str], spec: ModelSpec) -> None:
     """The folders not searched, a table of up to 20 results, one line per kind of warning, the files that
-    could not be scored, and where the results are."""
+    could not be scored, and where the results are (with the model that scored them)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -107,13 +123,7 @@ def _print_summary(run: DetectRun, notes: list[str]) -> None:
         errors.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     scored = [r for r in run.rows if not r["error"]]
     if 0 < len(scored) <= 20:
-        table = Table("task", "score", "threshold", "p", "decision", "scope", title="results")
-        table.add_column("file", overflow="fold")
-        for r in scored:
-            scope = {"true": "out of scope", "false": "in scope"}.get(r["out_of_scope"], "—")
-            table.add_row(r["task"], r["score"], r["threshold"] or "—", r["p_value"] or "—", r["decision"], scope,
-                          r["source"] + "".join(f" ({key} {r[key]})" for key in ("frame", "slice") if r[key]))
-        console.print(table)
+        console.print(results_table(scored))
     for note, count in run.warnings.values():
         more = f" [dim](and {count - 1} more image(s) like it: see results.csv)[/]" if count > 1 else ""
         errors.print(f"[yellow]warning:[/] {note}{more}", highlight=False, soft_wrap=True)
@@ -130,7 +140,7 @@ def _print_summary(run: DetectRun, notes: list[str]) -> None:
     line = (f"scored {len(scored)} of {len(run.rows)} image(s){resumed}, {counts['anomalous']} anomalous"
             + (f", {counts['unsure_prompt']} unsure of the prompt" if counts["unsure_prompt"] else "")
             + (f", {outside} out of scope (decision stated; check those images)" if outside else "")
-            + f"; results: [bold]{run.results}[/]")
+            + f" by {spec.label} (sha256 {spec.weights_sha256[:12] or 'unknown'}); results: [bold]{run.results}[/]")
     if run.interrupted is not None:
         errors.print(f"[yellow]interrupted[/] by signal {run.interrupted}: {len(run.rows)} of {run.total} image(s) "
                      f"have rows in {run.results}; run again with --resume to score the rest", highlight=False)

@@ -13,8 +13,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def listen(
-        model: Annotated[Path, typer.Option("--model", "-m", help="Run folder from 'medmoe train', or an .onnx file from 'medmoe export'.")],
         send_to: Annotated[str, typer.Option("--send-to", help="Where result objects go: HOST:PORT:AET of a Storage SCP (e.g. the PACS).")],
+        model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Run folder from 'medmoe train', an .onnx file from 'medmoe export', or an installed model's name (default: the shipped medmoe-universal).")] = None,
         ae_title: Annotated[str, typer.Option("--ae-title", help="This node's AE title.")] = "MEDMOE",
         host: Annotated[str, typer.Option(help="Address to listen on (DICOM has no authentication of its own: keep it on a trusted network).")] = "127.0.0.1",
         port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port (11112 is DICOM's registered one).")] = 11112,
@@ -50,8 +50,9 @@ def register(app: typer.Typer) -> None:
         detector.check_request(prompt, task, strict=False, fpr=fpr)
         outbox = Outbox(work_dir / "outbox", destination, ae_title=ae_title, retry_seconds=retry)
         node = DicomNode(detector, outbox, work_dir, NodeSettings(ae_title=ae_title, prompt=prompt, task=task, fpr=fpr))
-        Console(stderr=True).print(f"[bold]{ae_title}[/] listening on {host}:{port}, sending results to "
-                                   f"{destination} ({len(outbox.pending())} waiting from before); Ctrl-C stops")
+        Console(stderr=True).print(f"[bold]{ae_title}[/] listening on {host}:{port} with {detector.spec.label}, "
+                                   f"sending results to {destination} ({len(outbox.pending())} waiting from before); "
+                                   "Ctrl-C stops", highlight=False)
         try:
             node.start(host, port, block=True)
         except KeyboardInterrupt:

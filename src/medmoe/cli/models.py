@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -13,25 +13,31 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def models(
-        paths: Annotated[list[Path], typer.Argument(help="Run folders from 'medmoe train' or .onnx files from 'medmoe export'.", show_default=False)],
+        paths: Annotated[Optional[list[Path]], typer.Argument(help="Run folders from 'medmoe train', .onnx files from 'medmoe export' or installed models' names (default: every installed model).", show_default=False)] = None,
         fpr: Annotated[float, typer.Option("--fpr", help="The false-positive rate whose decision thresholds are listed.")] = 0.05,
     ) -> None:
         """Describe models: the name and weights digest every result carries (model, model_sha256), the
         medmoe version and profile that made each, and per task its prompt, the threshold detect decides at
-        and what it is calibrated on. Each model is loaded, so its checksum is verified."""
+        and what it is calibrated on. Each model is loaded, so its checksum is verified. Without paths, the
+        installed models (the shipped medmoe-universal among them) are described."""
         from rich.console import Console
         from rich.table import Table
 
         from medmoe.api import Detector
-        from medmoe.errors import ConfigError
+        from medmoe.api.shipped import installed_models, resolve_model
+        from medmoe.errors import CheckpointError, ConfigError
 
         if not 0 < fpr < 1:
             raise ConfigError(f"--fpr is a false-positive rate in (0, 1), not {fpr}; e.g. --fpr 0.05")
         console = Console()
-        for path in paths:
+        installed = installed_models()
+        if not paths and not installed:
+            raise CheckpointError("no model is installed and none was named; pass run folders or .onnx files")
+        for given in paths or [Path(name) for name in installed]:
+            path = resolve_model(given)
             spec = Detector.load(path, backend="auto").spec
             info = spec.info
-            console.print(f"[bold]{spec.name}[/] sha256 {spec.weights_sha256[:12] or '(unknown)'} · {path}\n"
+            console.print(f"[bold]{spec.label}[/] sha256 {spec.weights_sha256[:12] or '(unknown)'} · {path}\n"
                           f"  trained with medmoe {spec.medmoe_version}, profile {info.get('profile', '(not recorded)')}"
                           f", seed {info.get('seed', '?')}, {spec.resolution} px, {spec.channels} channel(s)",
                           highlight=False)

@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def serve(
-        model: Annotated[Path, typer.Option("--model", "-m", help="Run folder from 'medmoe train' (or an .onnx file with --backend onnx).")],
+        model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Run folder from 'medmoe train', an .onnx file (with --backend onnx or auto), or an installed model's name (default: the shipped medmoe-universal).")] = None,
         host: Annotated[str, typer.Option(help="Address to listen on. The service has no authentication: keep it on 127.0.0.1 unless a proxy in front of it has.")] = "127.0.0.1",
         port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
         fpr: Annotated[float, typer.Option("--fpr", help="Default false-positive rate of decisions (a request's 'fpr' field overrides it).")] = 0.05,
@@ -35,7 +35,9 @@ def register(app: typer.Typer) -> None:
         console = Console(stderr=True)
         fix_mmap_threshold()  # freed image buffers go back to the kernel (medmoe.serve.memory)
         detector = Detector.load(model, backend=backend, device=device, threads=threads)
-        console.print(f"loaded [bold]{model}[/] ({detector.backend.name}; tasks: {', '.join(detector.tasks.ids)})")
+        spec = detector.spec
+        console.print(f"loaded [bold]{spec.label}[/] (sha256 {spec.weights_sha256[:12] or 'unknown'}, "
+                      f"{detector.backend.name}; tasks: {', '.join(detector.tasks.ids)})", highlight=False)
         if detector.backend.name == "torch":
             detector.match_prompt("warm-up")  # load the text model now, not during the first free-text request
         if not _is_loopback(host):

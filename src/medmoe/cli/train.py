@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
         set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config field, e.g. --set train.epochs=5; repeatable.")] = None,
         epochs: Annotated[Optional[int], typer.Option(help="Shortcut for --set train.epochs=N.")] = None,
         seed: Annotated[Optional[int], typer.Option(help="Shortcut for --set train.seed=N (also seeds data splits).")] = None,
+        init: Annotated[Optional[Path], typer.Option("--init", help="Start from a trained model: a run folder or an installed model's name (medmoe-universal). The run takes its model settings and learned weights; --config and --set give the training settings; memories, thresholds and calibration are fitted on --data.")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Train into a non-empty --out, replacing the run there.")] = False,
         progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -34,6 +35,7 @@ def register(app: typer.Typer) -> None:
         """
         from rich.console import Console
 
+        from medmoe.api.shipped import resolve_model
         from medmoe.atomic import check_writable
         from medmoe.engine.config import load_config
         from medmoe.engine.data import resolve_data, save_manifests
@@ -60,7 +62,7 @@ def register(app: typer.Typer) -> None:
                 clear_run(out)  # once the new run's data is known: nothing of the replaced run is left beside it
             save_manifests(manifests, out)
         result = run_training(run_config, manifests, out, resume=resume, progress=progress,
-                              provenance={"profile": str(config)})
+                              provenance={"profile": str(config)}, init=None if init is None else resolve_model(init))
         if result.thresholds:
             console = Console()
             console.print(f"[bold green]trained[/] in {result.seconds:.0f} s; best epoch {result.best_epoch} "

@@ -38,6 +38,8 @@ FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 META_NAME = "model.json"
 EMBEDDINGS_KEY = "prompt_embeddings"
+RELEASE_KEY = "release"
+"""``model.json`` key of a packaged model's ``{"name", "version"}`` (written by ``medmoe package``)."""
 
 
 @dataclass
@@ -56,6 +58,8 @@ class Checkpoint:
         scope: the scope head (distances of an image to each task's normals); ``None`` in
             checkpoints written before trust outputs existed.
         calibration: p-value and scope calibration; ``None`` likewise.
+        release: a packaged model's ``{"name", "version"}`` (``medmoe package``); empty for a run folder.
+        weights_sha256: the SHA-256 of the weights file it was loaded from (empty for one not loaded from disk).
     """
 
     model: AnomalyModel
@@ -67,11 +71,21 @@ class Checkpoint:
     path: Path | None = None
     scope: ScopeHead | None = None
     calibration: TrustCalibration | None = None
+    release: dict[str, str] = field(default_factory=dict)
+    weights_sha256: str = ""
 
     @property
     def text_encoder(self) -> str:
         """Spec of the text encoder the model was trained with."""
         return self.config.train.text_encoder
+
+    @property
+    def label(self) -> str:
+        """The model's name as results carry it: ``medmoe-universal 1.0.0`` for a packaged model, else its
+        folder's name."""
+        if self.release:
+            return f"{self.release['name']} {self.release['version']}"
+        return self.path.resolve().name if self.path is not None else ""
 
 
 def save_checkpoint(directory: str | Path, *, model: nn.Module, config: RunConfig, tasks: TaskRegistry,
@@ -152,7 +166,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     model.to(map_location).eval()
     return Checkpoint(model=model, config=config, tasks=tasks, prompt_embeddings=embeddings,
                       thresholds=dict(meta.get("thresholds", {})), info=dict(meta.get("info", {})),
-                      path=meta_path.parent, scope=scope, calibration=calibration)
+                      path=meta_path.parent, scope=scope, calibration=calibration,
+                      release=dict(meta.get(RELEASE_KEY) or {}), weights_sha256=meta["weights"]["sha256"])
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

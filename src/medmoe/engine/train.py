@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from medmoe.atomic import atomic_write_bytes, atomic_write_text
 from medmoe.data.dataset import Batch
 from medmoe.data.manifest import Manifest
-from medmoe.engine.checkpoint import save_checkpoint
+from medmoe.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from medmoe.engine.config import RunConfig, TrainConfig, with_text_dim
 from medmoe.engine.data import default_cache_dir, load_split, select_tasks
 from medmoe.engine.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
@@ -150,7 +150,8 @@ def _start(seconds: float = 0.0, best_val_loss: float = math.inf) -> _Progress:
 
 
 def train(config: RunConfig, manifests: list[Manifest], run_dir: str | Path, *,
-          resume: bool = False, progress: bool = True, provenance: Mapping[str, str] | None = None) -> TrainResult:
+          resume: bool = False, progress: bool = True, provenance: Mapping[str, str] | None = None,
+          init: str | Path | None = None) -> TrainResult:
     """Train a model on the normal images of ``manifests`` and write a checkpoint to ``run_dir``.
 
     Args:
@@ -161,18 +162,27 @@ def train(config: RunConfig, manifests: list[Manifest], run_dir: str | Path, *,
         resume: continue from ``run_dir/checkpoints/last.pt`` (same config required).
         progress: show progress bars.
         provenance: what made the run, stored in the checkpoint's ``info`` (``{"profile": "cpu-feat"}``).
+        init: a trained model (run folder) to start from: the run takes its model settings (``config.model``
+            is replaced) and its learned weights; memories, feature statistics, thresholds and calibration
+            are fitted on ``manifests`` as in any run (:func:`initialise_from`).
     """
     run_dir = Path(run_dir)
+    provenance = dict(provenance or {})
+    start: Checkpoint | None = None
+    if init is not None:
+        start = load_checkpoint(init)
+        config = replace(config, model=start.config.model)
+        provenance["initialised_from"] = f"{start.label} (sha256 {start.weights_sha256[:12]})"
     dist = setup_distributed(config.train.device)
     try:
         return _train(config, manifests, run_dir, dist, resume=resume, progress=progress and dist.is_main,
-                      provenance=dict(provenance or {}))
+                      provenance=provenance, start=start)
     finally:
         teardown_distributed()
 
 
 def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: DistInfo, *,
-           resume: bool, progress: bool, provenance: dict[str, str]) -> TrainResult:
+           resume: bool, progress: bool, provenance: dict[str, str], start: Checkpoint | None) -> TrainResult:
     tc = config.train
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
@@ -201,6 +211,8 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
     if not resume:  # feature statistics and memories (a resumed run has them in its state)
         model.fit_data(train_data.images.to(dist.device), train_data.task_indices.to(dist.device),
                        None if embeddings is None else embeddings.to(dist.device), seed=tc.seed)
+        if start is not None:
+            initialise_from(model, start)
     if dist.is_main:
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     if not model.trains_by_gradient():
@@ -248,6 +260,27 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
     barrier(dist)
     return result if result is not None else TrainResult(run_dir, state["best_epoch"], state["best_val_loss"],
                                                          {}, state["seconds"], state["history"])
+
+
+def initialise_from(model: AnomalyModel, start: Checkpoint) -> list[str]:
+    """Copy ``start``'s learned weights (its parameters, not its buffers: memories and feature statistics
+    belong to the data) into ``model`` wherever a name and shape match; return the names copied.
+
+    Raises:
+        ConfigError: none of ``start``'s learned weights fits ``model``.
+    """
+    theirs = dict(start.model.named_parameters())
+    copied = []
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            source = theirs.get(name)
+            if parameter.requires_grad and source is not None and source.shape == parameter.shape:
+                parameter.copy_(source.to(parameter.device))
+                copied.append(name)
+    if not copied:
+        raise ConfigError(f"--init: none of the learned weights of '{start.path}' fits this model")
+    _log.info("initialised %d learned tensors from %s", len(copied), start.label)
+    return copied
 
 
 def _memory_model_checkpoint(config: RunConfig, model: AnomalyModel, tasks: TaskRegistry,

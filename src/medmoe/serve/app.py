@@ -123,6 +123,9 @@ def create_app(detector: Detector, *, max_upload_mb: float = 20, fpr: float = DE
             "status": "ok",
             "version": __version__,
             "model": {
+                "name": spec.name,
+                "version": spec.version,
+                "weights_sha256": spec.weights_sha256,
                 "backend": detector.backend.name,
                 "tasks": detector.tasks.ids,
                 "resolution": spec.resolution,

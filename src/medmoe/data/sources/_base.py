@@ -79,6 +79,7 @@ class Source(ABC):
         description: one line for ``medmoe data sources``.
         expected: what the root must hold, for error messages.
         origin: where the data come from, for error messages.
+        terms: the data's licence or terms of use as far as they are known (model cards quote it).
         user_supplied_images: the images are not redistributable and often absent (RSNA, LAG).
     """
 
@@ -87,6 +88,7 @@ class Source(ABC):
     description: ClassVar[str]
     expected: ClassVar[str]
     origin: ClassVar[str]
+    terms: ClassVar[str] = "not recorded"
     user_supplied_images: ClassVar[bool] = False
 
     @abstractmethod

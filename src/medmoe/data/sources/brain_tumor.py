@@ -46,6 +46,7 @@ class BrainTumor(Source):
     expected = "Training/ and Testing/ with {glioma,meningioma,notumor}/*.jpg, and splits/data.json"
     origin = ("download from Kaggle 'masoudnickparvar/brain-tumor-mri-dataset'; the split file is "
               "data/BrainTumor/data.json of github.com/caiyu6666/DDAD-ASR")
+    terms = "CC0 according to a secondary source; not verified"
 
     def read(self, root: Path, *, task: str, seed: int, hashes: ContentHashes) -> Layout:
         if not any((root / part).is_dir() for part in _PARTS.values()):

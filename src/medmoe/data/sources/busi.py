@@ -41,6 +41,7 @@ class Busi(Source):
     description = "BUSI breast ultrasound, normal/benign/malignant + lesion masks; seeded 99/34 normal split"
     expected = "Dataset_BUSI_with_GT/{normal,benign,malignant}/*.png"
     origin = "download from Kaggle 'aryashah2k/breast-ultrasound-images-dataset'"
+    terms = "not verified; cite Al-Dhabyani et al., Data in Brief 2020"
 
     def read(self, root: Path, *, task: str, seed: int, hashes: ContentHashes) -> Layout:
         base = find_dir(root, ("Dataset_BUSI_with_GT", "."), containing=tuple(_CLASSES))

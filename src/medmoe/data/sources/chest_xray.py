@@ -41,6 +41,7 @@ class ChestXray(Source):
     description = "Kermany pediatric chest X-ray (Kaggle), its own train/test; substitute for RSNA"
     expected = "chest_xray/{train,test}/{NORMAL,PNEUMONIA}/*.jpeg"
     origin = "download from Kaggle 'paultimothymooney/chest-xray-pneumonia'"
+    terms = "CC BY 4.0; cite Kermany et al., Cell 2018"
 
     def read(self, root: Path, *, task: str, seed: int, hashes: ContentHashes) -> Layout:
         base = find_dir(root, ("chest_xray", "."), containing=("train/NORMAL", "test/NORMAL", "test/PNEUMONIA"))

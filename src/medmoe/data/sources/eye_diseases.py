@@ -43,6 +43,7 @@ class EyeDiseases(Source):
                    "non-ODIR glaucoma flagged other_source; substitute for LAG")
     expected = "dataset/{normal,glaucoma}/*.jpg"
     origin = "download from Kaggle 'gunavenkatdoddi/eye-diseases-classification'"
+    terms = "not verified; research use only"
 
     def read(self, root: Path, *, task: str, seed: int, hashes: ContentHashes) -> Layout:
         base = find_dir(root, ("dataset", "."), containing=("normal", "glaucoma"))

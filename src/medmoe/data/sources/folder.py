@@ -44,6 +44,7 @@ class Folder(Source):
     description = "your own data: ROOT/{train,test}/{normal,abnormal}/…, optional val/normal and masks/ (--task)"
     expected = "train/normal/ (and test/normal/, test/abnormal/, optionally val/normal/ and masks/)"
     origin = "see 'medmoe data sources' and the medmoe.data.sources.folder docs"
+    terms = "your own data: not recorded"
 
     def read(self, root: Path, *, task: str, seed: int, hashes: ContentHashes) -> Layout:
         if not list_images(root / "train" / "normal", recursive=True):

@@ -33,6 +33,7 @@ class HeadCT(Source):
     description = "Head CT hemorrhage (Kaggle), 100 normal + 100 hemorrhage; seeded 90/10 normal split"
     expected = "labels.csv and head_ct/head_ct/*.png"
     origin = "download from Kaggle 'felipekitamura/head-ct-hemorrhage'"
+    terms = "not verified"
 
     def read(self, root: Path, *, task: str, seed: int, hashes: ContentHashes) -> Layout:
         image_dir = find_dir(root, _IMAGE_DIRS)

@@ -33,6 +33,7 @@ class Lag(Source):
                 "and splits/data.json")
     origin = ("LAG is available from its authors on request (github.com/smilell/AG-CNN); the split file is "
               "data/LAG/data.json of github.com/caiyu6666/DDAD-ASR")
+    terms = "academic use only; no redistribution"
     user_supplied_images = True
 
     def has_images(self, root: Path) -> bool:

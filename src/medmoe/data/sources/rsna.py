@@ -53,6 +53,7 @@ class Rsna(Source):
     expected = f"{_IMAGES}/<patientId>.dcm, {_LABELS} and splits/data.json"
     origin = ("download stage_2_train_images/ from the Kaggle competition 'rsna-pneumonia-detection-challenge'; "
               "the split file is data/rsna_data.json of github.com/caiyu6666/DDAD")
+    terms = "the Kaggle competition rules; not verified"
     user_supplied_images = True
 
     def has_images(self, root: Path) -> bool:

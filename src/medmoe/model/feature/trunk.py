@@ -56,6 +56,11 @@ _VARIANTS = {"efficientnet_lite0": (1.0, 1.0), "efficientnet_lite1": (1.0, 1.1),
 """Width and depth multipliers (EfficientNet-Lite keeps stem and head unscaled)."""
 
 
+def stage_stride(stage: int) -> int:
+    """The stride of MBConv group ``stage``'s output (the stem's 2 times the groups' strides up to it)."""
+    return 2 * math.prod(group.stride for group in _LITE_GROUPS[:stage + 1])
+
+
 def _round_channels(channels: int, width: float, divisor: int = 8) -> int:
     scaled = channels * width
     rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
