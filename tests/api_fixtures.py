@@ -8,6 +8,7 @@ The prompt embeddings are real all-MiniLM-L6-v2 embeddings, so prompt matching b
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +104,18 @@ def brain_images(root: Path) -> list[Path]:
     """The brain MRI test phantoms of a :func:`phantoms` dataset (normal first)."""
     return sorted((root / "brain_mri" / "test" / "normal").glob("*.png")) + \
         sorted((root / "brain_mri" / "test" / "abnormal").glob("*.png"))
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    """Run ``medmoe detect ARGS`` in-process as the console script does; returns (exit code, stdout+stderr)."""
+    from medmoe.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["medmoe", "detect", *args])
+    monkeypatch.setenv("COLUMNS", "200")
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err

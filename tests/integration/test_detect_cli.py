@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,25 +12,11 @@ import pydicom.data
 import pytest
 from PIL import Image
 
-from api_fixtures import brain_images
+from api_fixtures import brain_images, run_cli
 from medmoe.api.inputs import collect_inputs
 from medmoe.api.results_csv import COLUMNS
-from medmoe.cli import main
 
 RG1 = pydicom.data.get_testdata_file("RG1_UNCR.dcm", download=False)  # CR chest, MONOCHROME1 (pydicom-data)
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
-    """Run ``medmoe detect ARGS`` in-process as the console script does; returns (exit code, stdout+stderr)."""
-    monkeypatch.setattr(sys, "argv", ["medmoe", "detect", *args])
-    monkeypatch.setenv("COLUMNS", "200")
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
 
 
 def read_rows(out: Path) -> dict[str, dict[str, str]]:

@@ -8,7 +8,6 @@ import csv
 import hashlib
 import json
 import shutil
-import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -20,10 +19,11 @@ from pydicom.data import get_testdata_file
 from skimage.data import retina
 from typer.testing import CliRunner
 
+from api_fixtures import run_cli
 from engine_fixtures import synthetic
 from medmoe.api import Detector
 from medmoe.api.shipped import DEFAULT_MODEL, InstalledModel, installed_models
-from medmoe.cli import app, main
+from medmoe.cli import app
 from medmoe.engine.checkpoint import load_checkpoint
 from medmoe.engine.config import load_config
 from medmoe.engine.data import save_manifests
@@ -92,18 +92,6 @@ def test_a_corrupted_or_foreign_format_copy_is_refused_with_one_clear_error(ship
             Detector.load(copy)
 
 
-def _detect(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["medmoe", "detect", *args, "--no-progress", "--workers", "0"])
-    monkeypatch.setenv("COLUMNS", "200")
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
-
-
 @pytest.mark.parametrize(("scan", "prompt", "task"), [(CT_SMALL, "Head CT slice.", "head_ct"),
                                                       ("retina", "Retinal fundus image.", "fundus")])
 def test_detect_answers_a_real_scan_without_a_model_or_training(scan: str, prompt: str, task: str, retina_png: Path,
@@ -111,7 +99,8 @@ def test_detect_answers_a_real_scan_without_a_model_or_training(scan: str, promp
                                                                 monkeypatch: pytest.MonkeyPatch,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     path = str(retina_png) if scan == "retina" else scan
-    code, output = _detect([path, "--prompt", prompt, "--out", str(tmp_path / "out")], monkeypatch, capsys)
+    code, output = run_cli([path, "--prompt", prompt, "--out", str(tmp_path / "out"), "--no-progress", "--workers",
+                            "0"], capsys, monkeypatch)
     assert code == 0, output
     with open(tmp_path / "out" / "results.csv", newline="") as handle:
         (row,) = list(csv.DictReader(handle))

@@ -203,7 +203,7 @@ def detect_files(detector: Detector, inputs: Sequence[InputFile], out_dir: Path,
         progress(run.resumed)
     pending: list[tuple[dict[str, str], Future[None] | None]] = []
     try:
-        with _signals_as_interrupts() as caught, warnings.catch_warnings(), \
+        with signals_as_interrupts() as caught, warnings.catch_warnings(), \
                 OverlayWriter(options.workers if options.overlays else 0) as drawer:
             warnings.simplefilter("ignore", PromptWarning)  # reported once, from the results' warnings
             try:
@@ -218,7 +218,7 @@ def detect_files(detector: Detector, inputs: Sequence[InputFile], out_dir: Path,
                             files, drawn = write_outputs(outcome, item.name, out_dir,
                                                          overlays=drawer if options.overlays else None,
                                                          maps=options.maps, dicom=options.dicom)
-                            _count_warnings(run.warnings, outcome.warnings)
+                            count_warnings(run.warnings, outcome.warnings)
                         pending.append((result_row(item.plane, outcome, files), drawn))
                     pending = _record_done(log, pending, keep=AHEAD_BATCHES * options.batch_size)
                     if progress is not None:
@@ -252,8 +252,8 @@ def _record_done(log: ResultsLog, pending: list[tuple[dict[str, str], Future[Non
         wait([drawn for _, drawn in pending if drawn is not None], return_when=FIRST_COMPLETED)
 
 
-def _count_warnings(counts: dict[str, tuple[str, int]], notes: Iterable[str]) -> None:
-    """Count warnings by kind (numbers blanked): one line per kind for the summary."""
+def count_warnings(counts: dict[str, tuple[str, int]], notes: Iterable[str]) -> None:
+    """Count warnings by kind (numbers blanked) into ``counts``: one line per kind for a run's summary."""
     for note in notes:
         kind = re.sub(r"\d+(\.\d+)?", "#", note)
         first, count = counts.get(kind, (note, 0))
@@ -261,7 +261,7 @@ def _count_warnings(counts: dict[str, tuple[str, int]], notes: Iterable[str]) ->
 
 
 @contextmanager
-def _signals_as_interrupts() -> Iterator[list[int]]:
+def signals_as_interrupts() -> Iterator[list[int]]:
     """Within the block, SIGTERM interrupts like Ctrl-C (a :class:`KeyboardInterrupt`), so both stop the run
     the same way; yields a one-item list that holds the signal that came (``0``: none). Outside the main
     thread, where signal handlers cannot be set, signals keep their handlers."""

@@ -42,6 +42,9 @@ def register(app: typer.Typer) -> None:
         dicom_out: Annotated[bool, typer.Option("--dicom-out", help="For DICOM inputs, also write <name>_sr.dcm (the result as a Comprehensive SR) and <name>_map.dcm (the anomaly map as a Parametric Map), new series in the input's study, for a PACS.")] = False,
         workers: Annotated[Optional[int], typer.Option(min=0, help="Processes drawing overlays (default: one per CPU core; 0: draw in this one).")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Keep the rows of an interrupted run in --out and score only the images it has not.")] = False,
+        engine: Annotated[str, typer.Option(help="local: this process (overlays in --workers processes); ray: a Ray cluster (decoding and overlays in Ray tasks, --actors model replicas; also writes results.parquet; needs pip install 'medmoe[ray]').")] = "local",
+        address: Annotated[Optional[str], typer.Option(help="With --engine ray: the cluster to join (the address 'ray start --head' prints); default: start a local Ray.")] = None,
+        actors: Annotated[int, typer.Option(min=1, help="With --engine ray: model replicas, each loading the model once.")] = 1,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     ) -> None:
         """Score images for anomalies and write DIR/results.csv, DIR/<name>_overlay.png (and, with --maps,
@@ -59,13 +62,17 @@ def register(app: typer.Typer) -> None:
         from medmoe.api.batch import DetectOptions, detect_files
         from medmoe.api.detector import Detector
         from medmoe.api.inputs import collect_inputs
+        from medmoe.api.ray_batch import PARQUET_NAME, RayRun, RaySettings, score_on_ray
         from medmoe.api.results_csv import RESULTS_NAME
+        from medmoe.api.shipped import resolve_model
         from medmoe.atomic import check_writable, prepare_output_dir
         from medmoe.errors import DatasetError
         from medmoe.io.intensity import resolve_window
 
         if not 0 < fpr < 1:
             raise ConfigError(f"--fpr is a false-positive rate in (0, 1), not {fpr}; e.g. --fpr 0.05")
+        if engine not in ("local", "ray"):
+            raise ConfigError(f"--engine is local or ray, not {engine!r}")
         try:
             frames, slices = parse_choice(frame), parse_choice(slice_index)
         except ValueError as exc:
@@ -80,7 +87,10 @@ def register(app: typer.Typer) -> None:
             raise DatasetError(f"no image files in {', '.join(map(str, paths))}; medmoe reads PNG, JPEG, TIFF, "
                                "BMP, DICOM and NIfTI")
         cores = os.cpu_count() or 1
-        threads = threads or (max(1, cores // 2) if overlays else cores)  # the rest draw the overlays
+        if engine == "ray":
+            threads = threads or 1  # per model replica; the cluster's cores go to replicas and tasks
+        else:
+            threads = threads or (max(1, cores // 2) if overlays else cores)  # the rest draw the overlays
         detector = Detector.load(model, backend=backend, device=device, threads=threads)  # before --out exists: a bad model leaves none
         detector.check_request(prompt, task, strict=strict, fpr=fpr)
         prepare_output_dir(out)
@@ -91,8 +101,15 @@ def register(app: typer.Typer) -> None:
                                 batch_size=batch_size, overlays=overlays, maps=maps, dicom=dicom_out,
                                 workers=cores if workers is None else workers, resume=resume)
         with tqdm(total=len(found.items), unit="image", desc="detect", disable=not progress) as bar:
-            run = detect_files(detector, found.items, out, options, progress=bar.update)
+            run: DetectRun
+            if engine == "ray":
+                run = score_on_ray(detector, resolve_model(model), found.items, out, options,
+                                   RaySettings(address=address, actors=actors, threads=threads), progress=bar.update)
+            else:
+                run = detect_files(detector, found.items, out, options, progress=bar.update)
         _print_summary(run, found.notes, detector.spec)
+        if isinstance(run, RayRun):
+            Console().print(f"scored on {len(run.nodes or ())} Ray node(s); also {out / PARQUET_NAME}", highlight=False)
         if run.interrupted is not None:
             raise typer.Exit(128 + run.interrupted)
         if run.failed:
