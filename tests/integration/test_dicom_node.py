@@ -147,7 +147,8 @@ def test_a_destination_is_host_port_and_ae_title() -> None:
         Destination.parse("pacs.local:4242")
 
 
-def test_medmoe_listen_serves_until_interrupted(tiny_run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_medmoe_listen_serves_until_interrupted(sig: signal.Signals, tiny_run: Path, tmp_path: Path) -> None:
     archive, port = Archive(free_port()), free_port()
     archive.start()
     command = [sys.executable, "-c", "from medmoe.cli import main; main()", "listen", "--model", str(tiny_run),
@@ -159,7 +160,7 @@ def test_medmoe_listen_serves_until_interrupted(tiny_run: Path, tmp_path: Path) 
         assert send(MR_SMALL, port).Status == 0x0000
         assert wait_for(lambda: len(archive.received) == 2)
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(sig)
         output, _ = process.communicate(timeout=60)
         archive.stop()
     assert process.returncode == 0, output

@@ -129,7 +129,7 @@ def score_on_ray(detector: Detector, model: Path, inputs: Sequence[InputFile], o
     if not options.resume:
         shutil.rmtree(parts, ignore_errors=True)  # an earlier run's results.csv stays until this one's replaces it
     earlier = _scored_rows(out_dir, sha, with_results=options.resume)
-    todo = [(i, item) for i, item in enumerate(inputs) if plane_key(item.plane) not in earlier]
+    todo = [item for item in inputs if plane_key(item.plane) not in earlier]
     run = RayRun(rows=[], results=out_dir / RESULTS_NAME, total=len(inputs), resumed=len(inputs) - len(todo))
     if progress is not None and run.resumed:
         progress(run.resumed)
@@ -160,12 +160,13 @@ def score_on_ray(detector: Detector, model: Path, inputs: Sequence[InputFile], o
     return run
 
 
-def _pipeline(todo: list[tuple[int, InputFile]], spec: ModelSpec, model: Path, out_dir: Path,
-              options: DetectOptions, settings: RaySettings) -> ray.data.Dataset:
+def _pipeline(todo: list[InputFile], spec: ModelSpec, model: Path, out_dir: Path, options: DetectOptions,
+              settings: RaySettings) -> ray.data.Dataset:
+    """The three stages (module docstring) over the images to score."""
     import ray.data
 
-    items = [{"index": i, "path": str(item.plane.path), "frame": _choice(item.plane.frame),
-              "slice": _choice(item.plane.slice_index), "name": item.name} for i, item in todo]
+    items = [{"path": str(item.plane.path), "frame": _choice(item.plane.frame),
+              "slice": _choice(item.plane.slice_index), "name": item.name} for item in todo]
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.wait_for_min_actors_s = ACTOR_START_S  # every replica up before the first batch: work is shared

@@ -29,12 +29,13 @@ def register(app: typer.Typer) -> None:
         """Receive images over DICOM (a Storage SCP), score every frame, and C-STORE each result's SR and
         Parametric Map or overlay (new series in the image's study) to --send-to. Without --prompt or --task, each
         file's task comes from its Modality/BodyPartExamined tags, and a file they suggest none for is
-        answered 'Cannot understand' (0xC000). Results wait in WORK_DIR/outbox until the destination took them."""
+        answered 'Cannot understand' (0xC000). Results wait in WORK_DIR/outbox until the destination took them. Ctrl-C or SIGTERM stops it."""
         import logging
 
         from rich.console import Console
 
         from medmoe.api import Detector
+        from medmoe.api.batch import signals_as_interrupts
         from medmoe.errors import ConfigError
         from medmoe.node.outbox import Destination, Outbox
         from medmoe.node.scp import DicomNode, NodeSettings
@@ -53,9 +54,10 @@ def register(app: typer.Typer) -> None:
         Console(stderr=True).print(f"[bold]{ae_title}[/] listening on {host}:{port} with {detector.spec.label}, "
                                    f"sending results to {destination} ({len(outbox.pending())} waiting from before); "
                                    "Ctrl-C stops", highlight=False)
-        try:
-            node.start(host, port, block=True)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            node.stop()
+        with signals_as_interrupts():  # Ctrl-C and SIGTERM (a service manager's stop) both stop it cleanly
+            try:
+                node.start(host, port, block=True)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                node.stop()
