@@ -8,8 +8,8 @@ manifests), then times, in turn and ``--repeats`` times each, one ``medmoe detec
 
 - ``--engine local`` (the single-process path, its default threads and overlay workers);
 - ``--engine ray --actors 1`` and ``--actors 2`` (a local Ray on this machine's cores, started by the command);
-- the same with ``--address`` of a Ray cluster started before the timings (``ray start --head``), so that
-  Ray's own start is not in them.
+- the same with ``--address auto``, joining a Ray cluster started before them (``ray start --head``), so
+  that Ray's own start is not in those timings.
 
 It reports the median images/s of each, the ratio of 2 replicas over 1, the per-image time Ray adds over the
 single process at one replica, the rows' equality (scores within 1e-5 relative, every other column equal), and
@@ -83,17 +83,9 @@ def _differences(a: dict[str, dict[str, str]], b: dict[str, dict[str, str]]) -> 
                     if not _cells_agree(a[key][column], b[key][column])]
 
 
-def _start_cluster() -> str:
-    """A local Ray cluster of this machine's cores (``ray start --head``); its address."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    subprocess.run([str(Path(sys.executable).with_name("ray")), "start", "--head", "--node-ip-address", "127.0.0.1",
-                    "--port", str(port), "--include-dashboard", "false", "--disable-usage-stats"], check=True,
-                   capture_output=True)
-    return f"127.0.0.1:{port}"
+def _ray(*args: str) -> None:
+    """Run the ``ray`` command (``ray start --head`` starts a local cluster that ``--address auto`` joins)."""
+    subprocess.run([str(Path(sys.executable).with_name("ray")), *args], check=True, capture_output=True)
 
 
 def main() -> int:
@@ -105,11 +97,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    address = _start_cluster()
     variants = {"local": ["--engine", "local"], "ray, 1 replica": ["--engine", "ray", "--actors", "1"],
                 "ray, 2 replicas": ["--engine", "ray", "--actors", "2"],
-                "ray cluster up, 1 replica": ["--engine", "ray", "--address", address, "--actors", "1"],
-                "ray cluster up, 2 replicas": ["--engine", "ray", "--address", address, "--actors", "2"]}
+                "ray cluster up, 1 replica": ["--engine", "ray", "--address", "auto", "--actors", "1"],
+                "ray cluster up, 2 replicas": ["--engine", "ray", "--address", "auto", "--actors", "2"]}
     load = os.getloadavg()
     with tempfile.TemporaryDirectory() as work:
         count = len(_copy_images(Path(args.model), args.task, args.n, Path(work) / "images"))
@@ -117,11 +108,13 @@ def main() -> int:
         rows: dict[str, dict[str, dict[str, str]]] = {}
         for repeat in range(args.repeats):
             for name, engine in variants.items():  # in turn, so drift hits every variant alike
+                if name == "ray cluster up, 1 replica":  # after the variants that start their own Ray
+                    _ray("start", "--head", "--include-dashboard", "false", "--disable-usage-stats")
                 out = Path(work) / f"{name.replace(' ', '').replace(',', '-')}-{repeat}"
                 seconds[name].append(_detect(args.model, args.task, Path(work) / "images", out, engine))
                 rows[name] = _rows(out)
                 print(f"{name}: {count / seconds[name][-1]:.2f} images/s", flush=True)
-    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True)
+            _ray("stop", "--force")
     rate = {name: count / statistics.median(s) for name, s in seconds.items()}
     per_image_overhead = statistics.median(seconds["ray, 1 replica"]) / count - statistics.median(seconds["local"]) / count
     archive_hours = 10_000_000 / (rate["ray, 2 replicas"] * 100) / 3600
