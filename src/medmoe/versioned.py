@@ -41,6 +41,11 @@ def read_versioned_json(path: Path, *, fmt: str, version: int, what: str, oldest
     return meta
 
 
+def model_label(name: str, version: str) -> str:
+    """The name every result carries: ``medmoe-universal 1.0.0`` for a packaged model, else ``name`` alone."""
+    return f"{name} {version}" if version else name
+
+
 def unreadable(path: Path, written_by: str, problem: str, fix: str) -> str:
     """The one sentence for a model file this medmoe cannot read: where the file was written by a newer
     medmoe (``written_by``), that is the cause and the fix is to upgrade; otherwise ``problem`` and ``fix``."""

@@ -73,14 +73,16 @@ def resolve_model(model: str | Path | None) -> Path:
     Raises:
         CheckpointError: ``None`` or the default's name, and the default model's package is not installed.
     """
-    if model is not None and (Path(model).exists() or str(model) not in {*installed_models(), DEFAULT_MODEL}):
+    if model is not None and Path(model).exists():
         return Path(model)
     name = DEFAULT_MODEL if model is None else str(model)
     installed = installed_models()
-    if name not in installed:
-        raise CheckpointError(
+    if name in installed:
+        return installed[name].path
+    if name != DEFAULT_MODEL:
+        return Path(name)
+    raise CheckpointError(
             f"{'no model given, and ' if model is None else ''}the model package {name!r} is not installed; install "
             f"it (pip install "
             f"./{DEFAULT_PACKAGE_SOURCE} in the medmoe repository; 'make install' does) or pass --model RUN "
             "(a run folder from 'medmoe train' or an .onnx file from 'medmoe export')")
-    return installed[name].path

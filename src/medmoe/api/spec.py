@@ -17,7 +17,7 @@ from medmoe.errors import CheckpointError
 from medmoe.output_arrays import OutputArrays
 from medmoe.tasks import TaskRegistry
 from medmoe.trust.calibration import TrustCalibration, deployed_threshold
-from medmoe.versioned import unreadable
+from medmoe.versioned import model_label, unreadable
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,8 @@ class ModelSpec:
 
     @property
     def label(self) -> str:
-        """The name every result carries: ``medmoe-universal 1.0.0`` for a packaged model, else the name."""
-        return f"{self.name} {self.version}" if self.version else self.name
+        """The name every result carries (:func:`~medmoe.versioned.model_label`)."""
+        return model_label(self.name, self.version)
 
     def decision_threshold(self, task: str, fpr: float) -> float:
         """The score threshold a result of ``task`` is decided at for the false-positive rate ``fpr``: the

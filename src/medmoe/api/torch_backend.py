@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import cast
 
@@ -11,7 +10,7 @@ import torch
 
 from medmoe import __version__
 from medmoe.api.spec import ModelSpec
-from medmoe.engine.checkpoint import META_NAME, Checkpoint, load_checkpoint
+from medmoe.engine.checkpoint import Checkpoint, load_checkpoint
 from medmoe.errors import CheckpointError
 from medmoe.model.base import AnomalyModel
 from medmoe.model.output import ModelOutput, deployed_outputs, to_arrays
@@ -59,10 +58,6 @@ def checked_device(device: str) -> torch.device:
 def spec_of(checkpoint: Checkpoint) -> ModelSpec:
     """The torch-free metadata of a loaded checkpoint."""
     embeddings = checkpoint.prompt_embeddings
-    written_by = __version__
-    if checkpoint.path is not None:
-        written_by = json.loads((checkpoint.path / META_NAME).read_text(encoding="utf-8"))["medmoe_version"]
-    release = checkpoint.release
     return ModelSpec(
         tasks=checkpoint.tasks,
         prompt_embeddings=None if embeddings is None else embeddings.float().cpu().numpy(),
@@ -71,12 +66,12 @@ def spec_of(checkpoint: Checkpoint) -> ModelSpec:
         channels=checkpoint.config.model.in_channels,
         text_encoder=checkpoint.text_encoder,
         uses_prompt=checkpoint.config.model.prompt,
-        medmoe_version=str(written_by),
+        medmoe_version=checkpoint.medmoe_version or __version__,
         info=dict(checkpoint.info),
         calibration=checkpoint.calibration,
-        name=release.get("name") or (checkpoint.path.resolve().name if checkpoint.path is not None else ""),
+        name=checkpoint.name,
         weights_sha256=checkpoint.weights_sha256,
-        version=release.get("version", ""),
+        version=checkpoint.version,
     )
 
 

@@ -91,7 +91,8 @@ def register(app: typer.Typer) -> None:
             threads = threads or 1  # per model replica; the cluster's cores go to replicas and tasks
         else:
             threads = threads or (max(1, cores // 2) if overlays else cores)  # the rest draw the overlays
-        detector = Detector.load(model, backend=backend, device=device, threads=threads)  # before --out exists: a bad model leaves none
+        model_path = resolve_model(model)
+        detector = Detector.load(model_path, backend=backend, device=device, threads=threads)  # before --out exists: a bad model leaves none
         detector.check_request(prompt, task, strict=strict, fpr=fpr)
         prepare_output_dir(out)
         if (out / RESULTS_NAME).is_file() and not resume:
@@ -103,13 +104,13 @@ def register(app: typer.Typer) -> None:
         with tqdm(total=len(found.items), unit="image", desc="detect", disable=not progress) as bar:
             run: DetectRun
             if engine == "ray":
-                run = score_on_ray(detector, resolve_model(model), found.items, out, options,
+                run = score_on_ray(detector, model_path, found.items, out, options,
                                    RaySettings(address=address, actors=actors, threads=threads), progress=bar.update)
             else:
                 run = detect_files(detector, found.items, out, options, progress=bar.update)
         _print_summary(run, found.notes, detector.spec)
         if isinstance(run, RayRun):
-            Console().print(f"scored on {len(run.nodes or ())} Ray node(s); also {out / PARQUET_NAME}", highlight=False)
+            Console().print(f"scored on {len(run.nodes)} Ray node(s); also {out / PARQUET_NAME}", highlight=False)
         if run.interrupted is not None:
             raise typer.Exit(128 + run.interrupted)
         if run.failed:

@@ -1,6 +1,6 @@
 """Real sample scans that ship inside installed packages, for the demo: no download, no dataset.
 
-- pydicom's ``CT_small.dcm`` (a CT slice; the DICOM tags route it to ``head_ct``);
+- pydicom's ``CT_small.dcm`` (a CT slice; its tags name no body part, so it gets the prompt "Head CT slice.");
 - pydicom-data's ``emri_small.dcm`` (an enhanced MR of the head, 10 frames: the middle one) and
   ``RG1_UNCR.dcm`` (a chest radiograph, CR);
 - scikit-image's ``retina`` (a colour fundus photograph, written as PNG), where scikit-image is installed.

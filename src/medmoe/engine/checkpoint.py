@@ -31,7 +31,7 @@ from medmoe.model.registry import create_model
 from medmoe.tasks import TaskRegistry
 from medmoe.trust.calibration import TrustCalibration
 from medmoe.trust.scope import SCOPE_PREFIX, ScopeHead
-from medmoe.versioned import read_versioned_json, unreadable
+from medmoe.versioned import model_label, read_versioned_json, unreadable
 
 FORMAT = "medmoe-checkpoint"
 FORMAT_VERSION = 1
@@ -60,6 +60,7 @@ class Checkpoint:
         calibration: p-value and scope calibration; ``None`` likewise.
         release: a packaged model's ``{"name", "version"}`` (``medmoe package``); empty for a run folder.
         weights_sha256: the SHA-256 of the weights file it was loaded from (empty for one not loaded from disk).
+        medmoe_version: the medmoe version that wrote it (empty for one not loaded from disk).
     """
 
     model: AnomalyModel
@@ -73,6 +74,7 @@ class Checkpoint:
     calibration: TrustCalibration | None = None
     release: dict[str, str] = field(default_factory=dict)
     weights_sha256: str = ""
+    medmoe_version: str = ""
 
     @property
     def text_encoder(self) -> str:
@@ -80,12 +82,19 @@ class Checkpoint:
         return self.config.train.text_encoder
 
     @property
+    def name(self) -> str:
+        """A packaged model's release name, else its folder's name."""
+        return self.release.get("name") or (self.path.resolve().name if self.path is not None else "")
+
+    @property
+    def version(self) -> str:
+        """A packaged model's release version; empty for a run folder."""
+        return self.release.get("version", "")
+
+    @property
     def label(self) -> str:
-        """The model's name as results carry it: ``medmoe-universal 1.0.0`` for a packaged model, else its
-        folder's name."""
-        if self.release:
-            return f"{self.release['name']} {self.release['version']}"
-        return self.path.resolve().name if self.path is not None else ""
+        """The model's name as results carry it (:func:`~medmoe.versioned.model_label`)."""
+        return model_label(self.name, self.version)
 
 
 def save_checkpoint(directory: str | Path, *, model: nn.Module, config: RunConfig, tasks: TaskRegistry,
@@ -167,7 +176,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return Checkpoint(model=model, config=config, tasks=tasks, prompt_embeddings=embeddings,
                       thresholds=dict(meta.get("thresholds", {})), info=dict(meta.get("info", {})),
                       path=meta_path.parent, scope=scope, calibration=calibration,
-                      release=dict(meta.get(RELEASE_KEY) or {}), weights_sha256=meta["weights"]["sha256"])
+                      release=dict(meta.get(RELEASE_KEY) or {}), weights_sha256=meta["weights"]["sha256"],
+                      medmoe_version=str(meta.get("medmoe_version", "")))
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -88,10 +88,11 @@ def package_model(run_dir: str | Path, metrics: str | Path, out: str | Path, *, 
         (model_dir / META_NAME).write_text(json.dumps(meta, indent=2, allow_nan=True) + "\n", encoding="utf-8")
         evaluation = {**json.loads(metrics.read_text(encoding="utf-8")), "run": f"{name} {version}"}  # not a local path
         (model_dir / METRICS_NAME).write_text(json.dumps(evaluation, indent=1, allow_nan=True) + "\n", encoding="utf-8")
-        (model_dir / CARD_NAME).write_text(model_card(inputs), encoding="utf-8")
+        card = model_card(inputs)
+        (model_dir / CARD_NAME).write_text(card, encoding="utf-8")
         (model_dir / "__init__.py").write_text(_init(name, version), encoding="utf-8")
         (staging / "pyproject.toml").write_text(_pyproject(name, module, version), encoding="utf-8")
-        (staging / "LICENSE").write_text(_licence(name, inputs), encoding="utf-8")
+        (staging / "LICENSE").write_text(_licence(name, card), encoding="utf-8")
         (staging / "README.md").write_text(_readme(name, module), encoding="utf-8")
         _swap(staging, out)
     finally:
@@ -144,8 +145,7 @@ def _init(name: str, version: str) -> str:
             f'__version__ = "{version}"\n')
 
 
-def _licence(name: str, inputs: CardInputs) -> str:
-    card = model_card(inputs)
+def _licence(name: str, card: str) -> str:
     terms = card[card.index("## Training data"):card.index("## Test metrics")].strip()
     return (f"The model {name} (the files model.safetensors, model.json, metrics.json and MODEL_CARD.md)\n\n"
             "These weights were trained on the public datasets listed below and are derived from them. They are\n"

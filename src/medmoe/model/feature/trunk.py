@@ -127,7 +127,7 @@ class EfficientNetLite(nn.Module):
         """Index of the last block of each of the seven groups."""
         self.group_channels: list[int] = []
         self.group_strides: list[int] = []
-        channels, stride = 32, 2
+        channels = 32
         last = len(_LITE_GROUPS) - 1
         for i, group in enumerate(_LITE_GROUPS):
             out = _round_channels(group.out_channels, width)
@@ -135,10 +135,9 @@ class EfficientNetLite(nn.Module):
             for r in range(repeats):
                 blocks.append(MBConv(channels, out, group.kernel, group.stride if r == 0 else 1, group.expand))
                 channels = out
-            stride *= group.stride
             self.group_ends.append(len(blocks) - 1)
             self.group_channels.append(out)
-            self.group_strides.append(stride)
+            self.group_strides.append(stage_stride(i))
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = nn.Conv2d(channels, 1280, 1, bias=False)
         self._bn1 = nn.BatchNorm2d(1280, eps=1e-3)
