@@ -171,24 +171,47 @@ def test_without_ray_the_engine_says_how_to_install_it(model: tuple[Detector, Pa
 
 
 @pytest.fixture
-def two_nodes(tmp_path: Path) -> Iterator[str]:
+def two_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A head and a worker node (``ray start``, one CPU each, loopback), stopped afterwards."""
     import ray
+    from ray._raylet import Config
 
     ray.shutdown()  # the module's local Ray, if it ran: this test joins the cluster instead
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # this process joins with the token too (as a user sets it)
+    Config.initialize("")  # Ray reads its settings once per process: read them again
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+    # token authentication on every node (Ray's default where a token exists, which a local ray.init makes);
+    # a node whose mode is left unset would not join a head that has it
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "RAY_AUTH_MODE": "token"}
+    subprocess.run([RAY, "get-auth-token", "--generate"], check=True, env=env, capture_output=True)
     common = ["--num-cpus", "1", "--disable-usage-stats"]
     try:
         subprocess.run([RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
                         "--include-dashboard", "false", *common], check=True, env=env, capture_output=True)
         subprocess.run([RAY, "start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1",
                         *common], check=True, env=env, capture_output=True)
+        _wait_for_cpus(f"127.0.0.1:{port}", 2)
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
+
+
+def _wait_for_cpus(address: str, cpus: int) -> None:
+    """Until the cluster at ``address`` offers ``cpus`` CPUs: ``ray start`` of a worker node can return before
+    the head counts its resources (on a loaded machine a run started at once then sees one node)."""
+    import ray
+
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             configure_logging=False)
+    try:
+        deadline = time.monotonic() + 120
+        while ray.cluster_resources().get("CPU", 0) < cpus:
+            assert time.monotonic() < deadline, f"the cluster has {ray.cluster_resources()} after 120 s"
+            time.sleep(0.2)
+    finally:
+        ray.shutdown()
 
 
 def test_detect_engine_ray_spreads_a_run_over_a_two_node_cluster(

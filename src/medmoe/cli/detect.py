@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
         if not found.items:
             raise DatasetError(f"no image files in {', '.join(map(str, paths))}; medmoe reads PNG, JPEG, TIFF, "
                                "BMP, DICOM and NIfTI")
-        cores = os.cpu_count() or 1
+        cores = len(os.sched_getaffinity(0))  # the cores this process may use (taskset, a container's cpuset)
         if engine == "ray":
             threads = threads or 1  # per model replica; the cluster's cores go to replicas and tasks
         else:
