@@ -12,7 +12,6 @@ differ in the last digits; decisions, p-values and flags must not.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import platform
 import sys
@@ -22,12 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _output import emit  # noqa: E402
-from ray_speed import _copy_images, _differences  # noqa: E402
-
-
-def _rows(out: Path) -> dict[str, dict[str, str]]:
-    with open(out / "results.csv", newline="") as handle:
-        return {r["source"]: r for r in csv.DictReader(handle)}
+from ray_speed import _copy_images, _differences, _rows  # noqa: E402
 
 
 def main() -> int:

@@ -82,7 +82,6 @@ def resolve_model(model: str | Path | None) -> Path:
     if name != DEFAULT_MODEL:
         return Path(name)
     raise CheckpointError(
-            f"{'no model given, and ' if model is None else ''}the model package {name!r} is not installed; install "
-            f"it (pip install "
-            f"./{DEFAULT_PACKAGE_SOURCE} in the medmoe repository; 'make install' does) or pass --model RUN "
-            "(a run folder from 'medmoe train' or an .onnx file from 'medmoe export')")
+        f"{'no model given, and ' if model is None else ''}the model package {name!r} is not installed; install it "
+        f"(pip install ./{DEFAULT_PACKAGE_SOURCE} in the medmoe repository; 'make install' does) or pass --model RUN "
+        "(a run folder from 'medmoe train' or an .onnx file from 'medmoe export')")
