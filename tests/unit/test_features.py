@@ -173,6 +173,19 @@ def test_a_position_aware_patchcore_flags_normal_tissue_in_the_wrong_place(promp
     assert scores[1][0] < 0.05  # a training image finds itself (up to rounding in ‖q‖² − 2 q·m + ‖m‖²)
 
 
+def test_a_position_aware_patchcore_searches_each_rows_bank_as_its_exported_graph_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    train, tasks, embeddings = torch.randn(6, 16, 5, 5), torch.tensor([0, 0, 0, 1, 1, 1]), torch.eye(2, 384)
+    model = _memory_model(PatchCore, True, memory_coverage=1.0, memory_window=1)
+    model.fit_data(train, tasks, embeddings, seed=0)
+    queries, prompts = torch.randn(4, 16, 5, 5), embeddings[[1, 0, 0, 1]]  # both tasks in one batch
+    own_bank = model.forward_prepared(queries, prompts).score
+    monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)  # the graph export traces: every bank, masked
+    every_bank = model.forward_prepared(queries, prompts).score
+    assert torch.allclose(own_bank, every_bank)
+    assert not torch.allclose(own_bank, model.forward_prepared(queries, embeddings[[0, 1, 1, 0]]).score)
+
+
 def test_patchcore_keeps_the_share_of_patches_it_is_told() -> None:
     train, tasks = torch.randn(4, 80, 8, 8), torch.zeros(4, dtype=torch.long)
     for coverage, kept in ((1.0, 4 * 64), (0.25, 64)):

@@ -198,8 +198,9 @@ class PatchCore(MemoryModel):
 
     def windowed_distance(self, inputs: torch.Tensor, text_embedding: torch.Tensor | None) -> torch.Tensor:
         """``memory_window ≥ 0``: each patch's euclidean distance ``(B, h·w)`` to its bank's training patches
-        within the window (:func:`~medmoe.model.feature.memory.windowed_nearest_distance`). Every bank is
-        searched and each row keeps its own (a fixed graph, so ONNX export follows)."""
+        within the window (:func:`~medmoe.model.feature.memory.windowed_nearest_distance`). In eager mode each
+        row searches its own bank only; traced for export, every bank is searched and each row keeps its own
+        (a fixed graph)."""
         b, _, h, w = inputs.shape
         queries = self.entries(inputs).view(b, h, w, -1)
         # the banks (runs of one task in the memory) and their sizes: constants of an exported graph
@@ -207,14 +208,21 @@ class PatchCore(MemoryModel):
         if any(count % (h * w) for _, count in runs):
             raise ValueError(f"this memory holds patches of another grid than {h}×{w}: score at the resolution "
                              "it was fitted at")
-        distances = torch.stack([windowed_nearest_distance(queries, bank.view(-1, h, w, queries.shape[-1]),
-                                                           self.settings.memory_window)
-                                 for bank in self.memory.split([count for _, count in runs])])  # (banks, B, h, w)
+        banks = [bank.view(-1, h, w, queries.shape[-1]) for bank in self.memory.split([count for _, count in runs])]
+        radius = self.settings.memory_window
         if not self.config.prompt:
-            return distances[0].flatten(1)
-        banks = torch.tensor([task for task, _ in runs])
-        mine = banks[:, None] == self.prompt_task(text_embedding)[None, :]  # (banks, B)
-        return (distances * mine[..., None, None]).sum(dim=0).flatten(1)
+            return windowed_nearest_distance(queries, banks[0], radius).flatten(1)
+        task = self.prompt_task(text_embedding)
+        if torch.jit.is_tracing():
+            distances = torch.stack([windowed_nearest_distance(queries, bank, radius) for bank in banks])
+            mine = torch.tensor([t for t, _ in runs])[:, None] == task[None, :]  # (banks, B)
+            return (distances * mine[..., None, None]).sum(dim=0).flatten(1)
+        out = queries.new_zeros(b, h, w)
+        for (bank_task, _), bank in zip(runs, banks, strict=True):
+            rows = task == bank_task
+            if bool(rows.any()):
+                out[rows] = windowed_nearest_distance(queries[rows], bank, radius)
+        return out.flatten(1)
 
 
 class FeatureNN(MemoryModel):

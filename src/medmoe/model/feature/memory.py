@@ -116,23 +116,30 @@ def windowed_nearest_distance(queries: torch.Tensor, memory: torch.Tensor, radiu
     """Euclidean distance of each query cell to its nearest memory patch within ``±radius`` cells of the same
     position (the SQUID/SimSID idea for aligned anatomy; cells near the border see fewer neighbours).
 
+    The memory is laid out once per call as ``(h + 2r, w + 2r, D, n)``; then each grid row and offset is one
+    batched product of that row's queries ``(w, B, D)`` with a contiguous slice of it ``(w, D, n)``, so the memory
+    is copied once, not once per offset.
+
     Shapes: ``queries (B, h, w, D)``, ``memory (n, h, w, D)`` (every patch of ``n`` training images) →
     ``(B, h, w)``.
     """
     _, h, w, _ = queries.shape
     r = radius
-    q2 = queries.square().sum(dim=-1)[..., None]  # (B, h, w, 1)
     # off-grid neighbours: a zero patch at squared norm FAR, so never the nearest
-    padded = F.pad(memory, (0, 0, r, r, r, r))  # (n, h + 2r, w + 2r, D)
+    bank = F.pad(memory, (0, 0, r, r, r, r)).permute(1, 2, 3, 0).contiguous()  # (h + 2r, w + 2r, D, n)
     m2 = F.pad(memory.square().sum(dim=-1), (r, r, r, r), value=FAR).permute(1, 2, 0)  # (h + 2r, w + 2r, n)
-    best = None
-    for dy in range(2 * r + 1):
-        for dx in range(2 * r + 1):
-            cross = torch.einsum("bijd,nijd->bijn", queries, padded[:, dy:dy + h, dx:dx + w])
-            nearest = (q2 - 2 * cross + m2[dy:dy + h, dx:dx + w]).min(dim=-1).values
-            best = nearest if best is None else torch.minimum(best, nearest)
-    assert best is not None
-    return best.clamp_min(0).sqrt()
+    rows = queries.permute(1, 2, 0, 3)  # (h, w, B, D)
+    q2 = rows.square().sum(dim=-1, keepdim=True)  # (h, w, B, 1)
+    best = []
+    for y in range(h):
+        row = None
+        for dy in range(2 * r + 1):
+            for dx in range(2 * r + 1):
+                d2 = q2[y] - 2 * rows[y] @ bank[y + dy, dx:dx + w] + m2[y + dy, dx:dx + w, None, :]  # (w, B, n)
+                nearest = d2.min(dim=-1).values
+                row = nearest if row is None else torch.minimum(row, nearest)
+        best.append(row)
+    return torch.stack(best).permute(2, 0, 1).clamp_min(0).sqrt()  # (h, w, B) → (B, h, w)
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
