@@ -130,15 +130,10 @@ def windowed_nearest_distance(queries: torch.Tensor, memory: torch.Tensor, radiu
     m2 = F.pad(memory.square().sum(dim=-1), (r, r, r, r), value=FAR).permute(1, 2, 0)  # (h + 2r, w + 2r, n)
     rows = queries.permute(1, 2, 0, 3)  # (h, w, B, D)
     q2 = rows.square().sum(dim=-1, keepdim=True)  # (h, w, B, 1)
-    best = []
-    for y in range(h):
-        row = None
-        for dy in range(2 * r + 1):
-            for dx in range(2 * r + 1):
-                d2 = q2[y] - 2 * rows[y] @ bank[y + dy, dx:dx + w] + m2[y + dy, dx:dx + w, None, :]  # (w, B, n)
-                nearest = d2.min(dim=-1).values
-                row = nearest if row is None else torch.minimum(row, nearest)
-        best.append(row)
+    offsets = [(dy, dx) for dy in range(2 * r + 1) for dx in range(2 * r + 1)]
+    best = [torch.stack([(q2[y] - 2 * rows[y] @ bank[y + dy, dx:dx + w] + m2[y + dy, dx:dx + w, None, :])  # (w, B, n)
+                         .min(dim=-1).values for dy, dx in offsets]).min(dim=0).values
+            for y in range(h)]  # h × (w, B)
     return torch.stack(best).permute(2, 0, 1).clamp_min(0).sqrt()  # (h, w, B) → (B, h, w)
 
 
