@@ -18,7 +18,7 @@ with two cosine memories of the task's training normals:
 
 and two image scores: the largest patch distance and the mean of the largest 10 %. Pixel maps are the patch
 distances upsampled bilinearly to the image and blurred (Gaussian, σ = 4 px at 256 px, PatchCore's).
-No training. Writes ``benchmarks/results/grid-resolution.md`` and ``.json``, with the seconds each
+No training. Writes ``benchmarks/results/grid-resolution.md`` and ``.json`` (``--out`` names them), with the seconds each
 step took on this machine.
 """
 
@@ -49,6 +49,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resolutions", nargs="+", type=int, default=[128, 256])
     parser.add_argument("--tasks", nargs="+", default=None, help="task ids (default: every task of the data)")
+    parser.add_argument("--out", default="grid-resolution", help="name of the .md/.json written to benchmarks/results")
     return parser.parse_args(argv)
 
 
@@ -173,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         return markdown_table(out, columns)
 
     note = (f"`python benchmarks/grid_resolution.py --data ROOT --seed {args.seed} --threads {args.threads} "
-            f"--resolutions {' '.join(map(str, args.resolutions))}` on {platform.machine()} "
+            f"--resolutions {' '.join(map(str, args.resolutions))}"
+            f"{' --tasks ' + ' '.join(task_ids) if args.tasks else ''} --out {args.out}` on {platform.machine()} "
             f"({torch.get_num_threads()} threads), {data.config.model.trunk}, stages "
             f"{list(data.config.model.trunk_stages)}, cosine patches. No training.")
     text = ("# Feature grid resolution: validation AUROC (normals vs synthetic anomalies made from them)\n\n"
@@ -189,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                               ("seconds", "seconds", ".0f"), ("images_per_s", "images/s", ".1f")]))
     print(text)
     OUT.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(OUT / "grid-resolution.md", text)
-    atomic_write_text(OUT / "grid-resolution.json",
+    atomic_write_text(OUT / f"{args.out}.md", text)
+    atomic_write_text(OUT / f"{args.out}.json",
                       json.dumps({"settings": note, "rows": rows, "costs": costs}, indent=2) + "\n")
     return 0
 
