@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from _trunk_data import TrunkData
-from grid_resolution import image_score, windowed
+from patch_memory import score as image_score
 from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     from medmoe.data.anomalies import synthesize_anomalies
     from medmoe.engine.evaluate import VARIANTS as VIEWS
     from medmoe.metrics import image_metrics
-    from medmoe.model.feature.memory import coreset_indices, nearest_distance
+    from medmoe.model.feature.memory import coreset_indices, nearest_distance, windowed_nearest_distance
     from medmoe.report.tables import markdown_table
 
     data = TrunkData.open(args)
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         for split, query, labels in (("val", val, val_labels), ("test", test, test_labels)):
             for memory in ("every patch, ±1 cell", "coreset 1 %, anywhere"):
                 if memory.startswith("every"):
-                    dist = torch.cat([windowed(query[i:i + 64], train, 1) for i in range(0, len(query), 64)])
+                    dist = windowed_nearest_distance(query, train, 1).flatten(1)
                 else:
                     dist = torch.cat([nearest_distance(query[i:i + 64].flatten(1, 2), bank)
                                       for i in range(0, len(query), 64)])

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from _trunk_data import TrunkData
+from patch_memory import score as image_score
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "benchmarks" / "results"
@@ -53,26 +54,6 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def windowed(query: torch.Tensor, train: torch.Tensor, radius: int) -> torch.Tensor:
-    """Cosine patch distance ``sqrt(2 − 2 cos)`` of each query cell to its nearest training patch within ±radius
-    cells of the same position, one matrix product per cell: ``query (n, h, w, D)``, ``train (N, h, w, D)``
-    (unit length) → ``(n, h·w)``."""
-    n, h, w, d = query.shape
-    out = torch.empty(n, h, w)
-    for y in range(h):
-        for x in range(w):
-            near = train[:, max(0, y - radius):y + radius + 1, max(0, x - radius):x + radius + 1].reshape(-1, d)
-            out[:, y, x] = (2 - 2 * (query[:, y, x] @ near.T).max(dim=1).values).clamp_min(0).sqrt()
-    return out.flatten(1)
-
-
-def image_score(dist: torch.Tensor, how: str) -> np.ndarray:
-    """Image scores ``(n,)`` of patch distances ``(n, h·w)``."""
-    if how == "max":
-        return dist.max(dim=1).values.numpy()
-    return dist.topk(max(1, round(0.1 * dist.shape[1])), dim=1).values.mean(dim=1).numpy()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
 
@@ -81,7 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     from medmoe.data.dataset import ImageDataset
     from medmoe.engine.evaluate import VARIANTS as VIEWS
     from medmoe.metrics import image_metrics, pixel_metrics
-    from medmoe.model.feature.memory import coreset_indices, gaussian_blur, nearest_distance, patches
+    from medmoe.model.feature.memory import (
+        coreset_indices,
+        gaussian_blur,
+        nearest_distance,
+        patches,
+        windowed_nearest_distance,
+    )
     from medmoe.report.tables import markdown_table
 
     data = TrunkData.open(args)
@@ -104,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         keep = (labels == 0) | has_mask
         if not bool(has_mask.any()):
             return float("nan")
-        n, cells = dist.shape
-        side, size = int(round(cells**0.5)), masks.shape[-1]
+        side, size = int(round(dist.shape[1]**0.5)), masks.shape[-1]
         maps = F.interpolate(dist[keep].view(-1, 1, side, side), size=(size, size), mode="bilinear",
                              align_corners=False)
         maps = gaussian_blur(maps, 4 * size / 256)
@@ -143,9 +129,10 @@ def main(argv: list[str] | None = None) -> int:
                     points = train.flatten(0, 2)
                     bank = points[coreset_indices(points, seed=args.seed)]
                 for split, (query, labels, masks, has_mask) in splits.items():
+                    # Euclidean between unit vectors: sqrt(2 − 2 cos)
                     if memory == MEMORIES[0]:
-                        dist = torch.cat([windowed(query[i:i + 64], train, radius) for i in range(0, len(query), 64)])
-                    else:  # Euclidean between unit vectors: sqrt(2 − 2 cos)
+                        dist = windowed_nearest_distance(query, train, radius).flatten(1)
+                    else:
                         dist = torch.cat([nearest_distance(query[i:i + 64].flatten(1, 2), bank)
                                           for i in range(0, len(query), 64)])
                     pixel = pixel_auroc(dist, masks, has_mask, labels)
