@@ -14,7 +14,10 @@ with two cosine memories of the task's training normals:
 
 - **every patch, ±r cells** of the query's position, r covering the same image area at each resolution
   (±1 cell at 16×16, ±2 at 32×32: the position-aware peer of the issue's probe);
-- **a 1 % greedy coreset, anywhere** (what ``feature_moe``'s retrieval experts keep);
+- **a 1 % greedy coreset, anywhere** (what ``feature_moe``'s retrieval experts keep: above two billion
+  point-steps, a two-stage coreset, :func:`~medmoe.model.feature.memory.greedy_coreset`);
+- with ``--memories``, also **the same coreset in one greedy pass** over every patch (the two-stage coreset's
+  reference: what it costs and whether it loses anything);
 
 and two image scores: the largest patch distance and the mean of the largest 10 %. Pixel maps are the patch
 distances upsampled bilinearly to the image and blurred (Gaussian, σ = 4 px at 256 px, PatchCore's).
@@ -26,9 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +45,7 @@ from patch_memory import score as image_score
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "benchmarks" / "results"
 SCORES = ("max", "top 10 %")
-MEMORIES = ("every patch, ±r cells", "coreset 1 %, anywhere")
+MEMORIES = ("every patch, ±r cells", "coreset 1 %, anywhere", "coreset 1 %, anywhere, one pass")
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -50,6 +55,10 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resolutions", nargs="+", type=int, default=[128, 256])
     parser.add_argument("--tasks", nargs="+", default=None, help="task ids (default: every task of the data)")
+    parser.add_argument("--memories", nargs="+", type=int, default=[0, 1],
+                        help=f"which memories, by index: {', '.join(f'{i}: {m}' for i, m in enumerate(MEMORIES))}")
+    parser.add_argument("--colour", nargs="+", default=[], metavar="TASK",
+                        help="tasks read in colour, through the trunk's own RGB stem (default: every task gray)")
     parser.add_argument("--out", default="grid-resolution", help="name of the .md/.json written to benchmarks/results")
     return parser.parse_args(argv)
 
@@ -63,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from medmoe.engine.evaluate import VARIANTS as VIEWS
     from medmoe.metrics import image_metrics, pixel_metrics
     from medmoe.model.feature.memory import (
+        SINGLE_STAGE_WORK,
         coreset_indices,
         gaussian_blur,
         nearest_distance,
@@ -70,15 +80,17 @@ def main(argv: list[str] | None = None) -> int:
         windowed_nearest_distance,
     )
     from medmoe.report.tables import markdown_table
+    from medmoe.tasks import TaskRegistry
 
     data = TrunkData.open(args)
     task_ids = args.tasks or list(data.tasks.ids)
+    tasks = TaskRegistry(replace(t, channels=3) if t.id in args.colour else t for t in data.tasks)
 
     def load(split: str, task: str, resolution: int, excluded: tuple[str, ...] = ()) -> tuple[torch.Tensor, ...]:
-        """Images ``(n, 1, R, R)``, labels ``(n,)``, masks ``(n, 1, R, R)``, has-mask ``(n,)``."""
+        """Images ``(n, C, R, R)``, labels ``(n,)``, masks ``(n, 1, R, R)``, has-mask ``(n,)``."""
         samples = [(m, s) for m in data.manifests for s in m.select(split=split, task=task, exclude_flags=excluded)]
-        batch = ImageDataset(samples, data.tasks, resolution=resolution, cache_dir=data.cache,
-                             with_masks=True).materialize(progress=False)
+        batch = ImageDataset(samples, tasks, resolution=resolution, cache_dir=data.cache, with_masks=True,
+                             channels=3 if task in args.colour else 1).materialize(progress=False)
         return batch.images, batch.labels, batch.masks, batch.has_mask
 
     def grid(images: torch.Tensor, cached: bool) -> torch.Tensor:
@@ -115,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             extracted = time.perf_counter()
             val_labels = torch.cat([torch.zeros(len(val_images), dtype=torch.long),
                                     torch.ones(len(abnormal), dtype=torch.long)])
-            val_masks = torch.cat([torch.zeros_like(val_images), torch.from_numpy(lesion).float()])
+            val_masks = torch.cat([torch.zeros_like(val_images[:, :1]), torch.from_numpy(lesion).float()])
             splits = {"val": (val, val_labels, val_masks, val_labels == 1),
                       "test": (test, test_labels, test_masks, test_has)}
             side = train.shape[1]
@@ -123,11 +135,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{task} at {resolution} px ({side}×{side} cells): {len(train)} training normals, "
                   f"{len(val_images)} validation normals, {len(test_labels)} test images; "
                   f"{n_images / (extracted - loaded):.1f} images/s through the trunk", flush=True)
-            for memory in MEMORIES:
+            for memory in (MEMORIES[i] for i in args.memories):
                 began = time.perf_counter()
-                if memory == MEMORIES[1]:
+                if memory != MEMORIES[0]:
                     points = train.flatten(0, 2)
-                    bank = points[coreset_indices(points, seed=args.seed)]
+                    one_pass = math.inf if memory == MEMORIES[2] else SINGLE_STAGE_WORK
+                    bank = points[coreset_indices(points, seed=args.seed, single_stage_work=one_pass)]
                 for split, (query, labels, masks, has_mask) in splits.items():
                     # Euclidean between unit vectors: sqrt(2 − 2 cos)
                     if memory == MEMORIES[0]:
@@ -161,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         return markdown_table(out, columns)
 
     note = (f"`python benchmarks/grid_resolution.py --data ROOT --seed {args.seed} --threads {args.threads} "
-            f"--resolutions {' '.join(map(str, args.resolutions))}"
-            f"{' --tasks ' + ' '.join(task_ids) if args.tasks else ''} --out {args.out}` on {platform.machine()} "
+            f"--resolutions {' '.join(map(str, args.resolutions))} --memories {' '.join(map(str, args.memories))}"
+            f"{' --tasks ' + ' '.join(task_ids) if args.tasks else ''}"
+            f"{' --colour ' + ' '.join(args.colour) if args.colour else ''} --out {args.out}` on {platform.machine()} "
             f"({torch.get_num_threads()} threads), {data.config.model.trunk}, stages "
             f"{list(data.config.model.trunk_stages)}, cosine patches. No training.")
     text = ("# Feature grid resolution: validation AUROC (normals vs synthetic anomalies made from them)\n\n"

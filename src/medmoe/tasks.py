@@ -48,7 +48,9 @@ class Task:
         organ: the organ imaged (``brain``).
         modality: the imaging modality (``MRI``).
         prompt: the text prompt the model is trained with.
-        channels: input channels the model sees (1: images are converted to grayscale).
+        channels: 3 for a colour modality (read in colour by a colour model, ``model.in_channels: 3``, and
+            gray by a gray one), 1 for a gray one (read gray; replicated for a colour model):
+            :meth:`channels_for`.
         dicom_modalities: DICOM ``Modality`` codes that suggest this task (``MR``).
         dicom_body_parts: DICOM ``BodyPartExamined`` values that suggest this task (``BRAIN``).
         window: the intensity window ``(center, width)`` its DICOM and NIfTI images are read with, in
@@ -77,6 +79,11 @@ class Task:
                 object.__setattr__(self, "window", resolve_window(self.window))
             except ValueError as exc:
                 raise ConfigError(f"task {self.id!r}: {exc}") from None
+
+    def channels_for(self, model_channels: int) -> int:
+        """The channels this task's images are read with for a model of ``model_channels`` (1 or 3): a colour
+        task's in colour only for a colour model; the model replicates a gray image to its channels."""
+        return min(self.channels, model_channels)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-serialisable dict (round-trips through :meth:`from_dict`)."""
@@ -113,7 +120,7 @@ DEFAULT_TASKS: tuple[Task, ...] = (
          dicom_modalities=("CR", "DX"), dicom_body_parts=("CHEST",)),
     Task("brain_mri", "brain", "MRI", "Brain MRI slice.",
          dicom_modalities=("MR",), dicom_body_parts=("BRAIN", "HEAD")),
-    Task("fundus", "eye", "fundus photography", "Retinal fundus image.",
+    Task("fundus", "eye", "fundus photography", "Retinal fundus image.", channels=3,
          dicom_modalities=("OP", "XC"), dicom_body_parts=("EYE",)),
     Task("breast_us", "breast", "ultrasound", "Breast ultrasound image.",
          dicom_modalities=("US",), dicom_body_parts=("BREAST",)),

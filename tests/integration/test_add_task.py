@@ -84,9 +84,6 @@ def test_misuse_is_refused_with_one_message(feature_run: Path, tiny_run: Path, d
     with pytest.raises(ConfigError, match="already in the model"):
         add_task(feature_run, Task("brain_mri", "brain", "MRI", "Brain MRI."),
                  [folder_manifest(data / "brain_mri" / "train", "brain_mri")], tmp_path / "a", progress=False)
-    with pytest.raises(ConfigError, match="3 channel"):
-        add_task(feature_run, Task("knee_mri", "knee", "MRI", "Knee MRI.", channels=3), knee, tmp_path / "b",
-                 progress=False)
     with pytest.raises(ConfigError, match="feature_moe"):
         add_task(tiny_run, KNEE, knee, tmp_path / "c", progress=False)
     few = tmp_path / "few"

@@ -256,9 +256,10 @@ def test_single_task_training(data, tmp_path: Path) -> None:
     assert list(result.thresholds) == ["head_ct"] and not math.isnan(result.thresholds["head_ct"])
 
 
-def test_task_channels_that_differ_from_the_model_are_a_config_error(data, tmp_path: Path) -> None:
-    """A tasks file with ``channels: 3`` under the default ``model.in_channels=1`` is refused before
-    training (it used to end in a raw torch RuntimeError inside the first batch)."""
+def test_a_gray_model_reads_a_colour_task_gray_and_says_so(data, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A tasks file with ``channels: 3`` under the default ``model.in_channels=1``: the task's images are read gray
+    (it used to end in a raw torch RuntimeError inside the first batch) and the log says how to read colour."""
     from dataclasses import replace
 
     from medmoe.data.manifest import Manifest
@@ -268,9 +269,10 @@ def test_task_channels_that_differ_from_the_model_are_a_config_error(data, tmp_p
     colour = Manifest(root=data.root, samples=[replace(s, task="colour_ct") for s in data.select(task="head_ct")])
     config = fast_config(tmp_path, "train.epochs=1", "model.num_experts=1", "model.top_k=1",
                          f"data.tasks_file={tasks_file}")
-    with pytest.raises(ConfigError, match=r"task channels \(colour_ct: 3\) differ from model.in_channels=1"):
+    with caplog.at_level("INFO", logger="medmoe.engine.data"):
         train(config, [colour], tmp_path / "r", progress=False)
-    assert not (tmp_path / "r" / "model.json").exists()
+    assert "colour_ct: colour task(s) read gray by this model (model.in_channels: 1)" in caplog.text
+    assert (tmp_path / "r" / "model.json").is_file()
 
 
 def test_profiles_ship_with_the_package_and_cpu_feat_is_the_default(tmp_path: Path, capsys, monkeypatch) -> None:

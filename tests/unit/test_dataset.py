@@ -99,9 +99,27 @@ def test_image_is_squashed_with_antialiasing_and_rgb_becomes_luma(tmp_path: Path
 def test_three_channel_tasks_repeat_gray(tmp_path: Path) -> None:
     name = _png(tmp_path / "gray.png", np.full((20, 20), 128, dtype=np.uint8))
     tasks = TaskRegistry([Task("eye_rgb", "eye", "fundus", "Colour fundus.", channels=3)])
-    ds = ImageDataset([(_manifest(tmp_path), Sample(name, "eye_rgb", 0, "train"))], tasks, resolution=8)
+    ds = ImageDataset([(_manifest(tmp_path), Sample(name, "eye_rgb", 0, "train"))], tasks, resolution=8, channels=3)
     assert ds[0].image.shape == (3, 8, 8)
     torch.testing.assert_close(ds[0].image, torch.full((3, 8, 8), 128 / 255), atol=3e-4, rtol=0)
+
+
+def test_a_colour_dataset_keeps_colour_and_replicates_a_gray_tasks_images(tmp_path: Path) -> None:
+    colour = np.zeros((20, 20, 3), dtype=np.uint8)
+    colour[..., 0] = 200  # red
+    names = [_png(tmp_path / "red.png", colour), _png(tmp_path / "red-for-gray.png", colour)]
+    tasks = TaskRegistry([Task("eye_rgb", "eye", "fundus", "Colour fundus.", channels=3),
+                          Task("chest", "chest", "X-ray", "Chest X-ray.")])
+    rows = [(_manifest(tmp_path), Sample(names[0], "eye_rgb", 0, "train")),
+            (_manifest(tmp_path), Sample(names[1], "chest", 0, "train"))]
+    for cache in (None, tmp_path / "cache", tmp_path / "cache"):  # computed, written, read back
+        images = ImageDataset(rows, tasks, resolution=8, channels=3, cache_dir=cache).materialize(progress=False).images
+        assert images.shape == (2, 3, 8, 8)
+        torch.testing.assert_close(images[0, :, 0, 0], torch.tensor([200 / 255, 0, 0]), atol=3e-4, rtol=0)
+        gray = images[1, 0, 0, 0]  # the gray task reads the file gray (luma of red), in every channel
+        assert 0.2 < gray < 0.25 and bool((images[1] == gray).all())
+    as_gray = ImageDataset(rows, tasks, resolution=8, cache_dir=tmp_path / "cache").materialize(progress=False).images
+    assert as_gray.shape == (2, 1, 8, 8) and bool((as_gray == gray).all())  # a gray model reads colour tasks gray
 
 
 def _windowed(window: object) -> TaskRegistry:
@@ -229,8 +247,8 @@ def test_registry_mismatches_are_clear_errors(synthetic: Manifest) -> None:
         ImageDataset.from_manifests([synthetic], default_registry().subset(["brain_mri", "head_ct"]))
     mixed = TaskRegistry([*default_registry(), Task("eye_rgb", "eye", "fundus", "Colour fundus.", channels=3)])
     entries = [(synthetic, synthetic.samples[0]), (synthetic, Sample("x.png", "eye_rgb", 0, "train"))]
-    with pytest.raises(DatasetError, match="same number of channels"):
-        ImageDataset(entries, mixed)
+    with pytest.raises(ConfigError, match="channels must be 1 .gray. or 3 .colour., not 2"):
+        ImageDataset(entries, mixed, channels=2)
     with pytest.raises(DatasetError, match="no images"):
         ImageDataset([], default_registry())
 

@@ -98,6 +98,17 @@ def test_greedy_coreset_covers_every_cluster() -> None:
     assert sorted((points[chosen] / 10).round().abs().tolist()) == sorted(centers.div(10).tolist())
 
 
+def test_a_two_stage_coreset_keeps_distinct_rows_and_covers_every_cluster() -> None:
+    # 20 clusters of 1000 consecutive rows (as an image's patches are), over 5 blocks of 4096 rows; the first
+    # stage keeps 10 × 20 candidates
+    centers = 10 * torch.randn(20, 8, generator=torch.Generator().manual_seed(0))
+    points = (centers[:, None] + 0.1 * torch.randn(20, 1000, 8)).flatten(0, 1)
+    chosen = greedy_coreset(points, 20, seed=1, single_stage_work=0)
+    assert len(chosen) == len(set(chosen.tolist())) == 20
+    nearest_center = torch.cdist(points[chosen], centers).argmin(dim=1)
+    assert sorted(nearest_center.tolist()) == list(range(20))  # one row from each cluster
+
+
 def test_nearest_distance_matches_brute_force_and_honours_the_penalty() -> None:
     q, bank = torch.randn(2, 37, 5), torch.randn(11, 5)
     expected = torch.cdist(q, bank).min(dim=-1).values

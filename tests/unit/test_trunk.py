@@ -49,6 +49,17 @@ def test_gray_stem_equals_replicated_rgb_with_imagenet_normalisation(trunk: Froz
     assert torch.allclose(folded, replicated, atol=1e-4)  # float32 rounding, amplified by the stem BN
 
 
+def test_a_colour_image_keeps_its_channels_and_a_gray_one_equals_its_replicated_colour(trunk: FrozenTrunk) -> None:
+    rgb = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        colour = trunk(rgb)
+        mean_gray = trunk(rgb.mean(dim=1, keepdim=True))
+        as_gray = trunk(rgb.mean(dim=1, keepdim=True).repeat(1, 3, 1, 1))
+    assert colour.shape == mean_gray.shape == (2, trunk.channels, 8, 8)
+    assert torch.allclose(as_gray, mean_gray, atol=1e-3)  # one network: the folded stem is the replicated one
+    assert (colour - mean_gray).abs().mean() > 10 * (as_gray - mean_gray).abs().mean()  # colour is seen
+
+
 def test_feature_shapes_follow_the_stages() -> None:
     x = torch.rand(2, 1, 128, 128)
     for stages, channels, side in [((2, 4), 40 + 112, 16), ((1, 3), 24 + 80, 32), ((4,), 112, 8)]:

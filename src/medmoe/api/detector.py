@@ -320,7 +320,10 @@ class Detector:
         check_scorable(source or "<array>", decoded)
         if query is None:
             query = self._query_from_tags(source)
-        model_input = preprocess_image(decoded, self.spec.channels, self.spec.resolution)
+        channels = self.tasks[query.task].channels_for(self.spec.channels)
+        model_input = preprocess_image(decoded, channels, self.spec.resolution)
+        if len(model_input) < self.spec.channels:  # a gray task's image for a colour model: replicated
+            model_input = np.repeat(model_input, self.spec.channels, axis=0)
         constant = constant_note(decoded)
         shown = decoded if decoded.ndim == 3 else to_grayscale(decoded)  # colour stays colour on the overlay
         return PreparedImage(source=source, image=shown, model_input=model_input, query=query,

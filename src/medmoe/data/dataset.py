@@ -137,8 +137,10 @@ class ImageDataset(Dataset[Item]):
 
     Args:
         entries: ``(manifest, sample)`` pairs; each sample's paths resolve against its manifest's root.
-        tasks: the task registry; gives each image its task index and channel count (all tasks of
-            one dataset must have the same channel count).
+        tasks: the task registry; gives each image its task index and channels.
+        channels: the model's input channels ``C``, every image's: a colour task's images are read in colour for
+            a colour model (3) and gray for a gray one (1); a gray task's are read gray and replicated
+            (:meth:`~medmoe.tasks.Task.channels_for`).
         resolution: output side ``R`` (images are squashed to ``R × R``).
         cache_dir: folder of the preprocessed cache (created as needed); ``None`` disables it.
         with_masks: load masks; if false every mask is zeros and ``has_mask`` is false.
@@ -147,12 +149,12 @@ class ImageDataset(Dataset[Item]):
     hold display values and ignore it); without one, the file's own window (DICOM VOI) or min–max.
 
     Raises:
-        DatasetError: no entries, a task missing from ``tasks``, or tasks with different channels.
+        DatasetError: no entries, or a task missing from ``tasks``.
         ConfigError: a bad resolution.
     """
 
     def __init__(self, entries: Sequence[tuple[Manifest, Sample]], tasks: TaskRegistry, resolution: int = 64,
-                 cache_dir: Path | None = None, with_masks: bool = True) -> None:
+                 cache_dir: Path | None = None, with_masks: bool = True, channels: int = 1) -> None:
         self.entries: list[tuple[Manifest, Sample]] = list(entries)
         self.tasks = tasks
         self.resolution = int(resolution)
@@ -168,12 +170,9 @@ class ImageDataset(Dataset[Item]):
                     f"image '{manifest.resolve(sample.path)}' has task {sample.task!r}, which is not in the task "
                     f"registry ({', '.join(tasks.ids)}); add it with a task file or leave those rows out"
                 )
-        used = dict.fromkeys(s.task for _, s in self.entries)
-        channels = {tasks[t].channels for t in used}
-        if len(channels) > 1:
-            detail = ", ".join(f"{t}: {tasks[t].channels}" for t in used)
-            raise DatasetError(f"tasks of one dataset must have the same number of channels ({detail})")
-        self.channels: int = channels.pop()
+        if channels not in (1, 3):
+            raise ConfigError(f"channels must be 1 (gray) or 3 (colour), not {channels}")
+        self.channels = channels
         self._task_indices = [tasks.index(s.task) for _, s in self.entries]
 
     @classmethod
@@ -261,28 +260,29 @@ class ImageDataset(Dataset[Item]):
         mask_spec = sample.mask if self.with_masks else ""
         mask_files = [] if is_box_spec(mask_spec) else [manifest.resolve(p) for p in mask_spec.split("|") if p]
         window = window_for(image_path, self.tasks[sample.task].window)
+        channels = self.tasks[sample.task].channels_for(self.channels)  # a gray image is replicated below
         if self.cache_dir is None:
-            array = self._preprocess(image_path, mask_spec, mask_files, window)
+            array = self._preprocess(image_path, mask_spec, mask_files, window, channels)
         else:
-            key = self._cache_key(image_path, mask_spec, mask_files, window)
+            key = self._cache_key(image_path, mask_spec, mask_files, window, channels)
             entry = self.cache_dir / key[:2] / f"{key}.npy"
-            cached = self._read_cache(entry)
+            cached = self._read_cache(entry, channels)
             if cached is None:
-                array = self._preprocess(image_path, mask_spec, mask_files, window)
+                array = self._preprocess(image_path, mask_spec, mask_files, window, channels)
                 buffer = io.BytesIO()
                 np.save(buffer, array)
                 atomic_write_bytes(entry, buffer.getvalue())
             else:
                 array = cached
         tensor = torch.from_numpy(array.astype(np.float32))
-        return tensor[: self.channels], tensor[self.channels:]
+        return tensor[:channels].expand(self.channels, -1, -1), tensor[channels:]
 
     def _preprocess(self, image_path: Path, mask_spec: str, mask_files: list[Path],
-                    window: tuple[float, float] | None) -> np.ndarray:
-        """Decode and preprocess one row: ``(C + 1, R, R)`` ``float16``, the mask last."""
+                    window: tuple[float, float] | None, channels: int) -> np.ndarray:
+        """Decode and preprocess one row read with ``channels`` ``c``: ``(c + 1, R, R)`` ``float16``, the mask last."""
         decoded = read_image(image_path, window=window)
         check_scorable(image_path, decoded)
-        image = preprocess_image(decoded, self.channels, self.resolution)
+        image = preprocess_image(decoded, channels, self.resolution)
         shape = decoded.shape[:2]
         if is_box_spec(mask_spec):
             try:
@@ -304,12 +304,12 @@ class ImageDataset(Dataset[Item]):
         return np.concatenate([image, mask]).astype(np.float16)
 
     def _cache_key(self, image_path: Path, mask_spec: str, mask_files: list[Path],
-                   window: tuple[float, float] | None) -> str:
+                   window: tuple[float, float] | None, channels: int) -> str:
         """SHA-256 over the file contents and every setting that changes the preprocessed array."""
         key = {
             "version": CACHE_VERSION,
             "resolution": self.resolution,
-            "channels": self.channels,
+            "channels": channels,
             "window": window,
             "image": _file_sha256(image_path),
             "mask_boxes": mask_spec if is_box_spec(mask_spec) else None,
@@ -317,7 +317,7 @@ class ImageDataset(Dataset[Item]):
         }
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
 
-    def _read_cache(self, entry: Path) -> np.ndarray | None:
+    def _read_cache(self, entry: Path, channels: int) -> np.ndarray | None:
         """A cached array, or ``None`` if absent or unusable (then it is recomputed and rewritten)."""
         try:
             array = np.load(entry, allow_pickle=False)
@@ -326,7 +326,7 @@ class ImageDataset(Dataset[Item]):
         except (OSError, ValueError, EOFError) as exc:
             _log.warning("recomputing corrupt cache entry '%s' (%s)", entry, exc)
             return None
-        expected = (self.channels + 1, self.resolution, self.resolution)
+        expected = (channels + 1, self.resolution, self.resolution)
         if array.dtype != np.float16 or array.shape != expected:
             _log.warning("recomputing cache entry '%s' of shape %s, expected %s", entry, array.shape, expected)
             return None

@@ -39,7 +39,7 @@ from medmoe.data.manifest import Manifest, Sample, write_manifest
 from medmoe.data.sources._base import list_images
 from medmoe.data.splits import carve_validation, flag_duplicates
 from medmoe.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from medmoe.engine.data import MANIFEST_DIR, default_cache_dir
+from medmoe.engine.data import MANIFEST_DIR, default_cache_dir, note_gray_reading
 from medmoe.engine.features import prepared_inputs
 from medmoe.engine.inference import predict
 from medmoe.engine.trust_fitting import fit_scope, log_scope_caveats, reference_copy_inputs, scope_distances
@@ -135,7 +135,7 @@ def add_task(model_run: str | Path, task: Task, manifests: list[Manifest], out: 
             split_inputs[split] = torch.zeros(0)
             continue
         dataset = ImageDataset(entries, TaskRegistry([task]), resolution=config.model.resolution, cache_dir=cache,
-                               with_masks=False)
+                               with_masks=False, channels=config.model.in_channels)
         failures = dataset.check(progress=progress)
         if failures and split == "train" and len(entries) - len(failures) < MIN_IMAGES:
             raise DatasetError(f"only {len(entries) - len(failures)} of {len(entries)} training images of "
@@ -145,7 +145,7 @@ def add_task(model_run: str | Path, task: Task, manifests: list[Manifest], out: 
             bad = {str(path) for path, _ in failures}
             dataset = ImageDataset([e for e in entries if str(e[0].resolve(e[1].path)) not in bad],
                                    TaskRegistry([task]), resolution=config.model.resolution, cache_dir=cache,
-                                   with_masks=False)
+                                   with_masks=False, channels=config.model.in_channels)
         images = dataset.materialize(progress=progress).images
         split_inputs[split] = prepared_inputs(model, images, cache_dir=cache, progress=progress)
         if split == "train":
@@ -213,9 +213,7 @@ def _check(checkpoint: Checkpoint, task: Task, expert: str) -> None:
                           f"{config.architecture!r}" + ("" if config.prompt else " without prompts"))
     if task.id in tasks:
         raise ConfigError(f"task {task.id!r} is already in the model ({', '.join(tasks.ids)}); pick a new id")
-    if task.channels != config.in_channels:
-        raise ConfigError(f"task {task.id!r} has {task.channels} channel(s) but the model reads "
-                          f"{config.in_channels}")
+    note_gray_reading(TaskRegistry([task]), checkpoint.config)
     checkpoint.model.check_growth(expert)
     if checkpoint.scope is None or checkpoint.calibration is None:
         raise CheckpointError("the run has no trust outputs; run 'medmoe calibrate --model RUN' on it first")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,8 @@ from medmoe.engine.config import RunConfig
 from medmoe.engine.distributed import DistInfo, barrier
 from medmoe.errors import DatasetError
 from medmoe.tasks import TaskRegistry
+
+_log = logging.getLogger(__name__)
 
 MANIFEST_DIR = "manifests"
 
@@ -88,6 +91,14 @@ def select_tasks(registry: TaskRegistry, manifests: Sequence[Manifest],
     return registry.subset(chosen)
 
 
+def note_gray_reading(tasks: TaskRegistry, config: RunConfig) -> None:
+    """Log the colour tasks a gray model (``model.in_channels`` 1) reads gray, and how to read them in colour."""
+    colour = [t.id for t in tasks if t.channels_for(config.model.in_channels) < t.channels]
+    if colour:
+        _log.info("%s: colour task(s) read gray by this model (model.in_channels: 1); model.in_channels: 3 reads "
+                  "them in colour", ", ".join(colour))
+
+
 def load_split(manifests: Sequence[Manifest], tasks: TaskRegistry, split: str, config: RunConfig,
                cache_dir: Path, progress: bool, dist: DistInfo | None = None) -> Batch:
     """All images of the tasks' rows of one split as tensors (empty if there are none); with ``dist``
@@ -100,7 +111,7 @@ def load_split(manifests: Sequence[Manifest], tasks: TaskRegistry, split: str, c
         return Batch(images=torch.zeros(0, c, r, r), masks=torch.zeros(0, 1, r, r),
                      has_mask=torch.zeros(0, dtype=torch.bool), labels=empty, task_indices=empty, indices=empty)
     dataset = ImageDataset(entries, tasks, resolution=config.model.resolution, cache_dir=cache_dir,
-                           with_masks=False)
+                           with_masks=False, channels=config.model.in_channels)
     if not dist.is_main:
         barrier(dist)
     batch = dataset.materialize(progress=progress)

@@ -97,7 +97,8 @@ def collect(checkpoint: Checkpoint, manifests: Sequence[Manifest], *, split: str
         raise DatasetError(f"no '{split}' images of the model's tasks ({', '.join(checkpoint.tasks.ids)}) "
                            "in the given manifests")
     dataset = ImageDataset(entries, checkpoint.tasks, resolution=checkpoint.config.model.resolution,
-                           cache_dir=cache_dir or default_cache_dir(), with_masks=True)
+                           cache_dir=cache_dir or default_cache_dir(), with_masks=True,
+                           channels=checkpoint.config.model.in_channels)
     batch = dataset.materialize(progress=progress)
     inputs = prepared_inputs(checkpoint.model, batch.images, cache_dir=cache_dir or default_cache_dir(),
                              batch_size=batch_size, progress=progress)

