@@ -82,7 +82,8 @@ def validation_auroc(checkpoint, manifests, seed: int) -> dict[str, float]:  # n
         if len(entries) < 2:
             continue
         batch = ImageDataset(entries, tasks, resolution=checkpoint.config.model.resolution,
-                             cache_dir=default_cache_dir(), with_masks=False).materialize(progress=False)
+                             cache_dir=default_cache_dir(), with_masks=False,
+                             channels=checkpoint.config.model.in_channels).materialize(progress=False)
         normal = batch.images.numpy()
         abnormal, _ = synthesize_anomalies(normal, np.random.default_rng(seed * 1000 + t))
         images = torch.cat([batch.images, torch.from_numpy(abnormal)])
@@ -102,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], help="extra overrides for every variant")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--runs", nargs="+", default=[], metavar="NAME=RUN",
+                        help="score runs trained elsewhere (e.g. by benchmarks/run.py, with this --seed's split) "
+                             "as variants NAME, instead of training --variants")
     args = parser.parse_args(argv)
 
     import torch
@@ -116,16 +120,21 @@ def main(argv: list[str] | None = None) -> int:
     manifests = resolve_data(args.data, seed=args.seed, val_fraction=DataConfig().val_fraction)
     log_path = RESULTS / "feature-design.json"
     records = json.loads(log_path.read_text()) if log_path.is_file() else []
-    for name in args.variants:
-        overrides = [*VARIANTS[name], *args.set, f"train.seed={args.seed}"]
-        config = load_config("cpu-feat", overrides)
-        with tempfile.TemporaryDirectory() as run:
-            started = time.perf_counter()
-            train(config, manifests, run, progress=False)
-            seconds = time.perf_counter() - started
-            auroc = validation_auroc(load_checkpoint(run), manifests, args.seed)
+    for name, trained in _variants(args):
+        if trained is None:
+            overrides = [*VARIANTS[name], *args.set, f"train.seed={args.seed}"]
+            config = load_config("cpu-feat", overrides)
+            with tempfile.TemporaryDirectory() as run:
+                started = time.perf_counter()
+                train(config, manifests, run, progress=False)
+                seconds: float | None = round(time.perf_counter() - started, 1)
+                auroc = validation_auroc(load_checkpoint(run), manifests, args.seed)
+        else:
+            checkpoint = load_checkpoint(trained)
+            overrides, seconds = [f"trained elsewhere: {trained}"], checkpoint.info.get("train_seconds")
+            auroc = validation_auroc(checkpoint, manifests, args.seed)
         record = {"variant": name, "overrides": overrides, "seed": args.seed, "val_synthetic_auroc": auroc,
-                  "train_seconds": round(seconds, 1), "machine": f"{platform.processor() or platform.machine()}, "
+                  "train_seconds": seconds, "machine": f"{platform.processor() or platform.machine()}, "
                   f"{torch.get_num_threads()} threads", "when": datetime.now(UTC).isoformat(timespec="seconds")}
         records.append(record)
         print(json.dumps(record), flush=True)
@@ -133,6 +142,19 @@ def main(argv: list[str] | None = None) -> int:
         log_path.write_text(json.dumps(records, indent=1) + "\n")
         write_markdown(records, RESULTS / "feature-design.md")
     return 0
+
+
+def _variants(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    """``(name, run folder)`` of each ``--runs NAME=RUN``, or ``(name, None)`` of each variant to train."""
+    if not args.runs:
+        return [(name, None) for name in args.variants]
+    if any("=" not in r for r in args.runs):
+        raise SystemExit("--runs takes NAME=RUN pairs")
+    return [(name, run) for name, run in (r.split("=", 1) for r in args.runs)]
+
+
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}"
 
 
 def write_markdown(records: list[dict], path: Path) -> None:
@@ -147,7 +169,7 @@ def write_markdown(records: list[dict], path: Path) -> None:
         a = r["val_synthetic_auroc"]
         extra = [o for o in r["overrides"] if not o.startswith("train.seed=")]
         lines.append(f"| {r['variant']} | {' '.join(extra) or '–'} | " + " | ".join(f"{a.get(t, float('nan')):.1f}" for t in tasks)
-                     + f" | {a['mean']:.1f} | {r['train_seconds']:.0f} | {r['seed']} |")
+                     + f" | {a['mean']:.1f} | {_seconds(r['train_seconds'])} | {r['seed']} |")
     path.write_text("\n".join(lines) + "\n")
 
 
