@@ -12,6 +12,7 @@ from medmoe.engine.features import feature_key, prepared_inputs
 from medmoe.errors import ConfigError
 from medmoe.model.baselines.patchcore import FeatureNN, PatchCore
 from medmoe.model.config import ModelConfig
+from medmoe.model.feature import memory
 from medmoe.model.feature.memory import (
     FAR,
     greedy_coreset,
@@ -118,12 +119,18 @@ def test_nearest_distance_matches_brute_force_and_honours_the_penalty() -> None:
     assert torch.allclose(nearest_distance(q, bank, penalty), torch.cdist(q, bank[10:]).squeeze(-1), atol=1e-4)
 
 
-def test_a_bank_searched_in_chunks_gives_what_one_search_gives() -> None:
+def test_a_bank_searched_in_chunks_gives_what_one_search_gives(monkeypatch: pytest.MonkeyPatch) -> None:
     q, bank = torch.randn(3, 20, 6), torch.randn(50, 6)
     penalty = torch.zeros(3, 50)
     penalty[0, 7:] = FAR  # image 0 may use rows 0-6 only: its nearest row sits in the first chunk
     whole = nearest_distance(q, bank, penalty, chunk=len(bank))
     assert torch.allclose(nearest_distance(q, bank, penalty, chunk=4), whole)
+    products: list[int] = []
+    original_matmul = torch.Tensor.__matmul__
+    monkeypatch.setattr(memory, "PRODUCT_FLOATS", 3 * 20 * 8)  # the default chunk: 8 rows per block
+    monkeypatch.setattr(torch.Tensor, "__matmul__", lambda a, b: products.append(b.shape[-1]) or original_matmul(a, b))
+    assert torch.allclose(nearest_distance(q, bank, penalty), whole)
+    assert products == [8, 8, 8, 8, 8, 8, 2]
     assert torch.allclose(whole[0], torch.cdist(q[0], bank[:7]).min(dim=-1).values, atol=1e-5)
 
 

@@ -24,7 +24,11 @@ COVERAGE = 0.01
 costs ``n·ratio·n`` distance evaluations, so on a CPU we keep 0.01)."""
 DISTANCES = ("euclidean", "cosine")
 BANK_CHUNK = 16384
-"""Memory rows searched at once by :func:`nearest_distance`."""
+"""Memory rows searched at once by :func:`nearest_distance`, at most."""
+PRODUCT_FLOATS = 1 << 28
+"""The largest query × memory-row block :func:`nearest_distance` computes at once (1 GiB of float32): 64 images
+of 16×16 cells against 16,384 rows; at 32×32 cells the rows per block shrink to 4,096 (a whole block of them,
+with its temporaries, ran a 24 GiB machine out of memory)."""
 SINGLE_STAGE_WORK = 2_000_000_000
 """Point-steps (``n·size``) up to which :func:`greedy_coreset` runs one greedy pass over every point (a 1 %
 coreset of 309k patches, 128 px chest radiographs, is 0.95e9: about a minute on one core)."""
@@ -118,12 +122,15 @@ def coreset_indices(points: torch.Tensor, *, seed: int, minimum: int = 1, covera
 
 
 def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, penalty: torch.Tensor | None = None,
-                     *, chunk: int = BANK_CHUNK) -> torch.Tensor:
+                     *, chunk: int | None = None) -> torch.Tensor:
     """Euclidean distance of each query ``(B, q, D)`` to its nearest row of ``bank (m, D)``: ``(B, q)``.
 
     ``penalty (B, m)`` is added to the squared distances (:data:`FAR` excludes a row for an image). The bank
-    is searched ``chunk`` rows at a time, so a large memory costs ``B·q·chunk`` floats, not ``B·q·m``.
+    is searched ``chunk`` rows at a time (default: :data:`BANK_CHUNK`, fewer where ``B·q·chunk`` would pass
+    :data:`PRODUCT_FLOATS`), so a large memory costs ``B·q·chunk`` floats, not ``B·q·m``.
     """
+    if chunk is None:
+        chunk = max(1, min(BANK_CHUNK, PRODUCT_FLOATS // max(1, queries.shape[0] * queries.shape[1])))
     q2 = queries.square().sum(dim=-1, keepdim=True)  # (B, q, 1)
     best = None
     for start in range(0, len(bank), chunk):
