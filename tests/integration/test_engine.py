@@ -208,6 +208,16 @@ def test_figures_show_the_rows_the_table_measures(trained: Path, data, tmp_path:
     assert drawn["thresholds"]["fundus"] == pytest.approx(ckpt.calibration.threshold("fundus", 0.05)[0])  # type: ignore[index]
 
 
+def test_keeping_the_last_epoch_computes_the_validation_loss_once(data, trained: Path, tmp_path: Path) -> None:
+    """With ``train.selection=last`` nothing is ranked: the validation loss is computed after the last epoch only,
+    and the weights are those of a run that computed it every epoch and kept its last."""
+    train(fast_config(tmp_path, "train.epochs=2", "train.selection=last"), [data], tmp_path / "run", progress=False)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert math.isnan(history[0]["val_loss"]) and math.isfinite(history[1]["val_loss"])
+    ranked = json.loads((trained / "history.json").read_text())  # the same run with selection val_loss
+    assert history[1]["val_loss"] == pytest.approx(ranked[1]["val_loss"], rel=1e-6)
+
+
 def test_an_architecture_brings_its_training_defaults() -> None:
     # feature_moe's loss cannot rank epochs: it keeps the last one under any profile, unless told otherwise
     assert load_config(None, ["model.architecture=feature_moe"]).train.selection == "last"

@@ -48,7 +48,8 @@ class TrainConfig:
         selection: which epoch's weights the run keeps: ``val_loss`` (the lowest validation loss;
             the paper's models) or ``last``. ``feature_moe`` uses ``last``: its Eq. 5 error is divided
             by a running temperature that follows the errors down, so its loss stays level while the
-            reconstruction improves and cannot rank epochs.
+            reconstruction improves and cannot rank epochs. With ``last`` the validation loss ranks nothing, so
+            it is computed after the last epoch only (a hybrid ``feature_moe`` searches its memories to score).
     """
 
     epochs: int = 250

@@ -227,7 +227,8 @@ def _train(config: RunConfig, manifests: list[Manifest], run_dir: Path, dist: Di
         train_loss = _train_epoch(wrapped, optimizer, train_data, text, config, epoch, per_rank, dist)
         record = {"epoch": epoch + 1, **train_loss}
         if dist.is_main:
-            record["val_loss"] = _validation_loss(model, val_data, text, config, dist.device)
+            ranks = tc.selection == "val_loss" or epoch + 1 == tc.epochs  # 'last' has nothing to rank before
+            record["val_loss"] = _validation_loss(model, val_data, text, config, dist.device) if ranks else math.nan
             selection_loss = record["val_loss"] if len(val_data.images) else train_loss["loss"]
             if tc.selection == "last" or selection_loss < state["best_val_loss"]:
                 state["best_val_loss"], state["best_epoch"] = selection_loss, epoch + 1
