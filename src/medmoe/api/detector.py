@@ -44,7 +44,7 @@ from medmoe.api.prompt_matching import PromptMatch, PromptMatcher, PromptWarning
 from medmoe.api.results import DetectionResult
 from medmoe.api.shipped import resolve_model
 from medmoe.api.spec import Backend, ModelSpec
-from medmoe.data.transforms import preprocess_image, resize_plane
+from medmoe.data.transforms import preprocess_image, resize_plane, widen_channels
 from medmoe.errors import CheckpointError, ConfigError, ImageReadError, MedmoeError, PromptError
 from medmoe.io import Plane, read_dicom_tags, read_plane, to_grayscale, window_for
 from medmoe.io.choice import Choice
@@ -321,9 +321,7 @@ class Detector:
         if query is None:
             query = self._query_from_tags(source)
         channels = self.tasks[query.task].channels_for(self.spec.channels)
-        model_input = preprocess_image(decoded, channels, self.spec.resolution)
-        if len(model_input) < self.spec.channels:  # a gray task's image for a colour model: replicated
-            model_input = np.repeat(model_input, self.spec.channels, axis=0)
+        model_input = widen_channels(preprocess_image(decoded, channels, self.spec.resolution), self.spec.channels)
         constant = constant_note(decoded)
         shown = decoded if decoded.ndim == 3 else to_grayscale(decoded)  # colour stays colour on the overlay
         return PreparedImage(source=source, image=shown, model_input=model_input, query=query,

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from medmoe.atomic import atomic_write_bytes
 from medmoe.data.manifest import Manifest, Sample
-from medmoe.data.transforms import is_box_spec, preprocess_image, rasterize_boxes, resize_mask
+from medmoe.data.transforms import is_box_spec, preprocess_image, rasterize_boxes, resize_mask, widen_channels
 from medmoe.errors import ConfigError, DatasetError, ImageReadError
 from medmoe.io import read_image
 from medmoe.io.policy import check_scorable
@@ -260,7 +260,7 @@ class ImageDataset(Dataset[Item]):
         mask_spec = sample.mask if self.with_masks else ""
         mask_files = [] if is_box_spec(mask_spec) else [manifest.resolve(p) for p in mask_spec.split("|") if p]
         window = window_for(image_path, self.tasks[sample.task].window)
-        channels = self.tasks[sample.task].channels_for(self.channels)  # a gray image is replicated below
+        channels = self.tasks[sample.task].channels_for(self.channels)
         if self.cache_dir is None:
             array = self._preprocess(image_path, mask_spec, mask_files, window, channels)
         else:
@@ -274,8 +274,8 @@ class ImageDataset(Dataset[Item]):
                 atomic_write_bytes(entry, buffer.getvalue())
             else:
                 array = cached
-        tensor = torch.from_numpy(array.astype(np.float32))
-        return tensor[:channels].expand(self.channels, -1, -1), tensor[channels:]
+        array = array.astype(np.float32)
+        return torch.from_numpy(widen_channels(array[:channels], self.channels)), torch.from_numpy(array[channels:])
 
     def _preprocess(self, image_path: Path, mask_spec: str, mask_files: list[Path],
                     window: tuple[float, float] | None, channels: int) -> np.ndarray:

@@ -108,6 +108,15 @@ def preprocess_image(image: np.ndarray, channels: int, resolution: int) -> np.nd
     return resize_image(to_channels(image, channels), resolution)
 
 
+def widen_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """A preprocessed ``(c, R, R)`` image as a ``channels``-channel model's input ``(channels, R, R)``.
+
+    A gray image (``c = 1``) for a colour model is replicated into its three channels (equal to the trunk's
+    folded gray stem); an image that already has ``channels`` is returned as is.
+    """
+    return image if len(image) == channels else np.repeat(image, channels, axis=0)
+
+
 def is_box_spec(spec: str) -> bool:
     """Whether a manifest ``mask`` value is a bounding-box specification."""
     return spec.startswith(BOX_PREFIX)
