@@ -14,11 +14,14 @@ Each variant is a list of ``section.field=value`` overrides; see :data:`VARIANTS
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from copy import copy as copy_module
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -63,8 +66,14 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def validation_auroc(checkpoint, manifests, seed: int) -> dict[str, float]:  # noqa: ANN001
-    """Per task: AUROC of the model's scores, validation normals vs synthetic anomalies made from them."""
+def validation_auroc(checkpoint, manifests, seed: int,  # noqa: ANN001
+                    rescorings: Sequence[dict[str, str]] = ({},)) -> list[dict[str, float]]:
+    """Per task: AUROC of the model's scores, validation normals vs synthetic anomalies made from them.
+
+    One result per entry of ``rescorings``: settings of the model's family (e.g. ``{"hybrid_weight": "0.75"}``)
+    replaced at scoring time, for those that change how a trained model scores, not what it learned; the trunk
+    features are computed once for all of them.
+    """
     import numpy as np
     import torch
 
@@ -76,7 +85,7 @@ def validation_auroc(checkpoint, manifests, seed: int) -> dict[str, float]:  # n
     from medmoe.metrics import image_metrics
 
     model, tasks = checkpoint.model, checkpoint.tasks
-    result = {}
+    results: list[dict[str, float]] = [{} for _ in rescorings]
     for t, task in enumerate(tasks):
         entries = [(m, s) for m in manifests for s in m.select(split="val", task=task.id)]
         if len(entries) < 2:
@@ -89,11 +98,25 @@ def validation_auroc(checkpoint, manifests, seed: int) -> dict[str, float]:  # n
         images = torch.cat([batch.images, torch.from_numpy(abnormal)])
         inputs = prepared_inputs(model, images, cache_dir=None, progress=False)
         text = task_text_embeddings(checkpoint.prompt_embeddings, torch.full((len(images),), t))
-        scores = predict(model, inputs, text, prepared=True).score
         labels = np.r_[np.zeros(len(normal), int), np.ones(len(abnormal), int)]
-        result[task.id] = 100 * image_metrics(scores, labels, threshold_val=None).auroc
-    result["mean"] = float(np.mean(list(result.values())))
-    return result
+        for result, changes in zip(results, rescorings, strict=True):
+            scores = predict(rescored(model, changes), inputs, text, prepared=True).score
+            result[task.id] = 100 * image_metrics(scores, labels, threshold_val=None).auroc
+    for result in results:
+        result["mean"] = float(np.mean(list(result.values())))
+    return results
+
+
+def rescored(model, changes: dict[str, str]):  # noqa: ANN001, ANN201
+    """``model`` with its family settings ``changes`` (name → value as text) in place; itself for none."""
+    if not changes:
+        return model
+    settings = model.config.settings
+    typed = {name: type(getattr(settings, name))(value) for name, value in changes.items()}
+    copy = copy_module(model)
+    copy.settings = dataclasses.replace(settings, **typed)
+    copy.config = dataclasses.replace(model.config, settings=copy.settings)
+    return copy
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", nargs="+", default=[], metavar="NAME=RUN",
                         help="score runs trained elsewhere (e.g. by benchmarks/run.py, with this --seed's split) "
                              "as variants NAME, instead of training --variants")
+    parser.add_argument("--rescore", nargs="+", default=[], metavar="SETTING=VALUE[,SETTING=VALUE]",
+                        help="with --runs: also score each run with these scoring settings in place (e.g. "
+                             "hybrid_weight=0.75), one variant each; no retraining")
     args = parser.parse_args(argv)
 
     import torch
@@ -121,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     log_path = RESULTS / "feature-design.json"
     records = json.loads(log_path.read_text()) if log_path.is_file() else []
     for name, trained in _variants(args):
+        scored: list[tuple[str, list[str], dict[str, float]]]
         if trained is None:
             overrides = [*VARIANTS[name], *args.set, f"train.seed={args.seed}"]
             config = load_config("cpu-feat", overrides)
@@ -128,20 +155,33 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.perf_counter()
                 train(config, manifests, run, progress=False)
                 seconds: float | None = round(time.perf_counter() - started, 1)
-                auroc = validation_auroc(load_checkpoint(run), manifests, args.seed)
+                scored = [(name, overrides, validation_auroc(load_checkpoint(run), manifests, args.seed)[0])]
         else:
             checkpoint = load_checkpoint(trained)
-            overrides, seconds = [f"trained elsewhere: {trained}"], checkpoint.info.get("train_seconds")
-            auroc = validation_auroc(checkpoint, manifests, args.seed)
-        record = {"variant": name, "overrides": overrides, "seed": args.seed, "val_synthetic_auroc": auroc,
-                  "train_seconds": seconds, "machine": f"{platform.processor() or platform.machine()}, "
-                  f"{torch.get_num_threads()} threads", "when": datetime.now(UTC).isoformat(timespec="seconds")}
-        records.append(record)
-        print(json.dumps(record), flush=True)
+            seconds = checkpoint.info.get("train_seconds")
+            rescorings = [{}, *(_settings(text) for text in args.rescore)]
+            aurocs = validation_auroc(checkpoint, manifests, args.seed, rescorings)
+            scored = [(name + "".join(f" [{k}={v}]" for k, v in changes.items()),
+                       [f"trained elsewhere: {trained}", *(f"rescored: model.{k}={v}" for k, v in changes.items())],
+                       auroc) for changes, auroc in zip(rescorings, aurocs, strict=True)]
+        for variant, overrides, auroc in scored:
+            record = {"variant": variant, "overrides": overrides, "seed": args.seed, "val_synthetic_auroc": auroc,
+                      "train_seconds": seconds, "machine": f"{platform.processor() or platform.machine()}, "
+                      f"{torch.get_num_threads()} threads", "when": datetime.now(UTC).isoformat(timespec="seconds")}
+            records.append(record)
+            print(json.dumps(record), flush=True)
         RESULTS.mkdir(parents=True, exist_ok=True)
         log_path.write_text(json.dumps(records, indent=1) + "\n")
         write_markdown(records, RESULTS / "feature-design.md")
     return 0
+
+
+def _settings(text: str) -> dict[str, str]:
+    """``"a=1,b=2"`` → ``{"a": "1", "b": "2"}`` (a ``--rescore`` entry)."""
+    pairs = [item.split("=", 1) for item in text.split(",")]
+    if any(len(pair) != 2 for pair in pairs):
+        raise SystemExit(f"--rescore takes SETTING=VALUE[,SETTING=VALUE], not {text!r}")
+    return dict(pairs)
 
 
 def _variants(args: argparse.Namespace) -> list[tuple[str, str | None]]:

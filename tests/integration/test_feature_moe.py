@@ -116,8 +116,9 @@ def test_retrieval_experts_measure_distance_to_their_own_tasks_memory(distance: 
     assert torch.equal(model.forward_prepared(query, text).score, fresh.forward_prepared(query, text).score)
 
 
-def test_hybrid_averages_the_discounted_reconstruction_and_the_scaled_retrieval_error() -> None:
-    model = small(feature_expert="hybrid", score_top_fraction=0.0)
+@pytest.mark.parametrize("weight", [0.5, 0.8])
+def test_hybrid_mixes_the_discounted_reconstruction_and_the_scaled_retrieval_error(weight: float) -> None:
+    model = small(feature_expert="hybrid", score_top_fraction=0.0, hybrid_weight=weight)
     train = model.prepare(torch.rand(10, 1, 64, 64))
     model.fit_data(train, torch.arange(5).repeat(2), None, seed=0)
     assert float(model.retrieval_scale) > 0 and len(model.memory) > 0
@@ -130,7 +131,7 @@ def test_hybrid_averages_the_discounted_reconstruction_and_the_scaled_retrieval_
     rec = reconstruct_only.forward_prepared(query, text).anomaly_map
     ret = torch.einsum("bn,bnhw->bhw", out.router_weights, model.retrieval_errors(query)).unsqueeze(1)
     ret = torch.nn.functional.interpolate(ret / model.retrieval_scale, size=(64, 64), mode="bilinear", align_corners=False)
-    assert torch.allclose(out.anomaly_map, 0.5 * (rec + ret), rtol=1e-4, atol=1e-6)
+    assert torch.allclose(out.anomaly_map, (1 - weight) * rec + weight * ret, rtol=1e-4, atol=1e-6)
 
 
 def test_top_fraction_score_is_the_mean_of_the_largest_values() -> None:

@@ -10,7 +10,8 @@ memory, temperature and retrieval scale:
   decoded channel after ``mu`` when the hallucination head is on;
 - the tempered error ``e = raw / T`` (``T``: a running quantile of ``raw`` on training normals,
   :func:`update_temperature`), the map ``e·exp(−u²)`` (:func:`~medmoe.model.losses.discounted_error`);
-- ``hybrid`` at inference: that map averaged with the retrieval error over its training-normal median.
+- ``hybrid`` at inference: that map mixed with the retrieval error over its training-normal median
+  (``hybrid_weight`` of the latter; 0.5, their mean, by default).
 """
 
 from __future__ import annotations
@@ -83,5 +84,6 @@ def score_branch(config: ModelConfig, decoded: torch.Tensor | None, z: torch.Ten
     e = raw / error_scale
     amap = discounted_error(e, u)
     if settings.feature_expert == "hybrid" and not training:
-        amap = 0.5 * (amap + retrieval() / retrieval_scale)
+        weight = settings.hybrid_weight
+        amap = (1 - weight) * amap + weight * (retrieval() / retrieval_scale)
     return BranchMaps(anomaly_map=amap, u=u, error=e, raw=raw)

@@ -24,6 +24,9 @@ class FeatureMoESettings(ArchitectureSettings):
             or ``retrieve`` each location's nearest normal patch from the expert's memory (expert ``k``
             remembers task ``k mod T``'s training patches), or ``hybrid``: both, their errors averaged at
             inference; each expert also predicts its hallucination map from the bottleneck.
+        hybrid_weight: ``hybrid``'s share of the retrieval error in the map, ``w``: ``(1 − w)`` times the
+            hallucination-discounted reconstruction error plus ``w`` times the retrieval error over its
+            training-normal median (0.5: their mean).
         memory_distance: how the retrieval experts compare a patch with their memory: ``euclidean`` on
             the trunk's scale (PatchCore's) or ``cosine`` (:mod:`medmoe.model.feature.memory`).
         error_quantile: the error temperature is this quantile of the training normals' errors (Eq. 5
@@ -41,6 +44,7 @@ class FeatureMoESettings(ArchitectureSettings):
     feature_error: str = "mse"
     feature_expert: str = "reconstruct"
     memory_distance: str = "euclidean"
+    hybrid_weight: float = 0.5
     error_quantile: float = 0.5
     score_top_fraction: float = 0.0
     added_tasks: int = 0
@@ -57,6 +61,8 @@ class FeatureMoESettings(ArchitectureSettings):
                                ("score_top_fraction", self.score_top_fraction)):
             if not 0 <= fraction < 1:
                 raise ConfigError(f"{name} must be in [0, 1), not {fraction}")
+        if not 0 <= self.hybrid_weight <= 1:
+            raise ConfigError(f"hybrid_weight must be in [0, 1], not {self.hybrid_weight}")
         if self.feature_width < 1:
             raise ConfigError(f"feature_width must be positive, not {self.feature_width}")
         if self.added_tasks < 0:
