@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         """The run's anomaly maps ``(n, 1, R, R)`` of ``images (n, C, R, R)`` read as ``task``."""
         inputs = prepared_inputs(model, images, cache_dir=None, progress=False)
         text = task_text_embeddings(checkpoint.prompt_embeddings, torch.full((len(images),), task))
-        return torch.from_numpy(predict(model, inputs, text, keep_maps=True, prepared=True).anomaly_map)
+        amaps = predict(model, inputs, text, keep_maps=True, prepared=True).anomaly_map  # (n, R, R)
+        return torch.from_numpy(amaps).view(len(images), 1, resolution, resolution)
 
     def pixel_aurocs(amaps: torch.Tensor, masks: np.ndarray) -> list[float]:
         return [100 * pixel_metrics((gaussian_blur(amaps, s) if s > 0 else amaps)[:, 0].numpy(), masks).pixel_auroc

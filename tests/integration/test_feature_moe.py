@@ -17,6 +17,7 @@ from medmoe.engine.config import load_config
 from medmoe.engine.evaluate import collect, compute_metrics
 from medmoe.engine.train import train
 from medmoe.model.feature.branch import ERROR_MOMENTUM
+from medmoe.model.feature.memory import gaussian_blur
 from medmoe.model.feature.network import FeatureMoE, top_fraction_mean
 from medmoe.model.registry import model_config
 
@@ -132,6 +133,17 @@ def test_hybrid_mixes_the_discounted_reconstruction_and_the_scaled_retrieval_err
     ret = torch.einsum("bn,bnhw->bhw", out.router_weights, model.retrieval_errors(query)).unsqueeze(1)
     ret = torch.nn.functional.interpolate(ret / model.retrieval_scale, size=(64, 64), mode="bilinear", align_corners=False)
     assert torch.allclose(out.anomaly_map, (1 - weight) * rec + weight * ret, rtol=1e-4, atol=1e-6)
+
+
+def test_map_sigma_smooths_the_map_the_score_is_read_from() -> None:
+    smoothed = small(map_sigma=2.0, score_top_fraction=0.1).eval()
+    plain = small(score_top_fraction=0.1).eval()
+    plain.load_state_dict(smoothed.state_dict())
+    query, text = smoothed.prepare(torch.rand(2, 1, 64, 64)), torch.randn(2, 384)
+    out, raw = smoothed.forward_prepared(query, text), plain.forward_prepared(query, text).anomaly_map
+    assert torch.allclose(out.anomaly_map, gaussian_blur(raw, 2.0), atol=1e-6)
+    assert not torch.allclose(out.anomaly_map, raw, atol=1e-4)
+    assert torch.allclose(out.score, top_fraction_mean(out.anomaly_map, 0.1))
 
 
 def test_top_fraction_score_is_the_mean_of_the_largest_values() -> None:

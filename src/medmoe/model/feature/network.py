@@ -29,7 +29,8 @@ normals ``z = (F − m) / s``. The rest is the paper's model (§3) moved into fe
   ``T`` at the median, half of the normal locations are where the experts are allowed to hallucinate;
 - **Eq. 5** ``mean(e·exp(−u²) + u²)`` (plain ``mean(e)`` without the hallucination head), **Eq. 6**
   ``alpha·L_rn + beta·L_re``;
-- **anomaly map** ``e·exp(−u²)`` upsampled (bilinear) to the image; **score** its mean (§3.5) or,
+- **anomaly map** ``e·exp(−u²)`` upsampled (bilinear) to the image (smoothed with ``map_sigma``);
+  **score** its mean (§3.5) or,
   with ``score_top_fraction = q > 0``, the mean of its largest ``q`` share (small lesions vanish in a
   full mean).
 """
@@ -49,7 +50,7 @@ from medmoe.model.feature.branch import score_branch
 from medmoe.model.feature.experts import FeatureEncoder, FeatureExpertBank
 from medmoe.model.feature.grow import check_growth, held_out_scores
 from medmoe.model.feature.grow import grow as grow_network
-from medmoe.model.feature.memory import coreset_indices, patch_errors, patches, resize_to_stored
+from medmoe.model.feature.memory import coreset_indices, gaussian_blur, patch_errors, patches, resize_to_stored
 from medmoe.model.feature.settings import FeatureMoESettings
 from medmoe.model.feature.trunk import TrunkModel
 from medmoe.model.losses import LossParts, hallucination_aware_loss, routing_loss
@@ -177,6 +178,8 @@ class FeatureMoE(TrunkModel):
             amap, u, weights = self._added_tasks(inputs, z, b, text_embedding, amap, u, weights)
         size = self.config.resolution
         up = F.interpolate(amap, size=(size, size), mode="bilinear", align_corners=False)
+        if self.settings.map_sigma > 0:
+            up = gaussian_blur(up, self.settings.map_sigma)
         u_up = None if u is None else F.interpolate(u, size=(size, size), mode="bilinear", align_corners=False)
         return ModelOutput(x_hat=None, u=u_up, anomaly_map=up,
                            score=top_fraction_mean(up, self.settings.score_top_fraction),

@@ -33,6 +33,8 @@ class FeatureMoESettings(ArchitectureSettings):
             can only switch the hallucination map on where ``e > 1``).
         score_top_fraction: image score = mean of the largest share of the anomaly map; 0 is the
             paper's mean of the whole map (§3.5).
+        map_sigma: the anomaly map, upsampled to the image, is smoothed by a Gaussian of this σ in pixels before
+            the score is read from it (0: not smoothed; PatchCore smooths with 4).
         added_tasks: tasks added to the trained model by ``medmoe add-task`` (each a
             :class:`~medmoe.model.feature.adapter.TaskAdapter`; the model's own weights untouched).
         added_task_expert: what an added task gets: its own ``expert`` (a decoder and a memory of its
@@ -47,6 +49,7 @@ class FeatureMoESettings(ArchitectureSettings):
     hybrid_weight: float = 0.5
     error_quantile: float = 0.5
     score_top_fraction: float = 0.0
+    map_sigma: float = 0.0
     added_tasks: int = 0
     added_task_expert: str = "expert"
 
@@ -61,6 +64,8 @@ class FeatureMoESettings(ArchitectureSettings):
                                ("score_top_fraction", self.score_top_fraction)):
             if not 0 <= fraction < 1:
                 raise ConfigError(f"{name} must be in [0, 1), not {fraction}")
+        if self.map_sigma < 0:
+            raise ConfigError(f"map_sigma must be ≥ 0 (0: no smoothing), not {self.map_sigma}")
         if not 0 <= self.hybrid_weight <= 1:
             raise ConfigError(f"hybrid_weight must be in [0, 1], not {self.hybrid_weight}")
         if self.feature_width < 1:
