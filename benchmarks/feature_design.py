@@ -8,7 +8,9 @@ those same validation normals (:mod:`medmoe.data.anomalies`, seeded). The test s
 loaded. It prints and appends to ``benchmarks/results/feature-design.json`` and rewrites
 ``feature-design.md`` from all recorded variants, losers included.
 
-Each variant is a list of ``section.field=value`` overrides; see :data:`VARIANTS`.
+Each variant is a list of ``section.field=value`` overrides; see :data:`VARIANTS`. ``--runs NAME=RUN`` scores
+runs trained elsewhere instead, and ``--rescore SETTING=VALUE`` also scores each of them with a scoring setting
+of its family replaced (e.g. ``hybrid_weight=0.75``), without retraining.
 """
 
 from __future__ import annotations
@@ -108,11 +110,13 @@ def validation_auroc(checkpoint, manifests, seed: int,  # noqa: ANN001
 
 
 def rescored(model, changes: dict[str, str]):  # noqa: ANN001, ANN201
-    """``model`` with its family settings ``changes`` (name → value as text) in place; itself for none."""
+    """``model`` with its family settings ``changes`` (name → value as YAML text) in place; itself for none."""
+    import yaml
+
     if not changes:
         return model
     settings = model.config.settings
-    typed = {name: type(getattr(settings, name))(value) for name, value in changes.items()}
+    typed = {name: yaml.safe_load(value) for name, value in changes.items()}
     copy = copy_module(model)
     copy.settings = dataclasses.replace(settings, **typed)
     copy.config = dataclasses.replace(model.config, settings=copy.settings)
